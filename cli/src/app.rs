@@ -1,0 +1,116 @@
+use std::{path::PathBuf, sync::Arc};
+
+use clap::{Parser, Subcommand};
+use ferry_config::{Config, Env};
+use ferry_jobs::Registry;
+use ferry_queue::Queue;
+use ferry_record::Record;
+
+use crate::{
+    commands,
+    exit::{Code, Exit, Result},
+};
+
+/// ferry: background jobs for data work — sync, backup, files, notify — on Redis and Postgres.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about)]
+pub struct Cli {
+    /// Configuration file (missing default file: built-in defaults and the environment).
+    #[arg(long, global = true, env = "FERRY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print JSON for scripts instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "FERRY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply schema `ferry` (idempotent).
+    Migrate,
+    /// Run a worker until SIGTERM or Ctrl-C.
+    Worker(commands::worker::Args),
+    /// Enqueue one job, or many from JSON lines.
+    Enqueue(commands::enqueue::Args),
+    /// List, inspect, re-queue and cancel jobs.
+    #[command(subcommand)]
+    Jobs(commands::jobs::Command),
+    /// Long runs with their checkpoints and progress.
+    #[command(subcommand)]
+    Runs(commands::runs::Command),
+    /// Jobs by kind and state, queue depth, oldest job age.
+    Stats,
+}
+
+pub fn init_tracing(cli: &Cli) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if cli.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// What commands share: config, kinds, and lazily opened connections.
+pub struct Ctx {
+    pub config: Arc<Config>,
+    pub registry: Registry,
+    pub json: bool,
+}
+
+impl Ctx {
+    pub async fn queue(&self) -> Result<Queue> {
+        let c = &self.config;
+        Ok(Queue::connect(&c.redis.url, &c.redis.prefix, c.worker.keep_finished).await?)
+    }
+
+    pub async fn record(&self) -> Result<Record> {
+        let record = Record::connect(&self.config.postgres).await?;
+        record.check_migrated().await?;
+        Ok(record)
+    }
+
+    /// Every queue a known kind uses.
+    pub fn queues(&self) -> Vec<String> {
+        self.registry.queues().into_iter().collect()
+    }
+
+    /// Who did an operator action, for the audit log.
+    pub fn actor(&self) -> String {
+        format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<Code> {
+    let env = Env::process();
+    let (path, required) = match &cli.config {
+        Some(path) => (path.clone(), true),
+        None => (PathBuf::from("ferry.toml"), false),
+    };
+    let config = Arc::new(Config::load(&path, required, &env)?);
+    let registry = Registry::new(&config)?;
+    let ctx = Ctx {
+        config,
+        registry,
+        json: cli.json,
+    };
+    match cli.command {
+        Command::Migrate => {
+            let record = Record::connect(&ctx.config.postgres).await?;
+            record.migrate().await.map_err(|e| Exit::failed(e.to_string()))?;
+            println!("schema {:?} is up to date", record.schema());
+            Ok(Code::Ok)
+        }
+        Command::Worker(args) => commands::worker::run(&ctx, args).await,
+        Command::Enqueue(args) => commands::enqueue::run(&ctx, args).await,
+        Command::Jobs(command) => commands::jobs::run(&ctx, command).await,
+        Command::Runs(command) => commands::runs::run(&ctx, command).await,
+        Command::Stats => commands::stats::run(&ctx).await,
+    }
+}

@@ -1,0 +1,6 @@
+pub mod enqueue;
+pub mod jobs;
+pub mod runs;
+pub mod stats;
+pub mod wait;
+pub mod worker;

@@ -1,0 +1,19 @@
+//! Durations in config are human strings ("2s", "1m 30s"), parsed by `humantime`.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("{s:?} is not a duration like \"2s\" ({e})")))
+}
+
+pub mod option {
+    use super::*;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::deserialize(d).map(Some)
+    }
+}

@@ -1,0 +1,36 @@
+use std::fmt;
+
+/// A configuration problem: which key, what is wrong, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+impl ConfigError {
+    pub fn new(key: impl Into<String>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+
+    pub(crate) fn from_toml(e: toml::de::Error) -> Self {
+        let message = e.message().to_owned();
+        Self::new(
+            "ferry.toml",
+            message,
+            "correct the file; see the Configuration section of the README",
+        )
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "config {}: {}; fix: {}", self.key, self.problem, self.fix)
+    }
+}
+
+impl std::error::Error for ConfigError {}

@@ -1,0 +1,80 @@
+use std::sync::Arc;
+
+use ferry_config::Config;
+use ferry_queue::{Job, Queue};
+use ferry_record::{Lease, Record};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::JobError;
+
+/// What jobs need from the outside world, built once per worker process.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    pub config: Arc<Config>,
+    pub record: Record,
+    pub queue: Queue,
+    /// This worker process's identity.
+    pub worker: Arc<str>,
+}
+
+/// What one attempt knows about itself.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    pub id: Uuid,
+    pub kind: String,
+    /// 1-based; crashes of a worker during an attempt count.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub deps: Deps,
+    args: Arc<str>,
+    cancel: CancellationToken,
+    shutdown: CancellationToken,
+}
+
+impl JobContext {
+    pub fn new(job: &Job, deps: Deps, shutdown: CancellationToken) -> Self {
+        Self {
+            id: job.id,
+            kind: job.kind.clone(),
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            deps,
+            args: Arc::from(job.args.as_str()),
+            cancel: job.cancel.clone(),
+            shutdown,
+        }
+    }
+
+    /// Why the job should stop now, if it should: a long job checks this between units of
+    /// work, saves its checkpoint, and returns the error.
+    pub fn should_stop(&self) -> Option<JobError> {
+        if self.cancel.is_cancelled() {
+            Some(JobError::Cancelled)
+        } else if self.shutdown.is_cancelled() {
+            Some(JobError::Interrupted)
+        } else {
+            None
+        }
+    }
+
+    /// Resolves when the job is cancelled or the worker shuts down, with the reason.
+    pub async fn stopped(&self) -> JobError {
+        tokio::select! {
+            _ = self.cancel.cancelled() => JobError::Cancelled,
+            _ = self.shutdown.cancelled() => JobError::Interrupted,
+        }
+    }
+
+    /// Starts or resumes this job's run, taking a fresh lease; its checkpoint (if any) is
+    /// where a previous attempt stopped.
+    pub async fn open_run(&self) -> Result<Lease, JobError> {
+        let args: serde_json::Value =
+            serde_json::from_str(&self.args).map_err(|e| JobError::Permanent(e.to_string()))?;
+        Ok(self
+            .deps
+            .record
+            .open_run(self.id, &self.kind, &args, &self.deps.worker)
+            .await?)
+    }
+}

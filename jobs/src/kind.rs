@@ -1,0 +1,69 @@
+use std::{future::Future, time::Duration};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{Backoff, JobContext, JobError};
+
+/// One kind of job.
+pub trait Kind: Send + Sync + 'static {
+    /// Stable name stored with every queued job; never derived from Rust type names, so
+    /// queued jobs survive renames.
+    const NAME: &'static str;
+    /// Identifiers, not records: a handler reads current state, so a late or repeated job
+    /// does no harm.
+    type Args: Serialize + DeserializeOwned + Send + 'static;
+
+    /// This kind's defaults; `[kinds.NAME]` in config overrides them.
+    fn defaults() -> Settings;
+
+    fn run(&self, args: Self::Args, ctx: JobContext) -> impl Future<Output = Result<(), JobError>> + Send;
+}
+
+/// Retry, timeout and concurrency settings of a kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The queue its jobs travel on.
+    pub queue: &'static str,
+    /// Attempts before the job is dead (the first run counts).
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    /// Longest one attempt may run; then it fails as retryable.
+    pub timeout: Duration,
+    /// Most jobs of this kind one worker process runs at once (None: the worker's limit).
+    pub concurrency: Option<usize>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            queue: "default",
+            max_attempts: 10,
+            backoff: Backoff {
+                base: Duration::from_secs(5),
+                cap: Duration::from_secs(3600),
+            },
+            timeout: Duration::from_secs(3600),
+            concurrency: None,
+        }
+    }
+}
+
+impl Settings {
+    pub(crate) fn apply(&mut self, o: &ferry_config::KindOverrides) {
+        if let Some(v) = o.max_attempts {
+            self.max_attempts = v;
+        }
+        if let Some(v) = o.backoff_base {
+            self.backoff.base = v;
+        }
+        if let Some(v) = o.backoff_cap {
+            self.backoff.cap = v;
+        }
+        if let Some(v) = o.timeout {
+            self.timeout = v;
+        }
+        if let Some(v) = o.concurrency {
+            self.concurrency = Some(v);
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The job contract and ferry's job kinds.
+//!
+//! A kind is a stable name, a small argument type, defaults for retries, timeout and
+//! concurrency, and an async `run`. A run returns success or a [`JobError`] that says what
+//! happens next: retry, give up, snooze, stop.
+//!
+//! ```
+//! use ferry_jobs::{JobContext, JobError, Kind, Settings};
+//!
+//! struct Greet;
+//!
+//! #[derive(serde::Serialize, serde::Deserialize)]
+//! struct GreetArgs { name: String }
+//!
+//! impl Kind for Greet {
+//!     const NAME: &'static str = "greet";
+//!     type Args = GreetArgs;
+//!     fn defaults() -> Settings { Settings::default() }
+//!     async fn run(&self, args: GreetArgs, _ctx: JobContext) -> Result<(), JobError> {
+//!         if args.name.is_empty() {
+//!             return Err(JobError::Permanent("name is empty".into()));
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//! ```
+
+mod backoff;
+mod context;
+pub mod diag;
+mod error;
+mod kind;
+mod registry;
+
+pub use backoff::Backoff;
+pub use context::{Deps, JobContext};
+pub use error::{JobError, ResultExt};
+pub use kind::{Kind, Settings};
+pub use registry::{Entry, Registry, UnknownKind};

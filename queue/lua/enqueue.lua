@@ -1,0 +1,32 @@
+-- ARGV: base, now_us, idempotency_ttl_s, n, then n x (id, kind, args, run_at_us, max_attempts, key)
+-- Returns n x (id, created "1"/"0"); an existing idempotency key returns the first job's id.
+local base, now, ttl, n = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local out = {}
+for j = 0, n - 1 do
+  local o = 5 + j * 6
+  local id, kind, args, run_at, max, key = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4], ARGV[o + 5]
+  local existing = false
+  if key ~= '' then
+    local ik = base .. ':idem:' .. key
+    existing = redis.call('GET', ik)
+    if not existing then redis.call('SET', ik, id, 'EX', ttl) end
+  end
+  if existing then
+    out[#out + 1] = existing
+    out[#out + 1] = '0'
+  else
+    local state = 'queued'
+    if tonumber(run_at) > now then state = 'scheduled' end
+    redis.call('HSET', jkey(base, id), 'kind', kind, 'args', args, 'attempts', 0, 'max', max,
+      'state', state, 'enq', ARGV[2], 'run_at', run_at, 'key', key)
+    if state == 'queued' then
+      redis.call('XADD', KEYS[1], '*', 'id', id)
+    else
+      redis.call('ZADD', base .. ':delayed', run_at, id)
+    end
+    move(base, kind, false, state)
+    out[#out + 1] = id
+    out[#out + 1] = '1'
+  end
+end
+return out

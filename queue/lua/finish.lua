@@ -1,0 +1,40 @@
+-- Records the outcomes of finished attempts and acknowledges their entries in one step.
+-- ARGV: base, group, now_us, keep_s, keep_dead_s, n, then n x (entry id, job id, outcome,
+-- run_at_us, error_json, error_text). outcome: succeeded | dead | cancelled (final),
+-- retrying (spends the attempt) | scheduled (gives the attempt back: snooze, shutdown).
+-- A job whose entry id no longer matches was re-queued after its worker went silent: the
+-- late result is dropped, the new attempt owns the job.
+local base, group, now, keep, keepdead, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local stream = KEYS[1]
+local eids = {}
+for j = 0, n - 1 do
+  local o = 7 + j * 6
+  local eid, id, outcome, run_at, err, text = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4], ARGV[o + 5]
+  eids[#eids + 1] = eid
+  local jk = jkey(base, id)
+  local f = redis.call('HMGET', jk, 'kind', 'state', 'eid')
+  if f[1] and f[2] == 'running' and f[3] == eid then
+    if err ~= '' then
+      redis.call('RPUSH', ekey(base, id), err)
+      redis.call('HSET', jk, 'last_error', text)
+    end
+    redis.call('HDEL', jk, 'eid', 'cancel')
+    if outcome == 'succeeded' or outcome == 'dead' or outcome == 'cancelled' then
+      redis.call('HSET', jk, 'state', outcome, 'finished', now)
+      local ttl = keep
+      if outcome == 'dead' then ttl = keepdead end
+      redis.call('EXPIRE', jk, ttl)
+      redis.call('EXPIRE', ekey(base, id), ttl)
+    else
+      if outcome == 'scheduled' then redis.call('HINCRBY', jk, 'attempts', -1) end
+      redis.call('HSET', jk, 'state', outcome, 'run_at', run_at)
+      redis.call('ZADD', base .. ':delayed', run_at, id)
+    end
+    move(base, f[1], 'running', outcome)
+  end
+end
+if #eids > 0 then
+  redis.call('XACK', stream, group, unpack(eids))
+  redis.call('XDEL', stream, unpack(eids))
+end
+return #eids

@@ -1,0 +1,37 @@
+-- Shared by every ferry script. KEYS[1] is the queue's stream; the other keys of a queue
+-- share its hash tag (ARGV[1] is the key base, e.g. "ferry:{default}"), so a Redis Cluster
+-- keeps a queue in one slot.
+local function jkey(base, id) return base .. ':job:' .. id end
+local function ekey(base, id) return base .. ':err:' .. id end
+
+-- Keeps the per-kind state counters of `ferry stats` in step with each job's state.
+local function move(base, kind, prev, new)
+  if prev == new then return end
+  local stats = base .. ':stats'
+  if prev then redis.call('HINCRBY', stats, kind .. '|' .. prev, -1) end
+  redis.call('HINCRBY', stats, kind .. '|' .. new, 1)
+end
+
+-- Marks a delivered stream entry's job running and appends it to `out`; a stale entry (its
+-- job cancelled, finished or gone) is acknowledged and dropped.
+local function start(base, stream, group, consumer, now, eid, id, out)
+  local jk = jkey(base, id)
+  local f = redis.call('HMGET', jk, 'kind', 'args', 'max', 'state', 'enq', 'key')
+  if not f[1] or f[4] ~= 'queued' then
+    redis.call('XACK', stream, group, eid)
+    redis.call('XDEL', stream, eid)
+    return
+  end
+  local attempt = redis.call('HINCRBY', jk, 'attempts', 1)
+  redis.call('HSET', jk, 'state', 'running', 'started', now, 'worker', consumer, 'eid', eid)
+  move(base, f[1], 'queued', 'running')
+  local n = #out
+  out[n + 1] = eid
+  out[n + 2] = id
+  out[n + 3] = f[1]
+  out[n + 4] = f[2]
+  out[n + 5] = tostring(attempt)
+  out[n + 6] = f[3]
+  out[n + 7] = f[5]
+  out[n + 8] = f[6] or ''
+end

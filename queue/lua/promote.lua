@@ -1,0 +1,17 @@
+-- Moves due delayed and retrying jobs into the stream.
+-- ARGV: base, now_us, limit. Returns {moved, next due score or -1}.
+local base, now, limit = ARGV[1], ARGV[2], ARGV[3]
+local delayed = base .. ':delayed'
+local ids = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(ids) do
+  redis.call('ZREM', delayed, id)
+  local jk = jkey(base, id)
+  local f = redis.call('HMGET', jk, 'kind', 'state')
+  if f[1] and (f[2] == 'scheduled' or f[2] == 'retrying') then
+    redis.call('HSET', jk, 'state', 'queued')
+    redis.call('XADD', KEYS[1], '*', 'id', id)
+    move(base, f[1], f[2], 'queued')
+  end
+end
+local nxt = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+return {#ids, nxt[2] or '-1'}

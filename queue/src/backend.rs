@@ -1,0 +1,576 @@
+//! The apalis backend: feeds a worker from one queue's stream.
+//!
+//! Four background tasks serve one worker process on one queue:
+//! - the fetcher reads only as many jobs as the worker has free slots (no job waits in a local
+//!   buffer while another worker idles), in batches, blocking in `XREADGROUP` when idle so a
+//!   new job starts at once;
+//! - the finisher records outcomes and acknowledges entries in batches;
+//! - the heartbeat keeps this worker's running entries fresh, delivers cancellations, and
+//!   re-queues the entries of workers that went silent (`XAUTOCLAIM`);
+//! - the promoter moves due delayed and retrying jobs into the stream.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use apalis_core::{
+    backend::{Backend, BackendConfig, finalize::Ephemeral},
+    error::BoxDynError,
+    task::{Task, task_id::RandomId},
+    worker::context::WorkerContext,
+};
+use futures::{FutureExt, future::BoxFuture};
+use redis::streams::StreamReadReply;
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tower::{Layer, Service};
+use uuid::Uuid;
+
+use crate::{AttemptError, Finished, GROUP, Job, Keys, Outcome, Queue, QueueError, now_us, scripts};
+
+/// Most outcomes recorded by one finish script.
+const FINISH_BATCH: usize = 512;
+/// Most delayed jobs promoted by one script call.
+const PROMOTE_BATCH: usize = 1000;
+/// The promoter looks at least this often, so jobs scheduled by other processes start on time.
+const PROMOTE_EVERY: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone)]
+pub struct BackendOptions {
+    pub queue: String,
+    /// This worker process's identity in the consumer group; unique per process.
+    pub consumer: String,
+    pub concurrency: usize,
+    pub batch: usize,
+    pub heartbeat: Duration,
+    pub reclaim_after: Duration,
+    /// Longest single wait in `XREADGROUP BLOCK`; bounds how long a stop takes.
+    pub block: Duration,
+    pub keep_dead: Duration,
+}
+
+struct Shared {
+    queue: Queue,
+    keys: Keys,
+    name: Arc<str>,
+    opts: BackendOptions,
+    /// Entry id → (job id, cancel token) for every job fetched and not yet recorded finished.
+    inflight: Mutex<HashMap<String, (Uuid, CancellationToken)>>,
+    capacity: Notify,
+    finished: mpsc::UnboundedSender<Finished>,
+    /// Stop fetching.
+    stop: CancellationToken,
+    /// Everything recorded; stop the background tasks.
+    closed: CancellationToken,
+}
+
+/// A worker's source of jobs from one queue. Build with [`StreamBackend::start`].
+pub struct StreamBackend {
+    jobs: Option<mpsc::Receiver<Job>>,
+    shared: Arc<Shared>,
+    closing: Option<BoxFuture<'static, Result<(), QueueError>>>,
+}
+
+impl std::fmt::Debug for StreamBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamBackend").field("queue", &self.shared.opts.queue).finish_non_exhaustive()
+    }
+}
+
+impl StreamBackend {
+    /// Joins the queue's consumer group and starts fetching. `shutdown` stops fetching; jobs
+    /// already running finish and are recorded when the worker closes the backend.
+    pub async fn start(
+        queue: Queue,
+        opts: BackendOptions,
+        shutdown: CancellationToken,
+    ) -> Result<Self, QueueError> {
+        queue.ensure_group(&opts.queue).await?;
+        let blocking = queue.blocking_connection(opts.block).await?;
+        let (jobs_tx, jobs_rx) = mpsc::channel(opts.batch.max(1));
+        let (finished_tx, finished_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            keys: queue.keys(&opts.queue),
+            name: Arc::from(opts.queue.as_str()),
+            queue,
+            opts,
+            inflight: Mutex::new(HashMap::new()),
+            capacity: Notify::new(),
+            finished: finished_tx,
+            stop: shutdown.child_token(),
+            closed: CancellationToken::new(),
+        });
+        tokio::spawn(fetch_loop(shared.clone(), blocking, jobs_tx));
+        tokio::spawn(finish_loop(shared.clone(), finished_rx));
+        tokio::spawn(heartbeat_loop(shared.clone()));
+        tokio::spawn(promote_loop(shared.clone()));
+        Ok(Self {
+            jobs: Some(jobs_rx),
+            shared,
+            closing: None,
+        })
+    }
+}
+
+impl Backend for StreamBackend {
+    type Task = Task<Job>;
+    type Error = QueueError;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>, _: &WorkerContext) -> Poll<Result<(), QueueError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+        _: &WorkerContext,
+    ) -> Poll<Option<Result<Task<Job>, QueueError>>> {
+        match self.jobs.as_mut() {
+            Some(jobs) => jobs.poll_recv(cx).map(|job| job.map(|job| Ok(Task::new(job)))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>, _: &WorkerContext) -> Poll<Result<(), QueueError>> {
+        let shared = self.shared.clone();
+        let jobs = self.jobs.take();
+        self.closing
+            .get_or_insert_with(|| close(shared, jobs).boxed())
+            .poll_unpin(cx)
+    }
+}
+
+impl BackendConfig for StreamBackend {
+    type Args = Job;
+    type Id = RandomId;
+    type Kind = Ephemeral;
+    type Config = BackendOptions;
+    type Layer = AckLayer;
+
+    fn config(&self) -> &BackendOptions {
+        &self.shared.opts
+    }
+
+    fn middleware(&mut self, _: &mut WorkerContext) -> AckLayer {
+        AckLayer {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// Stops fetching, gives back fetched jobs that never started, waits until every outcome
+/// is recorded, then leaves the consumer group.
+async fn close(shared: Arc<Shared>, jobs: Option<mpsc::Receiver<Job>>) -> Result<(), QueueError> {
+    shared.stop.cancel();
+    if let Some(mut jobs) = jobs {
+        jobs.close();
+        while let Some(job) = jobs.recv().await {
+            let _ = shared.finished.send(Finished::new(&job, Outcome::Snooze { at_us: now_us() }));
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while shared.inflight_len() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let unrecorded = shared.inflight_len();
+    if unrecorded > 0 {
+        tracing::warn!(
+            queue = %shared.name,
+            unrecorded,
+            "could not record every outcome before stopping; those jobs are re-queued by another worker after worker.reclaim_after"
+        );
+    }
+    shared.closed.cancel();
+    let mut conn = shared.queue.conn();
+    let _: Result<(), _> = redis::cmd("ZREM")
+        .arg(&shared.keys.workers)
+        .arg(&shared.opts.consumer)
+        .query_async(&mut conn)
+        .await;
+    if unrecorded == 0 {
+        let _: Result<i64, _> = redis::cmd("XGROUP")
+            .arg("DELCONSUMER")
+            .arg(&shared.keys.stream)
+            .arg(GROUP)
+            .arg(&shared.opts.consumer)
+            .query_async(&mut conn)
+            .await;
+    }
+    Ok(())
+}
+
+impl Shared {
+    fn inflight_len(&self) -> usize {
+        self.inflight.lock().unwrap().len()
+    }
+
+    fn free(&self) -> usize {
+        self.opts.concurrency.saturating_sub(self.inflight_len())
+    }
+
+    /// Parses started jobs (8 fields each, see `start` in prelude.lua) and tracks them.
+    fn started(&self, reply: Vec<String>) -> Vec<Job> {
+        let mut inflight = self.inflight.lock().unwrap();
+        reply
+            .chunks_exact(8)
+            .filter_map(|f| {
+                let id = Uuid::parse_str(&f[1]).ok()?;
+                let cancel = CancellationToken::new();
+                inflight.insert(f[0].clone(), (id, cancel.clone()));
+                Some(Job {
+                    id,
+                    queue: self.name.clone(),
+                    kind: f[2].clone(),
+                    args: f[3].clone(),
+                    attempt: f[4].parse().unwrap_or(1),
+                    max_attempts: f[5].parse().unwrap_or(1),
+                    enqueued_us: f[6].parse().unwrap_or(0),
+                    idempotency_key: Some(f[7].clone()).filter(|k| !k.is_empty()),
+                    cancel,
+                    entry: f[0].clone(),
+                })
+            })
+            .collect()
+    }
+
+    async fn fetch(&self, count: usize) -> Result<Vec<Job>, QueueError> {
+        let mut conn = self.queue.conn();
+        let reply: Vec<String> = scripts::FETCH
+            .key(&self.keys.stream)
+            .arg(&self.keys.base)
+            .arg(GROUP)
+            .arg(&self.opts.consumer)
+            .arg(count)
+            .arg(now_us())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(QueueError::redis("fetch jobs"))?;
+        Ok(self.started(reply))
+    }
+
+    /// Waits up to `opts.block` for new entries, then starts their jobs.
+    async fn fetch_blocking(
+        &self,
+        blocking: &mut redis::aio::MultiplexedConnection,
+        count: usize,
+    ) -> Result<Vec<Job>, QueueError> {
+        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.opts.consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(self.opts.block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.keys.stream)
+            .arg(">")
+            .query_async(blocking)
+            .await
+            .map_err(QueueError::redis("wait for jobs"))?;
+        let Some(reply) = reply else {
+            return Ok(Vec::new());
+        };
+        let mut call = scripts::START.key(&self.keys.stream);
+        call.arg(&self.keys.base).arg(GROUP).arg(&self.opts.consumer).arg(now_us());
+        let mut any = false;
+        for entry in reply.keys.iter().flat_map(|k| &k.ids) {
+            let id: Option<String> = entry.get("id");
+            call.arg(&entry.id).arg(id.unwrap_or_default());
+            any = true;
+        }
+        if !any {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.queue.conn();
+        let started: Vec<String> = call
+            .invoke_async(&mut conn)
+            .await
+            .map_err(QueueError::redis("start jobs"))?;
+        Ok(self.started(started))
+    }
+
+    async fn finish(&self, batch: &[Finished]) -> Result<(), QueueError> {
+        let mut call = scripts::FINISH.key(&self.keys.stream);
+        call.arg(&self.keys.base)
+            .arg(GROUP)
+            .arg(now_us())
+            .arg(self.queue.keep_finished().as_secs().max(1))
+            .arg(self.opts.keep_dead.as_secs().max(1))
+            .arg(batch.len());
+        for f in batch {
+            let error = f.outcome.error();
+            call.arg(&f.entry)
+                .arg(f.id.to_string())
+                .arg(f.outcome.state().as_str())
+                .arg(f.outcome.run_at_us())
+                .arg(error.map(|e| serde_json::to_string(e).unwrap_or_default()).unwrap_or_default())
+                .arg(error.map(|e| e.error.as_str()).unwrap_or(""));
+        }
+        let mut conn = self.queue.conn();
+        let _: i64 = call
+            .invoke_async(&mut conn)
+            .await
+            .map_err(QueueError::redis("record outcomes"))?;
+        Ok(())
+    }
+}
+
+async fn fetch_loop(
+    shared: Arc<Shared>,
+    mut blocking: redis::aio::MultiplexedConnection,
+    jobs: mpsc::Sender<Job>,
+) {
+    let mut pause = Duration::from_millis(50);
+    while !shared.stop.is_cancelled() {
+        let free = shared.free();
+        if free == 0 {
+            tokio::select! {
+                _ = shared.capacity.notified() => {}
+                _ = shared.stop.cancelled() => break,
+            }
+            continue;
+        }
+        let count = free.min(shared.opts.batch);
+        let fetched = match shared.fetch(count).await {
+            Ok(fetched) if fetched.is_empty() => shared.fetch_blocking(&mut blocking, count).await,
+            other => other,
+        };
+        match fetched {
+            Ok(fetched) => {
+                pause = Duration::from_millis(50);
+                for job in fetched {
+                    if let Err(mpsc::error::SendError(job)) = jobs.send(job).await {
+                        let _ = shared.finished.send(Finished::new(&job, Outcome::Snooze { at_us: now_us() }));
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(queue = %shared.name, error = %e, "fetching jobs failed; retrying in {pause:?}");
+                if let QueueError::Redis { source, .. } = &e
+                    && source.code() == Some("NOGROUP")
+                {
+                    let _ = shared.queue.ensure_group(&shared.opts.queue).await;
+                }
+                if e.is_transient()
+                    && let Ok(conn) = shared.queue.blocking_connection(shared.opts.block).await
+                {
+                    blocking = conn;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shared.stop.cancelled() => break,
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn finish_loop(shared: Arc<Shared>, mut finished: mpsc::UnboundedReceiver<Finished>) {
+    let mut batch = Vec::with_capacity(FINISH_BATCH);
+    loop {
+        tokio::select! {
+            item = finished.recv() => match item {
+                Some(item) => batch.push(item),
+                None => return,
+            },
+            _ = shared.closed.cancelled() => return,
+        }
+        while batch.len() < FINISH_BATCH {
+            match finished.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let mut pause = Duration::from_millis(50);
+        // Outcomes are never dropped: until Redis takes them, the entries stay pending.
+        while let Err(e) = shared.finish(&batch).await {
+            tracing::warn!(queue = %shared.name, error = %e, jobs = batch.len(), "recording outcomes failed; retrying in {pause:?}");
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shared.closed.cancelled() => return,
+            }
+            pause = (pause * 2).min(Duration::from_secs(5));
+        }
+        {
+            let mut inflight = shared.inflight.lock().unwrap();
+            for f in &batch {
+                inflight.remove(&f.entry);
+            }
+        }
+        shared.capacity.notify_one();
+        batch.clear();
+    }
+}
+
+async fn heartbeat_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(shared.opts.heartbeat);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shared.closed.cancelled() => return,
+        }
+        if let Err(e) = heartbeat(&shared).await {
+            tracing::warn!(queue = %shared.name, error = %e, "heartbeat failed");
+        }
+        match reclaim(&shared).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(queue = %shared.name, jobs = n, "re-queued jobs of a silent worker"),
+            Err(e) => tracing::warn!(queue = %shared.name, error = %e, "reclaiming jobs failed"),
+        }
+    }
+}
+
+async fn heartbeat(shared: &Shared) -> Result<(), QueueError> {
+    let (entries, ids): (Vec<String>, Vec<Uuid>) = {
+        let inflight = shared.inflight.lock().unwrap();
+        inflight.iter().map(|(e, (id, _))| (e.clone(), *id)).unzip()
+    };
+    let mut call = scripts::HEARTBEAT.key(&shared.keys.stream);
+    call.arg(&shared.keys.base)
+        .arg(GROUP)
+        .arg(&shared.opts.consumer)
+        .arg(now_us() / 1000)
+        .arg(entries.len());
+    for e in &entries {
+        call.arg(e);
+    }
+    for id in &ids {
+        call.arg(id.to_string());
+    }
+    let mut conn = shared.queue.conn();
+    let cancel: Vec<String> = call
+        .invoke_async(&mut conn)
+        .await
+        .map_err(QueueError::redis("heartbeat"))?;
+    if !cancel.is_empty() {
+        let inflight = shared.inflight.lock().unwrap();
+        for (id, token) in inflight.values() {
+            if cancel.iter().any(|c| *c == id.to_string()) {
+                token.cancel();
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn reclaim(shared: &Shared) -> Result<i64, QueueError> {
+    let mut conn = shared.queue.conn();
+    scripts::RECLAIM
+        .key(&shared.keys.stream)
+        .arg(&shared.keys.base)
+        .arg(GROUP)
+        .arg(&shared.opts.consumer)
+        .arg(now_us() / 1000)
+        .arg(shared.opts.reclaim_after.as_millis() as u64)
+        .arg(100)
+        .invoke_async(&mut conn)
+        .await
+        .map_err(QueueError::redis("reclaim jobs"))
+}
+
+async fn promote_loop(shared: Arc<Shared>) {
+    loop {
+        let mut conn = shared.queue.conn();
+        let reply: Result<(i64, String), _> = scripts::PROMOTE
+            .key(&shared.keys.stream)
+            .arg(&shared.keys.base)
+            .arg(now_us())
+            .arg(PROMOTE_BATCH)
+            .invoke_async(&mut conn)
+            .await;
+        let wait = match reply {
+            Ok((moved, _)) if moved as usize >= PROMOTE_BATCH => Duration::ZERO,
+            Ok((_, next)) => match next.parse::<f64>() {
+                Ok(next) if next >= 0.0 => {
+                    let until = (next as i64 - now_us()).max(0) as u64;
+                    Duration::from_micros(until).min(PROMOTE_EVERY)
+                }
+                _ => PROMOTE_EVERY,
+            },
+            Err(e) => {
+                tracing::warn!(queue = %shared.name, error = %e, "promoting due jobs failed");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shared.closed.cancelled() => return,
+        }
+    }
+}
+
+/// Records each attempt's outcome. The backend's middleware: it wraps every service the
+/// worker runs, so outcomes reach the queue whatever the inner layers do.
+#[derive(Clone)]
+pub struct AckLayer {
+    shared: Arc<Shared>,
+}
+
+impl<S> Layer<S> for AckLayer {
+    type Service = AckService<S>;
+
+    fn layer(&self, inner: S) -> AckService<S> {
+        AckService {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AckService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> Service<Task<Job>> for AckService<S>
+where
+    S: Service<Task<Job>, Response = Outcome>,
+    S::Error: Into<BoxDynError>,
+    S::Future: Send + 'static,
+{
+    type Response = ();
+    type Error = BoxDynError;
+    type Future = BoxFuture<'static, Result<(), BoxDynError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxDynError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, task: Task<Job>) -> Self::Future {
+        let job = task.args.clone();
+        let shared = self.shared.clone();
+        let fut = self.inner.call(task);
+        async move {
+            let outcome = match fut.await {
+                Ok(outcome) => outcome,
+                // A panic or a layer's failure: spend the attempt, back off a little.
+                Err(e) => {
+                    let error = AttemptError {
+                        attempt: job.attempt,
+                        at: now_us() / 1000,
+                        error: e.into().to_string(),
+                        worker: shared.opts.consumer.clone(),
+                    };
+                    if job.attempt >= job.max_attempts {
+                        Outcome::Dead { error }
+                    } else {
+                        Outcome::Retry {
+                            at_us: now_us() + 1_000_000 * i64::from(job.attempt),
+                            error,
+                        }
+                    }
+                }
+            };
+            let _ = shared.finished.send(Finished::new(&job, outcome));
+            Ok(())
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,243 @@
+//! Jobs as they enter, leave and rest in the queue.
+
+use std::{collections::HashMap, fmt, str::FromStr, sync::Arc};
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::QueueError;
+
+/// Microseconds since the Unix epoch: the queue's clock unit.
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or_default()
+}
+
+/// A job to enqueue. Arguments are already-validated JSON text.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: Uuid,
+    pub kind: String,
+    pub args: String,
+    /// Not before this time (µs since the epoch); `None` means now.
+    pub run_at_us: Option<i64>,
+    pub max_attempts: u32,
+    pub idempotency_key: Option<String>,
+}
+
+impl NewJob {
+    pub fn new(kind: impl Into<String>, args: impl Into<String>, max_attempts: u32) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            kind: kind.into(),
+            args: args.into(),
+            run_at_us: None,
+            max_attempts,
+            idempotency_key: None,
+        }
+    }
+}
+
+/// One attempt of a job, handed to a worker.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: Uuid,
+    pub queue: Arc<str>,
+    pub kind: String,
+    pub args: String,
+    /// 1 for the first attempt; crashes of a worker count.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub enqueued_us: i64,
+    pub idempotency_key: Option<String>,
+    /// Fires when an operator cancels the job.
+    pub cancel: CancellationToken,
+    pub(crate) entry: String,
+}
+
+/// One failed attempt, as kept in Redis and archived with dead jobs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptError {
+    pub attempt: u32,
+    /// Milliseconds since the epoch.
+    pub at: i64,
+    pub error: String,
+    pub worker: String,
+}
+
+/// How an attempt ended; the worker decides, the queue records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    /// Failed; try again at `at_us`. Spends the attempt.
+    Retry { at_us: i64, error: AttemptError },
+    /// Not now; try again at `at_us` without spending the attempt (snooze, worker shutdown).
+    Snooze { at_us: i64 },
+    /// Failed for good.
+    Dead { error: AttemptError },
+    Cancelled { error: Option<AttemptError> },
+}
+
+impl Outcome {
+    pub(crate) fn state(&self) -> JobState {
+        match self {
+            Self::Succeeded => JobState::Succeeded,
+            Self::Retry { .. } => JobState::Retrying,
+            Self::Snooze { .. } => JobState::Scheduled,
+            Self::Dead { .. } => JobState::Dead,
+            Self::Cancelled { .. } => JobState::Cancelled,
+        }
+    }
+
+    pub(crate) fn run_at_us(&self) -> i64 {
+        match self {
+            Self::Retry { at_us, .. } | Self::Snooze { at_us } => *at_us,
+            _ => 0,
+        }
+    }
+
+    pub(crate) fn error(&self) -> Option<&AttemptError> {
+        match self {
+            Self::Retry { error, .. } | Self::Dead { error } => Some(error),
+            Self::Cancelled { error } => error.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// A finished attempt waiting to be recorded.
+#[derive(Debug)]
+pub struct Finished {
+    pub(crate) entry: String,
+    pub id: Uuid,
+    pub outcome: Outcome,
+}
+
+impl Finished {
+    pub fn new(job: &Job, outcome: Outcome) -> Self {
+        Self {
+            entry: job.entry.clone(),
+            id: job.id,
+            outcome,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Scheduled,
+    Running,
+    Retrying,
+    Succeeded,
+    Dead,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 7] = [
+        Self::Queued,
+        Self::Scheduled,
+        Self::Running,
+        Self::Retrying,
+        Self::Succeeded,
+        Self::Dead,
+        Self::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Scheduled => "scheduled",
+            Self::Running => "running",
+            Self::Retrying => "retrying",
+            Self::Succeeded => "succeeded",
+            Self::Dead => "dead",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Dead | Self::Cancelled)
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown state {s:?}; expected one of {}", names.join(", "))
+            })
+    }
+}
+
+/// A job as stored in Redis.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobRecord {
+    pub id: Uuid,
+    pub queue: String,
+    pub kind: String,
+    pub args: serde_json::Value,
+    pub state: JobState,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub idempotency_key: Option<String>,
+    pub enqueued_us: i64,
+    pub run_at_us: Option<i64>,
+    pub started_us: Option<i64>,
+    pub finished_us: Option<i64>,
+    pub worker: Option<String>,
+    pub cancel_requested: bool,
+    pub last_error: Option<String>,
+}
+
+impl JobRecord {
+    pub(crate) fn from_hash(
+        queue: &str,
+        id: Uuid,
+        mut h: HashMap<String, String>,
+    ) -> Result<Self, QueueError> {
+        let corrupt = |message: String| QueueError::Corrupt {
+            id: id.to_string(),
+            message,
+        };
+        let mut take = |field: &str| h.remove(field).filter(|v| !v.is_empty());
+        let int = |v: Option<String>| v.and_then(|v| v.parse::<i64>().ok());
+        let args = take("args").unwrap_or_else(|| "null".into());
+        Ok(Self {
+            id,
+            queue: queue.to_owned(),
+            kind: take("kind").ok_or_else(|| corrupt("no kind".into()))?,
+            args: serde_json::from_str(&args).map_err(|e| corrupt(e.to_string()))?,
+            state: take("state")
+                .ok_or_else(|| corrupt("no state".into()))?
+                .parse()
+                .map_err(corrupt)?,
+            attempts: int(take("attempts")).unwrap_or(0).max(0) as u32,
+            max_attempts: int(take("max")).unwrap_or(1).max(0) as u32,
+            idempotency_key: take("key"),
+            enqueued_us: int(take("enq")).unwrap_or(0),
+            run_at_us: int(take("run_at")),
+            started_us: int(take("started")),
+            finished_us: int(take("finished")),
+            worker: take("worker"),
+            cancel_requested: take("cancel").is_some(),
+            last_error: take("last_error"),
+        })
+    }
+}

@@ -1,0 +1,49 @@
+/// The Redis keys of one queue.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    /// `prefix:{queue}`: the hash tag keeps a queue in one cluster slot.
+    pub base: String,
+    pub stream: String,
+    pub delayed: String,
+    pub stats: String,
+    pub workers: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str, queue: &str) -> Self {
+        let base = format!("{prefix}:{{{queue}}}");
+        Self {
+            stream: format!("{base}:stream"),
+            delayed: format!("{base}:delayed"),
+            stats: format!("{base}:stats"),
+            workers: format!("{base}:workers"),
+            base,
+        }
+    }
+
+    pub fn job(&self, id: &str) -> String {
+        format!("{}:job:{id}", self.base)
+    }
+
+    pub fn errors(&self, id: &str) -> String {
+        format!("{}:err:{id}", self.base)
+    }
+
+    /// The pattern matching every job hash of this queue.
+    pub fn job_pattern(&self) -> String {
+        format!("{}:job:*", self.base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_share_one_hash_tag() {
+        let k = super::Keys::new("ferry", "default");
+        assert_eq!(k.stream, "ferry:{default}:stream");
+        assert_eq!(k.job("x"), "ferry:{default}:job:x");
+        for key in [&k.stream, &k.delayed, &k.stats, &k.workers] {
+            assert!(key.contains("{default}"));
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! ferry's job queue on Redis Streams, and the apalis backend that feeds workers from it.
+//!
+//! Layout of one queue (all keys share the hash tag `{queue}`, so a Redis Cluster holds a
+//! queue in one slot):
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `P:{q}:stream` | stream, group `workers` | one entry per due attempt (just the job id) |
+//! | `P:{q}:delayed` | sorted set | scheduled and retrying job ids by due time |
+//! | `P:{q}:job:ID` | hash | kind, args, state, attempts, times, last error |
+//! | `P:{q}:err:ID` | list | every failed attempt's error |
+//! | `P:{q}:idem:KEY` | string | the job id an idempotency key created |
+//! | `P:{q}:stats` | hash | per kind and state counts |
+//! | `P:{q}:workers` | sorted set | live worker ids by last heartbeat |
+//!
+//! Every state change is one Lua script, so counters, hashes and the stream move together.
+
+mod backend;
+mod client;
+mod error;
+mod job;
+mod keys;
+mod scripts;
+
+pub use backend::{AckLayer, BackendOptions, StreamBackend};
+pub use client::{CancelResult, JobFilter, Queue, QueueStats, RequeueResult};
+pub use error::QueueError;
+pub use job::{AttemptError, Finished, Job, JobRecord, JobState, NewJob, Outcome, now_us};
+pub use keys::Keys;
+
+/// The consumer group every worker of a queue joins.
+pub const GROUP: &str = "workers";

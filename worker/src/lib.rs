@@ -1,0 +1,134 @@
+//! The ferry worker: one apalis worker per queue, fed by ferry's Redis Streams backend.
+//!
+//! `run(config, options, shutdown)` takes its shutdown from outside (a signal in the binary,
+//! a token in tests): on shutdown it stops fetching, gives running jobs
+//! `worker.shutdown_grace` to finish or checkpoint, records every outcome, and returns.
+
+mod dispatch;
+mod identity;
+
+use std::{sync::Arc, time::Duration};
+
+use apalis::prelude::{WorkerBuilder, WorkerBuilderExt};
+use ferry_config::Config;
+use ferry_jobs::{Deps, Registry};
+use ferry_queue::{BackendOptions, Queue, StreamBackend};
+use ferry_record::Record;
+use tokio_util::sync::CancellationToken;
+
+pub use dispatch::Dispatcher;
+pub use identity::worker_id;
+
+/// Choices made on the command line rather than in config.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Queues to consume; empty means config's `worker.queues`, or every known queue.
+    pub queues: Vec<String>,
+    pub concurrency: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Config(#[from] ferry_config::ConfigError),
+    #[error(transparent)]
+    Record(#[from] ferry_record::RecordError),
+    #[error(transparent)]
+    Queue(#[from] ferry_queue::QueueError),
+    #[error("worker for queue {queue} failed: {message}")]
+    Runtime { queue: String, message: String },
+}
+
+/// Runs until `shutdown` fires, then drains and returns.
+pub async fn run(config: Arc<Config>, options: Options, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    let registry = Arc::new(Registry::new(&config)?);
+    let queues = choose_queues(&config, &options, &registry)?;
+    let record = Record::connect(&config.postgres).await?;
+    record.check_migrated().await?;
+    let queue = Queue::connect(&config.redis.url, &config.redis.prefix, config.worker.keep_finished).await?;
+    warn_about_eviction(&queue).await;
+
+    let id = worker_id();
+    let deps = Deps {
+        config: config.clone(),
+        record,
+        queue: queue.clone(),
+        worker: Arc::from(id.as_str()),
+    };
+    let concurrency = options.concurrency.unwrap_or(config.worker.concurrency);
+    tracing::info!(worker = %id, queues = ?queues, concurrency, "worker starting");
+
+    let mut running = Vec::new();
+    for name in &queues {
+        let backend = StreamBackend::start(
+            queue.clone(),
+            BackendOptions {
+                queue: name.clone(),
+                consumer: id.clone(),
+                concurrency,
+                batch: config.worker.batch,
+                heartbeat: config.worker.heartbeat,
+                reclaim_after: config.worker.reclaim_after,
+                block: Duration::from_secs(1),
+                keep_dead: Duration::from_secs(7 * 24 * 3600),
+            },
+            shutdown.clone(),
+        )
+        .await?;
+        let dispatcher = Dispatcher::new(registry.clone(), deps.clone(), shutdown.clone());
+        let worker = WorkerBuilder::new(format!("{name}@{id}"))
+            .backend(backend)
+            .catch_panic()
+            .build(dispatcher);
+        let signal = shutdown.clone();
+        let queue_name = name.clone();
+        running.push(async move {
+            worker
+                .run_until(async move {
+                    signal.cancelled().await;
+                    Ok::<(), apalis::prelude::WorkerError>(())
+                })
+                .await
+                .map_err(|e| WorkerError::Runtime {
+                    queue: queue_name,
+                    message: e.to_string(),
+                })
+        });
+    }
+    futures::future::try_join_all(running).await?;
+    tracing::info!(worker = %id, "worker stopped");
+    Ok(())
+}
+
+fn choose_queues(config: &Config, options: &Options, registry: &Registry) -> Result<Vec<String>, WorkerError> {
+    let known = registry.queues();
+    let wanted: Vec<String> = if !options.queues.is_empty() {
+        options.queues.clone()
+    } else if !config.worker.queues.is_empty() {
+        config.worker.queues.clone()
+    } else {
+        known.iter().cloned().collect()
+    };
+    for q in &wanted {
+        if !known.contains(q) {
+            return Err(ferry_config::ConfigError::new(
+                "worker.queues (--queues)",
+                format!("no job kind uses queue {q:?}"),
+                format!("use some of: {}", known.iter().cloned().collect::<Vec<_>>().join(", ")),
+            )
+            .into());
+        }
+    }
+    Ok(wanted)
+}
+
+async fn warn_about_eviction(queue: &Queue) {
+    match queue.maxmemory_policy().await {
+        Ok(Some(policy)) if policy != "noeviction" => tracing::warn!(
+            policy,
+            "Redis maxmemory-policy is not noeviction: under memory pressure Redis may drop queued jobs; set `maxmemory-policy noeviction` (and `appendonly yes`)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "could not read maxmemory-policy (managed Redis often hides CONFIG)"),
+    }
+}
