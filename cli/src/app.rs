@@ -49,7 +49,9 @@ pub enum Command {
 pub fn init_tracing(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if cli.log_format == "json" {
         builder.json().init();
     } else {
@@ -83,7 +85,10 @@ impl Ctx {
 
     /// Who did an operator action, for the audit log.
     pub fn actor(&self) -> String {
-        format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+        format!(
+            "cli:{}",
+            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+        )
     }
 }
 
@@ -103,7 +108,10 @@ pub async fn run(cli: Cli) -> Result<Code> {
     match cli.command {
         Command::Migrate => {
             let record = Record::connect(&ctx.config.postgres).await?;
-            record.migrate().await.map_err(|e| Exit::failed(e.to_string()))?;
+            record
+                .migrate()
+                .await
+                .map_err(|e| Exit::failed(e.to_string()))?;
             println!("schema {:?} is up to date", record.schema());
             Ok(Code::Ok)
         }

@@ -53,7 +53,9 @@ impl From<ferry_record::RecordError> for Exit {
     fn from(e: ferry_record::RecordError) -> Self {
         use ferry_record::RecordError as E;
         match e {
-            E::NotConfigured | E::BadUrl(_) | E::Connect(_) | E::NotMigrated(_) => Self::usage(e.to_string()),
+            E::NotConfigured | E::BadUrl(_) | E::Connect(_) | E::NotMigrated(_) => {
+                Self::usage(e.to_string())
+            }
             e => Self::failed(e.to_string()),
         }
     }

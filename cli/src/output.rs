@@ -5,12 +5,16 @@ use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
-    t.load_preset(UTF8_BORDERS_ONLY).set_header(header.iter().copied());
+    t.load_preset(UTF8_BORDERS_ONLY)
+        .set_header(header.iter().copied());
     t
 }
 
 pub fn json<T: serde::Serialize>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 pub fn time_us(us: i64) -> String {

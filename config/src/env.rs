@@ -15,7 +15,12 @@ impl Env {
     }
 
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        Self(pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect())
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
     }
 
     /// A variable's value; set-but-empty counts as unset.

@@ -29,7 +29,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "config {}: {}; fix: {}", self.key, self.problem, self.fix)
+        write!(
+            f,
+            "config {}: {}; fix: {}",
+            self.key, self.problem, self.fix
+        )
     }
 }
 

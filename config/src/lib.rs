@@ -38,7 +38,7 @@ pub struct Config {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Postgres {
     /// The application database (`DATABASE_URL`).
     pub url: Option<String>,
@@ -68,7 +68,7 @@ impl Postgres {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Redis {
     /// `REDIS_URL`
     pub url: String,
@@ -86,7 +86,7 @@ impl Default for Redis {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Worker {
     /// Jobs run at once by one worker process, per queue.
     pub concurrency: usize,
@@ -183,10 +183,18 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (key, value) in [
             ("postgres.url (DATABASE_URL)", &self.postgres.url),
-            ("postgres.ferry_url (FERRY_DATABASE_URL)", &self.postgres.ferry_url),
+            (
+                "postgres.ferry_url (FERRY_DATABASE_URL)",
+                &self.postgres.ferry_url,
+            ),
         ] {
             if let Some(value) = value {
-                check_url(key, value, &["postgres", "postgresql"], "postgres://user@host:5432/db")?;
+                check_url(
+                    key,
+                    value,
+                    &["postgres", "postgresql"],
+                    "postgres://user@host:5432/db",
+                )?;
             }
         }
         if !is_identifier(&self.postgres.schema) {
@@ -196,7 +204,12 @@ impl Config {
                 "use lower-case letters, digits and underscores, starting with a letter",
             ));
         }
-        check_url("redis.url (REDIS_URL)", &self.redis.url, &["redis", "rediss"], "redis://host:6379")?;
+        check_url(
+            "redis.url (REDIS_URL)",
+            &self.redis.url,
+            &["redis", "rediss"],
+            "redis://host:6379",
+        )?;
         let prefix = &self.redis.prefix;
         if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
             return Err(ConfigError::new(
@@ -213,7 +226,11 @@ impl Config {
             ("worker.keep_finished", self.worker.keep_finished),
         ] {
             if d.is_zero() {
-                return Err(ConfigError::new(key, "is zero", "give a duration such as \"2s\""));
+                return Err(ConfigError::new(
+                    key,
+                    "is zero",
+                    "give a duration such as \"2s\"",
+                ));
             }
         }
         if self.worker.reclaim_after < self.worker.heartbeat * 3 {
@@ -235,10 +252,18 @@ impl Config {
         for (kind, o) in &self.kinds {
             let key = |field: &str| format!("kinds.{kind}.{field}");
             if o.max_attempts == Some(0) {
-                return Err(ConfigError::new(key("max_attempts"), "is 0", "use 1 or more"));
+                return Err(ConfigError::new(
+                    key("max_attempts"),
+                    "is 0",
+                    "use 1 or more",
+                ));
             }
             if o.concurrency == Some(0) {
-                return Err(ConfigError::new(key("concurrency"), "is 0", "use 1 or more"));
+                return Err(ConfigError::new(
+                    key("concurrency"),
+                    "is 0",
+                    "use 1 or more",
+                ));
             }
             if let (Some(base), Some(cap)) = (o.backoff_base, o.backoff_cap)
                 && base > cap
@@ -268,7 +293,11 @@ fn check_url(key: &str, value: &str, schemes: &[&str], example: &str) -> Result<
     if !schemes.contains(&parsed.scheme()) {
         return Err(ConfigError::new(
             key,
-            format!("has scheme {:?}, expected {}", parsed.scheme(), schemes.join(" or ")),
+            format!(
+                "has scheme {:?}, expected {}",
+                parsed.scheme(),
+                schemes.join(" or ")
+            ),
             &fix,
         ));
     }
@@ -303,7 +332,10 @@ mod tests {
 
     #[test]
     fn env_overrides_file() {
-        let env = Env::from_pairs([("REDIS_URL", "redis://10.0.0.1:6380"), ("DATABASE_URL", "postgres://a@b/c")]);
+        let env = Env::from_pairs([
+            ("REDIS_URL", "redis://10.0.0.1:6380"),
+            ("DATABASE_URL", "postgres://a@b/c"),
+        ]);
         let c = Config::from_toml_str("[redis]\nurl = \"redis://x:1\"\n", &env).unwrap();
         assert_eq!(c.redis.url, "redis://10.0.0.1:6380");
         assert_eq!(c.postgres.record_url(), Some("postgres://a@b/c"));
@@ -324,8 +356,15 @@ mod tests {
     }
 
     #[test]
+    fn sections_may_be_partial() {
+        let c = load("[postgres]\nschema = \"x\"\n[worker]\nbatch = 5\n").unwrap();
+        assert_eq!((c.postgres.max_connections, c.worker.concurrency), (8, 64));
+    }
+
+    #[test]
     fn durations_parse() {
-        let c = load("[worker]\nshutdown_grace = \"1m 30s\"\n[kinds.sleep]\ntimeout = \"2h\"\n").unwrap();
+        let c = load("[worker]\nshutdown_grace = \"1m 30s\"\n[kinds.sleep]\ntimeout = \"2h\"\n")
+            .unwrap();
         assert_eq!(c.worker.shutdown_grace, Duration::from_secs(90));
         assert_eq!(c.kinds["sleep"].timeout, Some(Duration::from_secs(7200)));
     }

@@ -56,8 +56,14 @@ mod tests {
             let mut previous = Duration::ZERO;
             for attempt in 1..=6 {
                 let d = B.delay(attempt);
-                assert!(d >= B.ceiling(attempt) / 2 && d <= B.ceiling(attempt), "{d:?}");
-                assert!(d >= previous || B.ceiling(attempt) == B.cap, "{d:?} < {previous:?}");
+                assert!(
+                    d >= B.ceiling(attempt) / 2 && d <= B.ceiling(attempt),
+                    "{d:?}"
+                );
+                assert!(
+                    d >= previous || B.ceiling(attempt) == B.cap,
+                    "{d:?} < {previous:?}"
+                );
                 previous = d;
             }
         }

@@ -58,7 +58,14 @@ impl JobContext {
         }
     }
 
-    /// Resolves when the job is cancelled or the worker shuts down, with the reason.
+    /// Resolves when an operator cancels the job. A job that cannot checkpoint waits only for
+    /// this: on shutdown it is given the grace period to finish.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// Resolves when the job is cancelled or the worker shuts down, with the reason: for jobs
+    /// that can save a checkpoint and leave.
     pub async fn stopped(&self) -> JobError {
         tokio::select! {
             _ = self.cancel.cancelled() => JobError::Cancelled,

@@ -16,7 +16,11 @@ pub trait Kind: Send + Sync + 'static {
     /// This kind's defaults; `[kinds.NAME]` in config overrides them.
     fn defaults() -> Settings;
 
-    fn run(&self, args: Self::Args, ctx: JobContext) -> impl Future<Output = Result<(), JobError>> + Send;
+    fn run(
+        &self,
+        args: Self::Args,
+        ctx: JobContext,
+    ) -> impl Future<Output = Result<(), JobError>> + Send;
 }
 
 /// Retry, timeout and concurrency settings of a kind.

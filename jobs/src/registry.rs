@@ -41,8 +41,9 @@ impl<K: Kind> Entry for Typed<K> {
         let kind = self.kind.clone();
         let parsed = serde_json::from_str::<K::Args>(args);
         async move {
-            let args = parsed
-                .map_err(|e| JobError::Permanent(format!("arguments for {} do not fit: {e}", K::NAME)))?;
+            let args = parsed.map_err(|e| {
+                JobError::Permanent(format!("arguments for {} do not fit: {e}", K::NAME))
+            })?;
             kind.run(args, ctx).await
         }
         .boxed()
@@ -113,7 +114,10 @@ impl Registry {
 
     /// Every queue some kind travels on.
     pub fn queues(&self) -> BTreeSet<String> {
-        self.kinds.values().map(|k| k.settings().queue.to_owned()).collect()
+        self.kinds
+            .values()
+            .map(|k| k.settings().queue.to_owned())
+            .collect()
     }
 }
 
@@ -160,18 +164,27 @@ mod tests {
         let fail = r.get("fail").unwrap();
         assert_eq!(fail.settings().max_attempts, 2);
         assert_eq!(fail.settings().timeout, std::time::Duration::from_secs(3));
-        assert!(r.get("nope").unwrap_err().to_string().contains("noop"));
+        assert!(r.get("nope").err().unwrap().to_string().contains("noop"));
 
-        let config = Config::from_toml_str("[kinds.nope]\nmax_attempts = 2\n", &ferry_config::Env::empty()).unwrap();
+        let config = Config::from_toml_str(
+            "[kinds.nope]\nmax_attempts = 2\n",
+            &ferry_config::Env::empty(),
+        )
+        .unwrap();
         let e = Registry::new(&config).err().unwrap();
         assert!(e.to_string().contains("kinds.nope"), "{e}");
     }
 
     #[test]
     fn validate_checks_argument_shape() {
-        let r = Registry::new(&Config::from_toml_str("", &ferry_config::Env::empty()).unwrap()).unwrap();
+        let r = Registry::new(&Config::from_toml_str("", &ferry_config::Env::empty()).unwrap())
+            .unwrap();
         assert!(r.get("sleep").unwrap().validate(r#"{"ms": 5}"#).is_ok());
-        let e = r.get("sleep").unwrap().validate(r#"{"ms": "five"}"#).unwrap_err();
+        let e = r
+            .get("sleep")
+            .unwrap()
+            .validate(r#"{"ms": "five"}"#)
+            .unwrap_err();
         assert!(e.contains("sleep"), "{e}");
         assert!(r.get("noop").unwrap().validate(r#"{"x": 1}"#).is_err());
     }

@@ -29,7 +29,9 @@ use tokio_util::sync::CancellationToken;
 use tower::{Layer, Service};
 use uuid::Uuid;
 
-use crate::{AttemptError, Finished, GROUP, Job, Keys, Outcome, Queue, QueueError, now_us, scripts};
+use crate::{
+    AttemptError, Finished, GROUP, Job, Keys, Outcome, Queue, QueueError, now_us, scripts,
+};
 
 /// Most outcomes recorded by one finish script.
 const FINISH_BATCH: usize = 512;
@@ -70,13 +72,16 @@ struct Shared {
 /// A worker's source of jobs from one queue. Build with [`StreamBackend::start`].
 pub struct StreamBackend {
     jobs: Option<mpsc::Receiver<Job>>,
+    fetcher: Option<tokio::task::JoinHandle<()>>,
     shared: Arc<Shared>,
     closing: Option<BoxFuture<'static, Result<(), QueueError>>>,
 }
 
 impl std::fmt::Debug for StreamBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StreamBackend").field("queue", &self.shared.opts.queue).finish_non_exhaustive()
+        f.debug_struct("StreamBackend")
+            .field("queue", &self.shared.opts.queue)
+            .finish_non_exhaustive()
     }
 }
 
@@ -103,12 +108,13 @@ impl StreamBackend {
             stop: shutdown.child_token(),
             closed: CancellationToken::new(),
         });
-        tokio::spawn(fetch_loop(shared.clone(), blocking, jobs_tx));
+        let fetcher = tokio::spawn(fetch_loop(shared.clone(), blocking, jobs_tx));
         tokio::spawn(finish_loop(shared.clone(), finished_rx));
         tokio::spawn(heartbeat_loop(shared.clone()));
         tokio::spawn(promote_loop(shared.clone()));
         Ok(Self {
             jobs: Some(jobs_rx),
+            fetcher: Some(fetcher),
             shared,
             closing: None,
         })
@@ -119,7 +125,11 @@ impl Backend for StreamBackend {
     type Task = Task<Job>;
     type Error = QueueError;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>, _: &WorkerContext) -> Poll<Result<(), QueueError>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut Context<'_>,
+        _: &WorkerContext,
+    ) -> Poll<Result<(), QueueError>> {
         Poll::Ready(Ok(()))
     }
 
@@ -129,16 +139,23 @@ impl Backend for StreamBackend {
         _: &WorkerContext,
     ) -> Poll<Option<Result<Task<Job>, QueueError>>> {
         match self.jobs.as_mut() {
-            Some(jobs) => jobs.poll_recv(cx).map(|job| job.map(|job| Ok(Task::new(job)))),
+            Some(jobs) => jobs
+                .poll_recv(cx)
+                .map(|job| job.map(|job| Ok(Task::new(job)))),
             None => Poll::Ready(None),
         }
     }
 
-    fn poll_close(&mut self, cx: &mut Context<'_>, _: &WorkerContext) -> Poll<Result<(), QueueError>> {
+    fn poll_close(
+        &mut self,
+        cx: &mut Context<'_>,
+        _: &WorkerContext,
+    ) -> Poll<Result<(), QueueError>> {
         let shared = self.shared.clone();
         let jobs = self.jobs.take();
+        let fetcher = self.fetcher.take();
         self.closing
-            .get_or_insert_with(|| close(shared, jobs).boxed())
+            .get_or_insert_with(|| close(shared, jobs, fetcher).boxed())
             .poll_unpin(cx)
     }
 }
@@ -163,13 +180,24 @@ impl BackendConfig for StreamBackend {
 
 /// Stops fetching, gives back fetched jobs that never started, waits until every outcome
 /// is recorded, then leaves the consumer group.
-async fn close(shared: Arc<Shared>, jobs: Option<mpsc::Receiver<Job>>) -> Result<(), QueueError> {
+async fn close(
+    shared: Arc<Shared>,
+    jobs: Option<mpsc::Receiver<Job>>,
+    fetcher: Option<tokio::task::JoinHandle<()>>,
+) -> Result<(), QueueError> {
     shared.stop.cancel();
     if let Some(mut jobs) = jobs {
+        // Jobs the fetcher still delivers (its last blocking read may end after the stop)
+        // fail to send and are given back by the fetcher itself.
         jobs.close();
         while let Some(job) = jobs.recv().await {
-            let _ = shared.finished.send(Finished::new(&job, Outcome::Snooze { at_us: now_us() }));
+            let _ = shared
+                .finished
+                .send(Finished::new(&job, Outcome::Snooze { at_us: now_us() }));
         }
+    }
+    if let Some(fetcher) = fetcher {
+        let _ = fetcher.await;
     }
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while shared.inflight_len() > 0 && tokio::time::Instant::now() < deadline {
@@ -275,7 +303,10 @@ impl Shared {
             return Ok(Vec::new());
         };
         let mut call = scripts::START.key(&self.keys.stream);
-        call.arg(&self.keys.base).arg(GROUP).arg(&self.opts.consumer).arg(now_us());
+        call.arg(&self.keys.base)
+            .arg(GROUP)
+            .arg(&self.opts.consumer)
+            .arg(now_us());
         let mut any = false;
         for entry in reply.keys.iter().flat_map(|k| &k.ids) {
             let id: Option<String> = entry.get("id");
@@ -307,7 +338,11 @@ impl Shared {
                 .arg(f.id.to_string())
                 .arg(f.outcome.state().as_str())
                 .arg(f.outcome.run_at_us())
-                .arg(error.map(|e| serde_json::to_string(e).unwrap_or_default()).unwrap_or_default())
+                .arg(
+                    error
+                        .map(|e| serde_json::to_string(e).unwrap_or_default())
+                        .unwrap_or_default(),
+                )
                 .arg(error.map(|e| e.error.as_str()).unwrap_or(""));
         }
         let mut conn = self.queue.conn();
@@ -344,7 +379,9 @@ async fn fetch_loop(
                 pause = Duration::from_millis(50);
                 for job in fetched {
                     if let Err(mpsc::error::SendError(job)) = jobs.send(job).await {
-                        let _ = shared.finished.send(Finished::new(&job, Outcome::Snooze { at_us: now_us() }));
+                        let _ = shared
+                            .finished
+                            .send(Finished::new(&job, Outcome::Snooze { at_us: now_us() }));
                     }
                 }
             }
@@ -420,7 +457,9 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
         }
         match reclaim(&shared).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(queue = %shared.name, jobs = n, "re-queued jobs of a silent worker"),
+            Ok(n) => {
+                tracing::info!(queue = %shared.name, jobs = n, "re-queued jobs of a silent worker")
+            }
             Err(e) => tracing::warn!(queue = %shared.name, error = %e, "reclaiming jobs failed"),
         }
     }

@@ -22,7 +22,9 @@ pub struct Queue {
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue").field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("Queue")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }
 
@@ -78,7 +80,11 @@ pub struct QueueStats {
 }
 
 impl Queue {
-    pub async fn connect(url: &str, prefix: &str, keep_finished: Duration) -> Result<Self, QueueError> {
+    pub async fn connect(
+        url: &str,
+        prefix: &str,
+        keep_finished: Duration,
+    ) -> Result<Self, QueueError> {
         let client = redis::Client::open(url).map_err(|e| QueueError::BadUrl(e.to_string()))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(3)))
@@ -164,14 +170,20 @@ impl Queue {
             .query_async(&mut conn)
             .await;
         match created {
-            Err(e) if e.code() != Some("BUSYGROUP") => Err(QueueError::redis("create consumer group")(e)),
+            Err(e) if e.code() != Some("BUSYGROUP") => {
+                Err(QueueError::redis("create consumer group")(e))
+            }
             _ => Ok(()),
         }
     }
 
     /// Enqueues jobs atomically per chunk; returns each job's id and whether it was created
     /// (false: its idempotency key already named a job, whose id is returned).
-    pub async fn enqueue(&self, queue: &str, jobs: &[NewJob]) -> Result<Vec<(Uuid, bool)>, QueueError> {
+    pub async fn enqueue(
+        &self,
+        queue: &str,
+        jobs: &[NewJob],
+    ) -> Result<Vec<(Uuid, bool)>, QueueError> {
         let keys = self.keys(queue);
         let mut conn = self.conn();
         let now = now_us();
@@ -225,18 +237,29 @@ impl Queue {
     }
 
     /// Every failed attempt of a job, oldest first.
-    pub async fn attempt_errors(&self, queue: &str, id: Uuid) -> Result<Vec<AttemptError>, QueueError> {
+    pub async fn attempt_errors(
+        &self,
+        queue: &str,
+        id: Uuid,
+    ) -> Result<Vec<AttemptError>, QueueError> {
         let mut conn = self.conn();
         let raw: Vec<String> = conn
             .lrange(self.keys(queue).errors(&id.to_string()), 0, -1)
             .await
             .map_err(QueueError::redis("read attempt errors"))?;
-        Ok(raw.iter().filter_map(|r| serde_json::from_str(r).ok()).collect())
+        Ok(raw
+            .iter()
+            .filter_map(|r| serde_json::from_str(r).ok())
+            .collect())
     }
 
     /// Jobs Redis still holds (finished ones for `worker.keep_finished`), newest first.
     /// Scans the queue's job hashes: an operator's query, not a hot path.
-    pub async fn list(&self, queue: &str, filter: &JobFilter) -> Result<Vec<JobRecord>, QueueError> {
+    pub async fn list(
+        &self,
+        queue: &str,
+        filter: &JobFilter,
+    ) -> Result<Vec<JobRecord>, QueueError> {
         let keys = self.keys(queue);
         let mut conn = self.conn();
         let mut names: Vec<String> = Vec::new();
@@ -341,8 +364,14 @@ impl Queue {
                     .insert(state.to_owned(), count.max(0));
             }
         }
-        stats.delayed = conn.zcard(&keys.delayed).await.map_err(QueueError::redis("read stats"))?;
-        stats.workers = conn.zcard(&keys.workers).await.map_err(QueueError::redis("read stats"))?;
+        stats.delayed = conn
+            .zcard(&keys.delayed)
+            .await
+            .map_err(QueueError::redis("read stats"))?;
+        stats.workers = conn
+            .zcard(&keys.workers)
+            .await
+            .map_err(QueueError::redis("read stats"))?;
         let groups: redis::Value = redis::cmd("XINFO")
             .arg("GROUPS")
             .arg(&keys.stream)
@@ -425,7 +454,9 @@ fn group_fields(reply: &redis::Value) -> Option<Vec<(String, &redis::Value)>> {
         let pairs: Vec<(String, &redis::Value)> = match group {
             redis::Value::Array(items) => items
                 .chunks(2)
-                .filter_map(|kv| Some((redis::from_redis_value_ref::<String>(&kv[0]).ok()?, &kv[1])))
+                .filter_map(|kv| {
+                    Some((redis::from_redis_value_ref::<String>(&kv[0]).ok()?, &kv[1]))
+                })
                 .collect(),
             redis::Value::Map(items) => items
                 .iter()

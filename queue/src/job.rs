@@ -73,12 +73,21 @@ pub struct AttemptError {
 pub enum Outcome {
     Succeeded,
     /// Failed; try again at `at_us`. Spends the attempt.
-    Retry { at_us: i64, error: AttemptError },
+    Retry {
+        at_us: i64,
+        error: AttemptError,
+    },
     /// Not now; try again at `at_us` without spending the attempt (snooze, worker shutdown).
-    Snooze { at_us: i64 },
+    Snooze {
+        at_us: i64,
+    },
     /// Failed for good.
-    Dead { error: AttemptError },
-    Cancelled { error: Option<AttemptError> },
+    Dead {
+        error: AttemptError,
+    },
+    Cancelled {
+        error: Option<AttemptError>,
+    },
 }
 
 impl Outcome {

@@ -24,14 +24,16 @@ impl Record {
         target: Option<&str>,
         details: Value,
     ) -> Result<(), RecordError> {
-        sqlx::query("INSERT INTO audit_log (actor, action, target, details) VALUES ($1, $2, $3, $4)")
-            .bind(actor)
-            .bind(action)
-            .bind(target)
-            .bind(details)
-            .execute(&self.pool)
-            .await
-            .map_err(RecordError::query("write audit log"))?;
+        sqlx::query(
+            "INSERT INTO audit_log (actor, action, target, details) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(actor)
+        .bind(action)
+        .bind(target)
+        .bind(details)
+        .execute(&self.pool)
+        .await
+        .map_err(RecordError::query("write audit log"))?;
         Ok(())
     }
 

@@ -20,7 +20,9 @@ pub enum RecordError {
         #[source]
         source: sqlx::Error,
     },
-    #[error("run {id}: lease epoch {epoch} was superseded by another worker; this worker's checkpoint was rejected")]
+    #[error(
+        "run {id}: lease epoch {epoch} was superseded by another worker; this worker's checkpoint was rejected"
+    )]
     LeaseLost { id: Uuid, epoch: i64 },
     #[error("run {id}: stored checkpoint does not match this job's checkpoint type: {message}")]
     BadCheckpoint { id: Uuid, message: String },
@@ -39,13 +41,17 @@ impl RecordError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Connect(_) => true,
-            Self::Query { source, .. } => matches!(
-                source,
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-            ) || source
-                .as_database_error()
-                .and_then(|d| d.code())
-                .is_some_and(|c| c.starts_with("40") || c.starts_with("57") || c.starts_with("08")),
+            Self::Query { source, .. } => {
+                matches!(
+                    source,
+                    sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+                ) || source
+                    .as_database_error()
+                    .and_then(|d| d.code())
+                    .is_some_and(|c| {
+                        c.starts_with("40") || c.starts_with("57") || c.starts_with("08")
+                    })
+            }
             _ => false,
         }
     }

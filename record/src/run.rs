@@ -72,7 +72,9 @@ impl RunRow {
         }
         let elapsed = (now - self.started_at).to_std().ok()?.as_secs_f64();
         let left = (total - self.done).max(0) as f64;
-        Some(std::time::Duration::from_secs_f64(elapsed / self.done as f64 * left))
+        Some(std::time::Duration::from_secs_f64(
+            elapsed / self.done as f64 * left,
+        ))
     }
 }
 
@@ -166,7 +168,11 @@ impl Lease {
     }
 
     /// Saves the cursor and progress, unless a newer lease exists.
-    pub async fn save<C: Serialize>(&self, checkpoint: &C, progress: Progress) -> Result<(), RecordError> {
+    pub async fn save<C: Serialize>(
+        &self,
+        checkpoint: &C,
+        progress: Progress,
+    ) -> Result<(), RecordError> {
         let value = serde_json::to_value(checkpoint).map_err(|e| RecordError::BadCheckpoint {
             id: self.id,
             message: e.to_string(),
@@ -191,14 +197,13 @@ impl Lease {
 
     /// Proves the run is alive without moving its checkpoint.
     pub async fn heartbeat(&self) -> Result<(), RecordError> {
-        let updated = sqlx::query(
-            "UPDATE runs SET heartbeat_at = now() WHERE id = $1 AND lease_epoch = $2",
-        )
-        .bind(self.id)
-        .bind(self.epoch)
-        .execute(&self.record.pool)
-        .await
-        .map_err(RecordError::query("heartbeat run"))?;
+        let updated =
+            sqlx::query("UPDATE runs SET heartbeat_at = now() WHERE id = $1 AND lease_epoch = $2")
+                .bind(self.id)
+                .bind(self.epoch)
+                .execute(&self.record.pool)
+                .await
+                .map_err(RecordError::query("heartbeat run"))?;
         self.fenced(updated.rows_affected())
     }
 

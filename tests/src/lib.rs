@@ -1,1 +1,259 @@
+//! The test harness: each test gets its own Postgres schema and Redis key prefix, so tests
+//! run in parallel against the shared services and never depend on order.
 
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
+};
+
+use ferry_config::{Config, Env};
+use ferry_jobs::Registry;
+use ferry_queue::{JobRecord, NewJob, Queue};
+use ferry_record::Record;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/ferry".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Worker timings shortened so crash and shutdown tests take seconds.
+const FAST_WORKER: &str =
+    "heartbeat = \"300ms\"\nreclaim_after = \"2s\"\nshutdown_grace = \"3s\"\n";
+
+pub struct TestEnv {
+    pub name: String,
+    pub config: Arc<Config>,
+    pub config_path: PathBuf,
+    pub queue: Queue,
+    pub record: Record,
+    pub registry: Arc<Registry>,
+}
+
+impl TestEnv {
+    /// A fresh schema and prefix; `toml` adds to [`FAST_WORKER`] settings.
+    pub async fn new(toml: &str) -> Self {
+        let name = format!("t{:012x}", rand::random::<u64>() >> 16);
+        let toml = if toml.contains("[worker]") {
+            toml.replacen("[worker]\n", &format!("[worker]\n{FAST_WORKER}"), 1)
+        } else {
+            format!("[worker]\n{FAST_WORKER}{toml}")
+        };
+        let text = format!(
+            "{toml}\n[postgres]\nurl = \"{}\"\nschema = \"{name}\"\n[redis]\nurl = \"{}\"\nprefix = \"{name}\"\n",
+            database_url(),
+            redis_url()
+        );
+        let config_path = std::env::temp_dir().join(format!("ferry-{name}.toml"));
+        std::fs::write(&config_path, &text).unwrap();
+        let config = Arc::new(Config::from_toml_str(&text, &Env::empty()).unwrap());
+        let record = Record::connect(&config.postgres)
+            .await
+            .expect("Postgres must run for tests");
+        record.migrate().await.unwrap();
+        let queue = Queue::connect(
+            &config.redis.url,
+            &config.redis.prefix,
+            config.worker.keep_finished,
+        )
+        .await
+        .expect("Redis must run for tests");
+        let registry = Arc::new(Registry::new(&config).unwrap());
+        Self {
+            name,
+            config,
+            config_path,
+            queue,
+            record,
+            registry,
+        }
+    }
+
+    /// A job as `ferry enqueue` would build it.
+    pub fn job(&self, kind: &str, args: &str) -> (String, NewJob) {
+        let entry = self.registry.get(kind).unwrap();
+        entry.validate(args).unwrap();
+        let settings = entry.settings();
+        (
+            settings.queue.to_owned(),
+            NewJob::new(kind, args, settings.max_attempts),
+        )
+    }
+
+    pub async fn enqueue(&self, kind: &str, args: &str) -> Uuid {
+        let (queue, job) = self.job(kind, args);
+        self.queue.enqueue(&queue, &[job]).await.unwrap()[0].0
+    }
+
+    pub async fn job_record(&self, id: Uuid) -> Option<JobRecord> {
+        self.queue.job("default", id).await.unwrap()
+    }
+
+    /// Polls until `done` holds for the job, or panics after `timeout`.
+    pub async fn wait_for(
+        &self,
+        id: Uuid,
+        timeout: Duration,
+        done: impl Fn(&JobRecord) -> bool,
+    ) -> JobRecord {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let job = self.job_record(id).await;
+            if let Some(job) = &job
+                && done(job)
+            {
+                return job.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} did not get there in {timeout:?}: {job:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls the per-kind counters until `kind` has `count` jobs in `state`.
+    pub async fn wait_for_count(&self, kind: &str, state: &str, count: i64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = self.count(kind, state).await;
+            if n >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{kind} reached {n} {state} of {count} in {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn count(&self, kind: &str, state: &str) -> i64 {
+        let stats = self.queue.stats("default").await.unwrap();
+        stats
+            .by_kind
+            .get(kind)
+            .and_then(|s| s.get(state))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// A worker in this process; stop it with [`InProcessWorker::stop`].
+    pub fn start_worker(&self) -> InProcessWorker {
+        let token = CancellationToken::new();
+        let join = tokio::spawn(ferry_worker::run(
+            self.config.clone(),
+            ferry_worker::Options::default(),
+            token.clone(),
+        ));
+        InProcessWorker { token, join }
+    }
+
+    /// `ferry worker` as a child process, logging to a file named after the test.
+    pub fn spawn_worker_process(&self, label: &str) -> Child {
+        let log = std::env::temp_dir().join(format!("ferry-{}-{label}.log", self.name));
+        let log = std::fs::File::create(log).unwrap();
+        self.command(&["worker"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start ferry worker")
+    }
+
+    /// Runs the `ferry` command against this environment.
+    pub fn ferry(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ferry")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(ferry_bin());
+        cmd.arg("--config").arg(&self.config_path).args(args);
+        for var in [
+            "DATABASE_URL",
+            "FERRY_DATABASE_URL",
+            "FERRY_SCHEMA",
+            "REDIS_URL",
+            "FERRY_REDIS_PREFIX",
+            "FERRY_CONFIG",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
+
+    /// Drops this test's schema and keys.
+    pub async fn cleanup(self) {
+        let drop = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name);
+        let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+            .execute(self.record.pool())
+            .await;
+        if let Ok(client) = redis::Client::open(redis_url())
+            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+        {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}:*", self.name))
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            for chunk in keys.chunks(500) {
+                let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
+            }
+        }
+        let _ = std::fs::remove_file(&self.config_path);
+    }
+}
+
+pub struct InProcessWorker {
+    token: CancellationToken,
+    join: JoinHandle<Result<(), ferry_worker::WorkerError>>,
+}
+
+impl InProcessWorker {
+    pub async fn stop(self) {
+        self.token.cancel();
+        self.join.await.unwrap().unwrap();
+    }
+}
+
+/// The `ferry` binary: `FERRY_BIN`, or built once from this workspace.
+pub fn ferry_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(bin) = std::env::var("FERRY_BIN") {
+            return PathBuf::from(bin);
+        }
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "ferry-cli", "--bin", "ferry"])
+            .current_dir(&root)
+            .status()
+            .expect("cargo build ferry");
+        assert!(status.success(), "building the ferry binary failed");
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root.join("target"));
+        target.join("debug").join("ferry")
+    })
+    .clone()
+}
+
+/// Sends a signal to a child process.
+pub fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

@@ -63,7 +63,16 @@ impl tower::Service<Task<Job>> for Dispatcher {
         let this = self.clone();
         let job = task.args;
         let span = tracing::info_span!("job", job.id = %job.id, job.kind = %job.kind, job.attempt = job.attempt);
-        async move { Ok(this.attempt(job).await) }.instrument(span).boxed()
+        async move {
+            // A panicking job must not take the worker down: it counts as a failed attempt.
+            let attempt = std::panic::AssertUnwindSafe(this.attempt(job.clone())).catch_unwind();
+            Ok(match attempt.await {
+                Ok(outcome) => outcome,
+                Err(panic) => this.panicked(&job, panic).await,
+            })
+        }
+        .instrument(span)
+        .boxed()
     }
 }
 
@@ -80,7 +89,13 @@ impl Dispatcher {
         };
         if job.attempt > job.max_attempts {
             return self
-                .dead(&job, format!("{} attempts used up: workers died during them", job.max_attempts))
+                .dead(
+                    &job,
+                    format!(
+                        "{} attempts used up: workers died during them",
+                        job.max_attempts
+                    ),
+                )
                 .await;
         }
         let _permit = match self.limits.get(entry.name()) {
@@ -110,8 +125,14 @@ impl Dispatcher {
                 }
             }
             Err(JobError::Retryable(message)) => {
-                self.dead(&job, format!("{message} (attempt {} of {})", job.attempt, job.max_attempts))
-                    .await
+                self.dead(
+                    &job,
+                    format!(
+                        "{message} (attempt {} of {})",
+                        job.attempt, job.max_attempts
+                    ),
+                )
+                .await
             }
             Err(JobError::Permanent(message)) => self.dead(&job, message).await,
             Err(JobError::Snooze(delay)) => Outcome::Snooze {
@@ -128,6 +149,27 @@ impl Dispatcher {
                 }
             }
             Err(other) => self.dead(&job, other.to_string()).await,
+        }
+    }
+
+    async fn panicked(&self, job: &Job, panic: Box<dyn std::any::Any + Send>) -> Outcome {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let message = format!("job panicked: {what}");
+        if job.attempt >= job.max_attempts {
+            return self.dead(job, message).await;
+        }
+        let delay = self
+            .registry
+            .get(&job.kind)
+            .map(|e| e.settings().backoff.delay(job.attempt))
+            .unwrap_or(Duration::from_secs(1));
+        Outcome::Retry {
+            at_us: now_us() + delay.as_micros() as i64,
+            error: self.attempt_error(job, message),
         }
     }
 
@@ -155,13 +197,15 @@ impl Dispatcher {
             id: job.id,
             queue: job.queue.to_string(),
             kind: job.kind.clone(),
-            args: serde_json::from_str(&job.args).unwrap_or(serde_json::Value::String(job.args.clone())),
+            args: serde_json::from_str(&job.args)
+                .unwrap_or(serde_json::Value::String(job.args.clone())),
             attempts: job.attempt as i32,
             max_attempts: job.max_attempts as i32,
             errors: serde_json::to_value(&errors).unwrap_or_default(),
             last_error: error.error.clone(),
             idempotency_key: job.idempotency_key.clone(),
-            enqueued_at: chrono::DateTime::from_timestamp_micros(job.enqueued_us).unwrap_or_default(),
+            enqueued_at: chrono::DateTime::from_timestamp_micros(job.enqueued_us)
+                .unwrap_or_default(),
             died_at: chrono::Utc::now(),
             retried_at: None,
             retried_as: None,

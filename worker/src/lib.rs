@@ -9,7 +9,7 @@ mod identity;
 
 use std::{sync::Arc, time::Duration};
 
-use apalis::prelude::{WorkerBuilder, WorkerBuilderExt};
+use apalis::prelude::WorkerBuilder;
 use ferry_config::Config;
 use ferry_jobs::{Deps, Registry};
 use ferry_queue::{BackendOptions, Queue, StreamBackend};
@@ -40,12 +40,21 @@ pub enum WorkerError {
 }
 
 /// Runs until `shutdown` fires, then drains and returns.
-pub async fn run(config: Arc<Config>, options: Options, shutdown: CancellationToken) -> Result<(), WorkerError> {
+pub async fn run(
+    config: Arc<Config>,
+    options: Options,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
     let registry = Arc::new(Registry::new(&config)?);
     let queues = choose_queues(&config, &options, &registry)?;
     let record = Record::connect(&config.postgres).await?;
     record.check_migrated().await?;
-    let queue = Queue::connect(&config.redis.url, &config.redis.prefix, config.worker.keep_finished).await?;
+    let queue = Queue::connect(
+        &config.redis.url,
+        &config.redis.prefix,
+        config.worker.keep_finished,
+    )
+    .await?;
     warn_about_eviction(&queue).await;
 
     let id = worker_id();
@@ -78,7 +87,6 @@ pub async fn run(config: Arc<Config>, options: Options, shutdown: CancellationTo
         let dispatcher = Dispatcher::new(registry.clone(), deps.clone(), shutdown.clone());
         let worker = WorkerBuilder::new(format!("{name}@{id}"))
             .backend(backend)
-            .catch_panic()
             .build(dispatcher);
         let signal = shutdown.clone();
         let queue_name = name.clone();
@@ -100,7 +108,11 @@ pub async fn run(config: Arc<Config>, options: Options, shutdown: CancellationTo
     Ok(())
 }
 
-fn choose_queues(config: &Config, options: &Options, registry: &Registry) -> Result<Vec<String>, WorkerError> {
+fn choose_queues(
+    config: &Config,
+    options: &Options,
+    registry: &Registry,
+) -> Result<Vec<String>, WorkerError> {
     let known = registry.queues();
     let wanted: Vec<String> = if !options.queues.is_empty() {
         options.queues.clone()
@@ -114,7 +126,10 @@ fn choose_queues(config: &Config, options: &Options, registry: &Registry) -> Res
             return Err(ferry_config::ConfigError::new(
                 "worker.queues (--queues)",
                 format!("no job kind uses queue {q:?}"),
-                format!("use some of: {}", known.iter().cloned().collect::<Vec<_>>().join(", ")),
+                format!(
+                    "use some of: {}",
+                    known.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
             )
             .into());
         }
@@ -129,6 +144,8 @@ async fn warn_about_eviction(queue: &Queue) {
             "Redis maxmemory-policy is not noeviction: under memory pressure Redis may drop queued jobs; set `maxmemory-policy noeviction` (and `appendonly yes`)"
         ),
         Ok(_) => {}
-        Err(e) => tracing::debug!(error = %e, "could not read maxmemory-policy (managed Redis often hides CONFIG)"),
+        Err(e) => {
+            tracing::debug!(error = %e, "could not read maxmemory-policy (managed Redis often hides CONFIG)")
+        }
     }
 }

@@ -57,7 +57,10 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<Code> {
         None => {
             let kind = args.kind.clone().unwrap_or_default();
             let json = args.args.clone().unwrap_or_else(|| "{}".into());
-            vec![prepare(ctx, &kind, &json, args.key.clone(), args.at.as_deref()).map_err(Exit::usage)?]
+            vec![
+                prepare(ctx, &kind, &json, args.key.clone(), args.at.as_deref())
+                    .map_err(Exit::usage)?,
+            ]
         }
     };
     let queue = ctx.queue().await?;
@@ -86,10 +89,17 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<Code> {
         }
     } else if args.file.is_some() {
         let created = done.iter().filter(|d| d.created).count();
-        println!("enqueued {created} jobs ({} already existed by key)", done.len() - created);
+        println!(
+            "enqueued {created} jobs ({} already existed by key)",
+            done.len() - created
+        );
     } else {
         let d = &done[0];
-        let note = if d.created { "" } else { " (existing job for this key)" };
+        let note = if d.created {
+            ""
+        } else {
+            " (existing job for this key)"
+        };
         println!("{}{note}", d.id);
     }
     if args.wait && args.file.is_none() {
@@ -151,7 +161,10 @@ fn prepare(
         return Err(format!("--args must be a JSON object, got {value}"));
     }
     entry.validate(args)?;
-    if key.as_deref().is_some_and(|k| k.is_empty() || k.len() > 200) {
+    if key
+        .as_deref()
+        .is_some_and(|k| k.is_empty() || k.len() > 200)
+    {
         return Err("--key must be 1 to 200 characters".into());
     }
     let settings = entry.settings();

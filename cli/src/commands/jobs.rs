@@ -1,6 +1,8 @@
 use std::{collections::HashSet, time::Duration};
 
-use ferry_queue::{CancelResult, JobFilter, JobRecord, JobState, NewJob, Queue, RequeueResult, now_us};
+use ferry_queue::{
+    CancelResult, JobFilter, JobRecord, JobState, NewJob, Queue, RequeueResult, now_us,
+};
 use ferry_record::{DeadFilter, DeadJob, Record};
 use serde::Serialize;
 use serde_json::json;
@@ -102,7 +104,13 @@ impl From<&DeadJob> for Row {
 
 pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
     match command {
-        Command::Ls { state, kind, since, error, limit } => {
+        Command::Ls {
+            state,
+            kind,
+            since,
+            error,
+            limit,
+        } => {
             let since_us = since.map(|d| now_us() - d.as_micros() as i64);
             let filter = JobFilter {
                 state,
@@ -115,7 +123,8 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
             if ctx.json {
                 output::json(&rows);
             } else {
-                let mut t = output::table(&["id", "kind", "state", "attempts", "enqueued", "last error"]);
+                let mut t =
+                    output::table(&["id", "kind", "state", "attempts", "enqueued", "last error"]);
                 for r in &rows {
                     t.add_row(vec![
                         r.id.to_string(),
@@ -131,14 +140,29 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
             Ok(Code::Ok)
         }
         Command::Show { id } => show(ctx, id).await,
-        Command::Retry { ids, state, kind, since, error, dry_run, rate } => {
-            retry(ctx, ids, state, DeadFilter {
-                kind,
-                since: since.map(|d| chrono::Utc::now() - d),
-                error_contains: error,
-                include_retried: false,
-                limit: i64::MAX,
-            }, dry_run, rate)
+        Command::Retry {
+            ids,
+            state,
+            kind,
+            since,
+            error,
+            dry_run,
+            rate,
+        } => {
+            retry(
+                ctx,
+                ids,
+                state,
+                DeadFilter {
+                    kind,
+                    since: since.map(|d| chrono::Utc::now() - d),
+                    error_contains: error,
+                    include_retried: false,
+                    limit: i64::MAX,
+                },
+                dry_run,
+                rate,
+            )
             .await
         }
         Command::Cancel { id } => cancel(ctx, id).await,
@@ -155,7 +179,9 @@ async fn list(ctx: &Ctx, filter: &JobFilter) -> Result<Vec<Row>> {
         let dead = record
             .dead_jobs(&DeadFilter {
                 kind: filter.kind.clone(),
-                since: filter.since_us.and_then(chrono::DateTime::from_timestamp_micros),
+                since: filter
+                    .since_us
+                    .and_then(chrono::DateTime::from_timestamp_micros),
                 error_contains: filter.error_contains.clone(),
                 include_retried: false,
                 limit: filter.limit as i64,
@@ -200,9 +226,22 @@ async fn show(ctx: &Ctx, id: Uuid) -> Result<Code> {
         return Ok(Code::Ok);
     }
     if let Some(j) = &live {
-        println!("job       {}\nkind      {}\nqueue     {}\nstate     {}{}", j.id, j.kind, j.queue, j.state,
-            if j.cancel_requested { " (cancel requested)" } else { "" });
-        println!("attempts  {} of {}\nargs      {}", j.attempts, j.max_attempts, j.args);
+        println!(
+            "job       {}\nkind      {}\nqueue     {}\nstate     {}{}",
+            j.id,
+            j.kind,
+            j.queue,
+            j.state,
+            if j.cancel_requested {
+                " (cancel requested)"
+            } else {
+                ""
+            }
+        );
+        println!(
+            "attempts  {} of {}\nargs      {}",
+            j.attempts, j.max_attempts, j.args
+        );
         println!("enqueued  {}", output::time_us(j.enqueued_us));
         if let Some(t) = j.started_us {
             println!("started   {}", output::time_us(t));
@@ -218,24 +257,48 @@ async fn show(ctx: &Ctx, id: Uuid) -> Result<Code> {
         }
     }
     if let Some(d) = &dead {
-        println!("dead      since {} after {} attempts{}", d.died_at, d.attempts,
-            d.retried_at.map(|t| format!(", re-queued {t}")).unwrap_or_default());
+        println!(
+            "dead      since {} after {} attempts{}",
+            d.died_at,
+            d.attempts,
+            d.retried_at
+                .map(|t| format!(", re-queued {t}"))
+                .unwrap_or_default()
+        );
         if live.is_none() {
-            println!("job       {}\nkind      {}\nargs      {}", d.id, d.kind, d.args);
+            println!(
+                "job       {}\nkind      {}\nargs      {}",
+                d.id, d.kind, d.args
+            );
         }
     }
     let attempt_errors: Vec<serde_json::Value> = if errors.is_empty() {
-        dead.as_ref().and_then(|d| d.errors.as_array().cloned()).unwrap_or_default()
+        dead.as_ref()
+            .and_then(|d| d.errors.as_array().cloned())
+            .unwrap_or_default()
     } else {
-        errors.iter().filter_map(|e| serde_json::to_value(e).ok()).collect()
+        errors
+            .iter()
+            .filter_map(|e| serde_json::to_value(e).ok())
+            .collect()
     };
     for e in attempt_errors {
-        println!("error     attempt {}: {} ({})", e["attempt"], e["error"].as_str().unwrap_or(""), e["worker"].as_str().unwrap_or(""));
+        println!(
+            "error     attempt {}: {} ({})",
+            e["attempt"],
+            e["error"].as_str().unwrap_or(""),
+            e["worker"].as_str().unwrap_or("")
+        );
     }
     if let Some(r) = &run {
-        println!("run       {} {}/{} checkpoint {} (lease epoch {})", r.state, r.done,
+        println!(
+            "run       {} {}/{} checkpoint {} (lease epoch {})",
+            r.state,
+            r.done,
             r.total.map(|t| t.to_string()).unwrap_or_else(|| "?".into()),
-            r.checkpoint.clone().unwrap_or_default(), r.lease_epoch);
+            r.checkpoint.clone().unwrap_or_default(),
+            r.lease_epoch
+        );
     }
     Ok(Code::Ok)
 }
@@ -253,10 +316,23 @@ async fn retry(
     let targets: Vec<Target> = if ids.is_empty() {
         match state {
             Some(JobState::Dead) => {}
-            Some(other) => return Err(Exit::usage(format!("--state {other}: only dead jobs can be re-queued by filter"))),
-            None => return Err(Exit::usage("give job ids, or --state dead with optional filters")),
+            Some(other) => {
+                return Err(Exit::usage(format!(
+                    "--state {other}: only dead jobs can be re-queued by filter"
+                )));
+            }
+            None => {
+                return Err(Exit::usage(
+                    "give job ids, or --state dead with optional filters",
+                ));
+            }
         }
-        record.dead_jobs(&filter).await?.into_iter().map(Target::Dead).collect()
+        record
+            .dead_jobs(&filter)
+            .await?
+            .into_iter()
+            .map(Target::Dead)
+            .collect()
     } else {
         let mut out = Vec::new();
         for id in ids {
@@ -265,7 +341,9 @@ async fn retry(
             } else if let Some(dead) = record.dead_job(id).await? {
                 out.push(Target::Dead(dead));
             } else {
-                return Err(Exit::failed(format!("no job {id} in Redis or the durable record")));
+                return Err(Exit::failed(format!(
+                    "no job {id} in Redis or the durable record"
+                )));
             }
         }
         out
@@ -291,7 +369,9 @@ async fn retry(
         }
         match requeue(ctx, &queue, &record, target).await? {
             RequeueResult::Requeued | RequeueResult::RunNow => requeued += 1,
-            RequeueResult::Unchanged(state) => unchanged.push(format!("{} is {state}", target.id())),
+            RequeueResult::Unchanged(state) => {
+                unchanged.push(format!("{} is {state}", target.id()))
+            }
         }
     }
     record
@@ -305,7 +385,11 @@ async fn retry(
             println!("unchanged: {u}");
         }
     }
-    Ok(if unchanged.is_empty() { Code::Ok } else { Code::Failed })
+    Ok(if unchanged.is_empty() {
+        Code::Ok
+    } else {
+        Code::Failed
+    })
 }
 
 enum Target {
@@ -329,16 +413,24 @@ impl Target {
     }
 }
 
-async fn requeue(ctx: &Ctx, queue: &Queue, record: &Record, target: &Target) -> Result<RequeueResult> {
+async fn requeue(
+    ctx: &Ctx,
+    queue: &Queue,
+    record: &Record,
+    target: &Target,
+) -> Result<RequeueResult> {
     let (name, job) = match target {
-        Target::Live(j) => (j.queue.clone(), NewJob {
-            id: j.id,
-            kind: j.kind.clone(),
-            args: j.args.to_string(),
-            run_at_us: None,
-            max_attempts: j.max_attempts,
-            idempotency_key: j.idempotency_key.clone(),
-        }),
+        Target::Live(j) => (
+            j.queue.clone(),
+            NewJob {
+                id: j.id,
+                kind: j.kind.clone(),
+                args: j.args.to_string(),
+                run_at_us: None,
+                max_attempts: j.max_attempts,
+                idempotency_key: j.idempotency_key.clone(),
+            },
+        ),
         Target::Dead(d) => {
             // A kind's current settings decide where it runs now.
             let queue_name = ctx
@@ -346,14 +438,17 @@ async fn requeue(ctx: &Ctx, queue: &Queue, record: &Record, target: &Target) -> 
                 .get(&d.kind)
                 .map(|e| e.settings().queue.to_owned())
                 .unwrap_or_else(|_| d.queue.clone());
-            (queue_name, NewJob {
-                id: d.id,
-                kind: d.kind.clone(),
-                args: d.args.to_string(),
-                run_at_us: None,
-                max_attempts: d.max_attempts.max(1) as u32,
-                idempotency_key: d.idempotency_key.clone(),
-            })
+            (
+                queue_name,
+                NewJob {
+                    id: d.id,
+                    kind: d.kind.clone(),
+                    args: d.args.to_string(),
+                    run_at_us: None,
+                    max_attempts: d.max_attempts.max(1) as u32,
+                    idempotency_key: d.idempotency_key.clone(),
+                },
+            )
         }
     };
     let result = queue.requeue(&name, &job).await?;
@@ -371,7 +466,14 @@ async fn cancel(ctx: &Ctx, id: Uuid) -> Result<Code> {
         .ok_or_else(|| Exit::failed(format!("no job {id} waiting or running in Redis")))?;
     let result = queue.cancel(&job.queue, id).await?;
     if let Ok(record) = ctx.record().await {
-        record.audit(&ctx.actor(), "jobs.cancel", Some(&id.to_string()), json!({ "result": result })).await?;
+        record
+            .audit(
+                &ctx.actor(),
+                "jobs.cancel",
+                Some(&id.to_string()),
+                json!({ "result": result }),
+            )
+            .await?;
     }
     let (message, code) = match &result {
         CancelResult::Cancelled => ("cancelled; it will not run".to_owned(), Code::Ok),

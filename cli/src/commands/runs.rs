@@ -27,7 +27,8 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
             if ctx.json {
                 output::json(&runs);
             } else {
-                let mut t = output::table(&["id", "kind", "state", "progress", "eta", "lease", "started"]);
+                let mut t =
+                    output::table(&["id", "kind", "state", "progress", "eta", "lease", "started"]);
                 for r in &runs {
                     t.add_row(vec![
                         r.id.to_string(),
@@ -51,11 +52,28 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
             if ctx.json {
                 output::json(&run);
             } else {
-                println!("run        {}\nkind       {}\nstate      {}\nprogress   {}\neta        {}", run.id, run.kind, run.state, progress(&run), eta(&run));
-                println!("lease      epoch {} held by {}", run.lease_epoch, run.lease_owner.clone().unwrap_or_default());
+                println!(
+                    "run        {}\nkind       {}\nstate      {}\nprogress   {}\neta        {}",
+                    run.id,
+                    run.kind,
+                    run.state,
+                    progress(&run),
+                    eta(&run)
+                );
+                println!(
+                    "lease      epoch {} held by {}",
+                    run.lease_epoch,
+                    run.lease_owner.clone().unwrap_or_default()
+                );
                 println!("checkpoint {}", run.checkpoint.clone().unwrap_or_default());
-                println!("resumed    {}", run.resumed_from.clone().unwrap_or_default());
-                println!("started    {}\nheartbeat  {}", run.started_at, run.heartbeat_at);
+                println!(
+                    "resumed    {}",
+                    run.resumed_from.clone().unwrap_or_default()
+                );
+                println!(
+                    "started    {}\nheartbeat  {}",
+                    run.started_at, run.heartbeat_at
+                );
                 if let Some(e) = &run.error {
                     println!("error      {e}");
                 }
@@ -67,13 +85,20 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
 
 fn progress(r: &RunRow) -> String {
     match r.total {
-        Some(total) if total > 0 => format!("{}/{} ({:.0}%)", r.done, total, r.done as f64 * 100.0 / total as f64),
+        Some(total) if total > 0 => format!(
+            "{}/{} ({:.0}%)",
+            r.done,
+            total,
+            r.done as f64 * 100.0 / total as f64
+        ),
         _ => r.done.to_string(),
     }
 }
 
 fn eta(r: &RunRow) -> String {
     r.eta(chrono::Utc::now())
-        .map(|d| humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string())
+        .map(|d| {
+            humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string()
+        })
         .unwrap_or_else(|| "-".into())
 }

@@ -26,7 +26,10 @@ pub async fn run(ctx: &Ctx) -> Result<Code> {
         queues: BTreeMap::new(),
     };
     for kind in ctx.registry.names() {
-        let states = JobState::ALL.iter().map(|s| (s.as_str().to_owned(), 0)).collect();
+        let states = JobState::ALL
+            .iter()
+            .map(|s| (s.as_str().to_owned(), 0))
+            .collect();
         stats.by_kind.insert(kind.to_owned(), states);
     }
     for name in ctx.queues() {
@@ -52,18 +55,31 @@ pub async fn run(ctx: &Ctx) -> Result<Code> {
     let mut t = output::table(&header);
     for (kind, states) in &stats.by_kind {
         let mut row = vec![kind.clone()];
-        row.extend(JobState::ALL.iter().map(|s| states.get(s.as_str()).copied().unwrap_or(0).to_string()));
+        row.extend(
+            JobState::ALL
+                .iter()
+                .map(|s| states.get(s.as_str()).copied().unwrap_or(0).to_string()),
+        );
         t.add_row(row);
     }
     println!("{t}");
-    let mut t = output::table(&["queue", "ready", "running", "delayed", "oldest ready", "workers"]);
+    let mut t = output::table(&[
+        "queue",
+        "ready",
+        "running",
+        "delayed",
+        "oldest ready",
+        "workers",
+    ]);
     for (name, q) in &stats.queues {
         t.add_row(vec![
             name.clone(),
             q.ready.to_string(),
             q.pending.to_string(),
             q.delayed.to_string(),
-            q.oldest_ready_age_ms.map(|ms| format!("{:.1}s", ms as f64 / 1000.0)).unwrap_or_else(|| "-".into()),
+            q.oldest_ready_age_ms
+                .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
+                .unwrap_or_else(|| "-".into()),
             q.workers.to_string(),
         ]);
     }

@@ -25,17 +25,21 @@ pub async fn until_done(ctx: &Ctx, queue: &Queue, name: &str, id: Uuid) -> Resul
     });
     let mut last_line = String::new();
     loop {
-        let job = queue
-            .job(name, id)
-            .await?
-            .ok_or_else(|| Exit::failed(format!("job {id} is gone from Redis; see `ferry jobs show {id}`")))?;
+        let job = queue.job(name, id).await?.ok_or_else(|| {
+            Exit::failed(format!(
+                "job {id} is gone from Redis; see `ferry jobs show {id}`"
+            ))
+        })?;
         let run = match &record {
             Some(r) => r.run(id).await.ok().flatten(),
             None => None,
         };
         let line = match &run {
             Some(run) => format!("{} {}/{}", job.state, run.done, run.total.unwrap_or(0)),
-            None => format!("{} (attempt {} of {})", job.state, job.attempts, job.max_attempts),
+            None => format!(
+                "{} (attempt {} of {})",
+                job.state, job.attempts, job.max_attempts
+            ),
         };
         match &bar {
             Some(bar) => {

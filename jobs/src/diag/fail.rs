@@ -34,7 +34,9 @@ impl Kind for Fail {
 
     async fn run(&self, args: FailArgs, ctx: JobContext) -> Result<(), JobError> {
         if args.permanent {
-            return Err(JobError::Permanent("fail: permanent failure as requested".into()));
+            return Err(JobError::Permanent(
+                "fail: permanent failure as requested".into(),
+            ));
         }
         if ctx.attempt <= args.times {
             return Err(JobError::Retryable(format!(

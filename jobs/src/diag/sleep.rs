@@ -39,7 +39,7 @@ impl Kind for Sleep {
         if args.steps <= 1 {
             return tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(args.ms)) => Ok(()),
-                reason = ctx.stopped() => Err(reason),
+                _ = ctx.cancelled() => Err(JobError::Cancelled),
             };
         }
         let lease = ctx.open_run().await?;
