@@ -15,9 +15,8 @@ cleanup() { kill "${W1:-}" "${W2:-}" 2>/dev/null || true; }
 trap cleanup EXIT
 
 echo "== migrate"; ferry migrate
-echo "== two workers (logs in $logs)"
+echo "== worker 1 (logs in $logs)"
 ferry worker >"$logs/w1.log" 2>&1 & W1=$!
-ferry worker >"$logs/w2.log" 2>&1 & W2=$!
 sleep 1
 
 echo "== 10000 no-op jobs in bulk"
@@ -26,11 +25,13 @@ echo "== a job that fails twice, then succeeds"
 ferry enqueue fail --args '{"times": 2}' --wait
 echo "== a job that fails for good (exit code 1 expected)"
 ferry enqueue fail --args '{"permanent": true}' --wait || echo "(exit $?: dead, as planned)"
-echo "== a checkpointing long job; worker 1 is killed with SIGKILL while it runs"
+echo "== a checkpointing long job; worker 1 is killed with SIGKILL while it runs it"
 long=$(ferry enqueue sleep --args '{"ms": 6000, "steps": 60}' --key "demo-long-$(date +%s)")
 sleep 2
 kill -9 "$W1"; W1=""
-echo "   worker 1 killed; its jobs are re-queued within worker.reclaim_after (15 s)"
+echo "   worker 1 killed; worker 2 starts and re-queues its jobs after worker.reclaim_after (15 s),"
+echo "   then resumes the long job from its checkpoint"
+ferry worker >"$logs/w2.log" 2>&1 & W2=$!
 while ! ferry jobs show "$long" | grep -q 'state     succeeded'; do sleep 1; done
 ferry runs show "$long"
 echo "== stats"; ferry stats

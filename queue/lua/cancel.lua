@@ -10,6 +10,7 @@ if state == 'queued' or state == 'scheduled' or state == 'retrying' then
   redis.call('HSET', jk, 'state', 'cancelled', 'finished', now)
   redis.call('EXPIRE', jk, keep)
   move(base, f[1], state, 'cancelled')
+  flush(base)
   return 'cancelled'
 elseif state == 'running' then
   redis.call('HSET', jk, 'cancel', '1')

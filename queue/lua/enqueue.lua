@@ -29,4 +29,5 @@ for j = 0, n - 1 do
     out[#out + 1] = '1'
   end
 end
+flush(ARGV[1])
 return out

@@ -6,4 +6,5 @@ if not r then return out end
 for _, e in ipairs(r[1][2]) do
   start(ARGV[1], KEYS[1], ARGV[2], ARGV[3], ARGV[5], e[1], e[2][2], out)
 end
+flush(ARGV[1])
 return out

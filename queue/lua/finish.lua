@@ -12,7 +12,7 @@ for j = 0, n - 1 do
   local eid, id, outcome, run_at, err, text = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4], ARGV[o + 5]
   eids[#eids + 1] = eid
   local jk = jkey(base, id)
-  local f = redis.call('HMGET', jk, 'kind', 'state', 'eid')
+  local f = redis.call('HMGET', jk, 'kind', 'state', 'eid', 'attempts')
   if f[1] and f[2] == 'running' and f[3] == eid then
     if err ~= '' then
       redis.call('RPUSH', ekey(base, id), err)
@@ -24,7 +24,7 @@ for j = 0, n - 1 do
       local ttl = keep
       if outcome == 'dead' then ttl = keepdead end
       redis.call('EXPIRE', jk, ttl)
-      redis.call('EXPIRE', ekey(base, id), ttl)
+      if err ~= '' or f[4] ~= '1' then redis.call('EXPIRE', ekey(base, id), ttl) end
     else
       if outcome == 'scheduled' then redis.call('HINCRBY', jk, 'attempts', -1) end
       redis.call('HSET', jk, 'state', outcome, 'run_at', run_at)
@@ -37,4 +37,5 @@ if #eids > 0 then
   redis.call('XACK', stream, group, unpack(eids))
   redis.call('XDEL', stream, unpack(eids))
 end
+flush(ARGV[1])
 return #eids

@@ -4,12 +4,19 @@
 local function jkey(base, id) return base .. ':job:' .. id end
 local function ekey(base, id) return base .. ':err:' .. id end
 
--- Keeps the per-kind state counters of `ferry stats` in step with each job's state.
+-- Keeps the per-kind state counters of `ferry stats` in step with each job's state. Changes
+-- are summed per script and written once by `flush`, so a batch of 500 jobs of one kind costs
+-- two HINCRBYs, not a thousand.
+local deltas = {}
 local function move(base, kind, prev, new)
   if prev == new then return end
-  local stats = base .. ':stats'
-  if prev then redis.call('HINCRBY', stats, kind .. '|' .. prev, -1) end
-  redis.call('HINCRBY', stats, kind .. '|' .. new, 1)
+  if prev then deltas[kind .. '|' .. prev] = (deltas[kind .. '|' .. prev] or 0) - 1 end
+  deltas[kind .. '|' .. new] = (deltas[kind .. '|' .. new] or 0) + 1
+end
+local function flush(base)
+  for field, d in pairs(deltas) do
+    if d ~= 0 then redis.call('HINCRBY', base .. ':stats', field, d) end
+  end
 end
 
 -- Marks a delivered stream entry's job running and appends it to `out`; a stale entry (its

@@ -14,4 +14,5 @@ for _, id in ipairs(ids) do
   end
 end
 local nxt = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+flush(ARGV[1])
 return {#ids, nxt[2] or '-1'}

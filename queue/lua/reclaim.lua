@@ -40,4 +40,5 @@ for _, w in ipairs(gone) do
     end
   end
 end
+flush(ARGV[1])
 return recovered

@@ -16,4 +16,5 @@ redis.call('HSET', jk, 'kind', kind, 'args', args, 'attempts', 0, 'max', max, 's
 redis.call('PERSIST', ekey(base, id))
 redis.call('XADD', KEYS[1], '*', 'id', id)
 move(base, kind, state, 'queued')
+flush(ARGV[1])
 return 'requeued'
