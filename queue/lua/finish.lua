@@ -18,16 +18,18 @@ for j = 0, n - 1 do
       redis.call('RPUSH', ekey(base, id), err)
       redis.call('HSET', jk, 'last_error', text)
     end
-    redis.call('HDEL', jk, 'eid', 'cancel')
+    -- Emptied rather than deleted: one HSET per job instead of HSET plus HDEL.
     if outcome == 'succeeded' or outcome == 'dead' or outcome == 'cancelled' then
-      redis.call('HSET', jk, 'state', outcome, 'finished', now)
+      redis.call('HSET', jk, 'state', outcome, 'finished', now, 'eid', '', 'cancel', '')
       local ttl = keep
       if outcome == 'dead' then ttl = keepdead end
       redis.call('EXPIRE', jk, ttl)
       if err ~= '' or f[4] ~= '1' then redis.call('EXPIRE', ekey(base, id), ttl) end
     else
-      if outcome == 'scheduled' then redis.call('HINCRBY', jk, 'attempts', -1) end
-      redis.call('HSET', jk, 'state', outcome, 'run_at', run_at)
+      local attempts = tonumber(f[4])
+      if outcome == 'scheduled' then attempts = attempts - 1 end
+      redis.call('HSET', jk, 'state', outcome, 'run_at', run_at, 'attempts', attempts,
+        'eid', '', 'worker', '', 'cancel', '')
       redis.call('ZADD', base .. ':delayed', run_at, id)
     end
     move(base, f[1], 'running', outcome)

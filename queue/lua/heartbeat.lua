@@ -11,6 +11,6 @@ for i = 1, n do eids[i] = ARGV[5 + i] end
 redis.call('XCLAIM', KEYS[1], group, consumer, 0, unpack(eids), 'JUSTID')
 for i = 1, n do
   local id = ARGV[5 + n + i]
-  if redis.call('HGET', jkey(base, id), 'cancel') then cancel[#cancel + 1] = id end
+  if redis.call('HGET', jkey(base, id), 'cancel') == '1' then cancel[#cancel + 1] = id end
 end
 return cancel

@@ -23,14 +23,14 @@ end
 -- job cancelled, finished or gone) is acknowledged and dropped.
 local function start(base, stream, group, consumer, now, eid, id, out)
   local jk = jkey(base, id)
-  local f = redis.call('HMGET', jk, 'kind', 'args', 'max', 'state', 'enq', 'key')
+  local f = redis.call('HMGET', jk, 'kind', 'args', 'max', 'state', 'enq', 'key', 'attempts')
   if not f[1] or f[4] ~= 'queued' then
     redis.call('XACK', stream, group, eid)
     redis.call('XDEL', stream, eid)
     return
   end
-  local attempt = redis.call('HINCRBY', jk, 'attempts', 1)
-  redis.call('HSET', jk, 'state', 'running', 'started', now, 'worker', consumer, 'eid', eid)
+  local attempt = (tonumber(f[7]) or 0) + 1
+  redis.call('HSET', jk, 'attempts', attempt, 'state', 'running', 'started', now, 'worker', consumer, 'eid', eid)
   move(base, f[1], 'queued', 'running')
   local n = #out
   out[n + 1] = eid

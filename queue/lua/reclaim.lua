@@ -21,7 +21,7 @@ for _, e in ipairs(res[2]) do
     end
     if requeue then
       redis.call('HSET', jk, 'state', 'queued')
-      redis.call('HDEL', jk, 'eid', 'worker')
+      redis.call('HSET', jk, 'eid', '', 'worker', '')
       redis.call('XADD', stream, '*', 'id', id)
       move(base, f[1], f[2], 'queued')
       redis.call('HINCRBY', base .. ':stats', f[1] .. '|recovered', 1)
