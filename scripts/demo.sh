@@ -9,14 +9,15 @@ bash scripts/services.sh up postgres redis
 eval "$(bash scripts/services.sh env)"
 export FERRY_REDIS_PREFIX="ferry-demo" FERRY_SCHEMA="ferry_demo"
 cargo build --quiet --release -p ferry-cli
-ferry() { ./target/release/ferry "$@"; }
+FERRY=./target/release/ferry
+ferry() { "$FERRY" "$@"; }
 logs=$(mktemp -d)
 cleanup() { kill "${W1:-}" "${W2:-}" 2>/dev/null || true; }
 trap cleanup EXIT
 
 echo "== migrate"; ferry migrate
 echo "== worker 1 (logs in $logs)"
-ferry worker >"$logs/w1.log" 2>&1 & W1=$!
+"$FERRY" worker >"$logs/w1.log" 2>&1 & W1=$!
 sleep 1
 
 echo "== 10000 no-op jobs in bulk"
@@ -31,7 +32,7 @@ sleep 2
 kill -9 "$W1"; W1=""
 echo "   worker 1 killed; worker 2 starts and re-queues its jobs after worker.reclaim_after (15 s),"
 echo "   then resumes the long job from its checkpoint"
-ferry worker >"$logs/w2.log" 2>&1 & W2=$!
+"$FERRY" worker >"$logs/w2.log" 2>&1 & W2=$!
 while ! ferry jobs show "$long" | grep -q 'state     succeeded'; do sleep 1; done
 ferry runs show "$long"
 echo "== stats"; ferry stats
