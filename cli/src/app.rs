@@ -44,6 +44,9 @@ pub enum Command {
     Runs(commands::runs::Command),
     /// Jobs by kind and state, queue depth, oldest job age.
     Stats,
+    /// Mirror PostgreSQL tables into MongoDB.
+    #[command(subcommand)]
+    Sync(commands::sync::Command),
 }
 
 pub fn init_tracing(cli: &Cli) {
@@ -120,5 +123,6 @@ pub async fn run(cli: Cli) -> Result<Code> {
         Command::Jobs(command) => commands::jobs::run(&ctx, command).await,
         Command::Runs(command) => commands::runs::run(&ctx, command).await,
         Command::Stats => commands::stats::run(&ctx).await,
+        Command::Sync(command) => commands::sync::run(&ctx, command).await,
     }
 }

@@ -16,6 +16,27 @@ pub struct Deps {
     pub queue: Queue,
     /// This worker process's identity.
     pub worker: Arc<str>,
+    /// Connected on first use by a sync job.
+    pub sync: Arc<tokio::sync::OnceCell<crate::sync::Target>>,
+}
+
+impl Deps {
+    pub fn new(config: Arc<Config>, record: Record, queue: Queue, worker: &str) -> Self {
+        Self {
+            config,
+            record,
+            queue,
+            worker: Arc::from(worker),
+            sync: Arc::default(),
+        }
+    }
+
+    pub async fn sync_target(&self) -> Result<crate::sync::Target, crate::sync::SyncError> {
+        self.sync
+            .get_or_try_init(|| crate::sync::Target::connect(&self.config))
+            .await
+            .cloned()
+    }
 }
 
 /// What one attempt knows about itself.

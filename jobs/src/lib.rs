@@ -31,6 +31,7 @@ pub mod diag;
 mod error;
 mod kind;
 mod registry;
+pub mod sync;
 
 pub use backoff::Backoff;
 pub use context::{Deps, JobContext};

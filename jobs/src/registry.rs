@@ -6,7 +6,7 @@ use std::{
 use ferry_config::{Config, ConfigError};
 use futures::{FutureExt, future::BoxFuture};
 
-use crate::{JobContext, JobError, Kind, Settings, diag};
+use crate::{JobContext, JobError, Kind, Settings, diag, sync};
 
 /// A kind with its arguments erased, so the worker can hold every kind in one map.
 pub trait Entry: Send + Sync {
@@ -72,6 +72,10 @@ impl Registry {
         registry.register(diag::Noop);
         registry.register(diag::Sleep);
         registry.register(diag::Fail);
+        registry.register(sync::Full);
+        registry.register(sync::Chunk);
+        registry.register(sync::Incremental);
+        registry.register(sync::Entity);
         for (name, overrides) in &config.kinds {
             let Some(entry) = registry.kinds.get_mut(name.as_str()) else {
                 return Err(ConfigError::new(

@@ -1,12 +1,22 @@
--- ARGV: base, now_us, idempotency_ttl_s, n, then n x (id, kind, args, run_at_us, max_attempts, key)
--- Returns n x (id, created "1"/"0"); an existing idempotency key returns the first job's id.
+-- ARGV: base, now_us, idempotency_ttl_s, n, then n x (id, kind, args, run_at_us, max_attempts,
+-- key, coalesce). Returns n x (id, created "1"/"0"): an existing idempotency key returns the
+-- first job's id; a coalesce key returns the id of its job while that job still waits.
 local base, now, ttl, n = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local out = {}
 for j = 0, n - 1 do
-  local o = 5 + j * 6
-  local id, kind, args, run_at, max, key = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4], ARGV[o + 5]
+  local o = 5 + j * 7
+  local id, kind, args, run_at, max, key, co = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4], ARGV[o + 5], ARGV[o + 6]
   local existing = false
-  if key ~= '' then
+  if co ~= '' then
+    local ck = base .. ':co:' .. co
+    local cur = redis.call('GET', ck)
+    if cur then
+      local st = redis.call('HGET', jkey(base, cur), 'state')
+      if st == 'queued' or st == 'scheduled' or st == 'retrying' then existing = cur end
+    end
+    if not existing then redis.call('SET', ck, id, 'EX', ttl) end
+  end
+  if not existing and key ~= '' then
     local ik = base .. ':idem:' .. key
     existing = redis.call('GET', ik)
     if not existing then redis.call('SET', ik, id, 'EX', ttl) end
@@ -18,7 +28,7 @@ for j = 0, n - 1 do
     local state = 'queued'
     if tonumber(run_at) > now then state = 'scheduled' end
     redis.call('HSET', jkey(base, id), 'kind', kind, 'args', args, 'attempts', 0, 'max', max,
-      'state', state, 'enq', ARGV[2], 'run_at', run_at, 'key', key)
+      'state', state, 'enq', ARGV[2], 'run_at', run_at, 'key', key, 'co', co)
     if state == 'queued' then
       redis.call('XADD', KEYS[1], '*', 'id', id)
     else

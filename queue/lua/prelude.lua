@@ -23,11 +23,16 @@ end
 -- job cancelled, finished or gone) is acknowledged and dropped.
 local function start(base, stream, group, consumer, now, eid, id, out)
   local jk = jkey(base, id)
-  local f = redis.call('HMGET', jk, 'kind', 'args', 'max', 'state', 'enq', 'key', 'attempts')
+  local f = redis.call('HMGET', jk, 'kind', 'args', 'max', 'state', 'enq', 'key', 'attempts', 'co')
   if not f[1] or f[4] ~= 'queued' then
     redis.call('XACK', stream, group, eid)
     redis.call('XDEL', stream, eid)
     return
+  end
+  -- Once a coalesced job starts it reads current state; later changes need a new job.
+  if f[8] and f[8] ~= '' then
+    local ck = base .. ':co:' .. f[8]
+    if redis.call('GET', ck) == id then redis.call('DEL', ck) end
   end
   local attempt = (tonumber(f[7]) or 0) + 1
   redis.call('HSET', jk, 'attempts', attempt, 'state', 'running', 'started', now, 'worker', consumer, 'eid', eid)

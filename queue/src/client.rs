@@ -200,7 +200,8 @@ impl Queue {
                     .arg(&job.args)
                     .arg(job.run_at_us.unwrap_or(now))
                     .arg(job.max_attempts)
-                    .arg(job.idempotency_key.as_deref().unwrap_or(""));
+                    .arg(job.idempotency_key.as_deref().unwrap_or(""))
+                    .arg(job.coalesce_key.as_deref().unwrap_or(""));
             }
             let reply: Vec<String> = call
                 .invoke_async(&mut conn)

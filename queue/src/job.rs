@@ -26,6 +26,8 @@ pub struct NewJob {
     pub run_at_us: Option<i64>,
     pub max_attempts: u32,
     pub idempotency_key: Option<String>,
+    /// At most one waiting job per coalesce key: enqueueing while one waits returns it.
+    pub coalesce_key: Option<String>,
 }
 
 impl NewJob {
@@ -37,6 +39,7 @@ impl NewJob {
             run_at_us: None,
             max_attempts,
             idempotency_key: None,
+            coalesce_key: None,
         }
     }
 }

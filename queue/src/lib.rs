@@ -20,6 +20,7 @@ mod client;
 mod error;
 mod job;
 mod keys;
+mod limit;
 mod scripts;
 
 pub use backend::{AckLayer, BackendOptions, StreamBackend};
@@ -27,6 +28,7 @@ pub use client::{CancelResult, JobFilter, Queue, QueueStats, RequeueResult};
 pub use error::QueueError;
 pub use job::{AttemptError, Finished, Job, JobRecord, JobState, NewJob, Outcome, now_us};
 pub use keys::Keys;
+pub use limit::Permit;
 
 /// The consumer group every worker of a queue joins.
 pub const GROUP: &str = "workers";

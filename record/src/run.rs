@@ -195,6 +195,51 @@ impl Lease {
         self.fenced(updated.rows_affected())
     }
 
+    /// Saves the cursor and progress like [`Lease::save`], and in the same transaction adds
+    /// `rows` and `bytes` to the progress of `parent` (the run that fanned this one out), so a
+    /// resumed child never counts its work twice.
+    pub async fn save_and_report<C: Serialize>(
+        &self,
+        checkpoint: &C,
+        progress: Progress,
+        parent: Uuid,
+        rows: i64,
+        bytes: i64,
+    ) -> Result<(), RecordError> {
+        let value = serde_json::to_value(checkpoint).map_err(|e| RecordError::BadCheckpoint {
+            id: self.id,
+            message: e.to_string(),
+        })?;
+        let mut tx = self.record.pool.begin().await.map_err(RecordError::query("begin"))?;
+        let updated = sqlx::query(
+            "UPDATE runs SET checkpoint = $3, done = $4, total = $5, bytes_done = $6,
+                    bytes_total = $7, heartbeat_at = now()
+             WHERE id = $1 AND lease_epoch = $2",
+        )
+        .bind(self.id)
+        .bind(self.epoch)
+        .bind(value)
+        .bind(progress.done)
+        .bind(progress.total)
+        .bind(progress.bytes_done)
+        .bind(progress.bytes_total)
+        .execute(&mut *tx)
+        .await
+        .map_err(RecordError::query("save checkpoint"))?;
+        self.fenced(updated.rows_affected())?;
+        sqlx::query(
+            "UPDATE runs SET done = done + $2, bytes_done = bytes_done + $3, heartbeat_at = now()
+             WHERE id = $1",
+        )
+        .bind(parent)
+        .bind(rows)
+        .bind(bytes)
+        .execute(&mut *tx)
+        .await
+        .map_err(RecordError::query("report progress"))?;
+        tx.commit().await.map_err(RecordError::query("commit checkpoint"))
+    }
+
     /// Proves the run is alive without moving its checkpoint.
     pub async fn heartbeat(&self) -> Result<(), RecordError> {
         let updated =

@@ -429,6 +429,7 @@ async fn requeue(
                 run_at_us: None,
                 max_attempts: j.max_attempts,
                 idempotency_key: j.idempotency_key.clone(),
+                coalesce_key: None,
             },
         ),
         Target::Dead(d) => {
@@ -447,6 +448,7 @@ async fn requeue(
                     run_at_us: None,
                     max_attempts: d.max_attempts.max(1) as u32,
                     idempotency_key: d.idempotency_key.clone(),
+                    coalesce_key: None,
                 },
             )
         }

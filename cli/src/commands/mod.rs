@@ -2,5 +2,6 @@ pub mod enqueue;
 pub mod jobs;
 pub mod runs;
 pub mod stats;
+pub mod sync;
 pub mod wait;
 pub mod worker;

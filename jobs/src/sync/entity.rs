@@ -1,0 +1,84 @@
+use serde::{Deserialize, Serialize};
+
+use super::{QUEUE, SyncError, Table, json_text, mirror::Mirror, page};
+use crate::{Backoff, JobContext, JobError, Kind, Settings};
+
+/// Syncs one row on write: reads the current row and upserts its document, or deletes the
+/// document when the row is gone. Enqueued coalesced, so a burst of writes to one row queues
+/// one job.
+pub struct Entity;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntityArgs {
+    pub table: String,
+    /// The key: a value for a one-column key, or `{column: value}`.
+    pub key: serde_json::Value,
+}
+
+impl EntityArgs {
+    /// The key values as text, in key order.
+    pub fn key_text(&self, table: &Table) -> Result<Vec<String>, SyncError> {
+        match (&self.key, table.key.len()) {
+            (serde_json::Value::Object(map), _) => table
+                .key
+                .iter()
+                .map(|c| {
+                    map.get(&c.name).filter(|v| !v.is_null()).map(json_text).ok_or_else(|| {
+                        SyncError::Config(format!("key of {} needs column {}; got {}", table.name, c.name, self.key))
+                    })
+                })
+                .collect(),
+            (v, 1) if !v.is_null() && !v.is_array() => Ok(vec![json_text(v)]),
+            (v, n) => Err(SyncError::Config(format!(
+                "key of {} has {n} columns ({}); give an object {{column: value}}, got {v}",
+                table.name,
+                table.key_list()
+            ))),
+        }
+    }
+
+    /// The coalesce key: one waiting job per row. Callers pass the full table name and the
+    /// key as an object, so the relay and the CLI name a row alike.
+    pub fn coalesce_key(&self) -> String {
+        format!("sync.entity:{}:{}", self.table, self.key)
+    }
+}
+
+impl Kind for Entity {
+    const NAME: &'static str = "sync.entity";
+    type Args = EntityArgs;
+
+    fn defaults() -> Settings {
+        Settings {
+            queue: QUEUE,
+            max_attempts: 10,
+            backoff: Backoff {
+                base: std::time::Duration::from_secs(1),
+                cap: std::time::Duration::from_secs(300),
+            },
+            timeout: std::time::Duration::from_secs(60),
+            concurrency: None,
+        }
+    }
+
+    async fn run(&self, args: EntityArgs, ctx: JobContext) -> Result<(), JobError> {
+        let target = super::target(&ctx).await?;
+        let config = &ctx.deps.config;
+        let table = target.catalog(config).await?.table(&args.table)?;
+        let key = args.key_text(&table)?;
+        let mirror = Mirror {
+            db: &target.mongo,
+            queue: &ctx.deps.queue,
+            max_writers: config.sync.max_writers,
+        };
+        let page = page::read_one(&target.app, &table, config.sync.timestamps, &key).await?;
+        if page.docs.is_empty() {
+            let id = page::id_for(&target.app, &table, config.sync.timestamps, &key).await?;
+            mirror.delete(&table.collection, &[id]).await?;
+        } else {
+            mirror.upsert(&table.collection, &page.docs).await?;
+        }
+        Ok(())
+    }
+}

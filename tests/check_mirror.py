@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""Independent check of ferry's PostgreSQL -> MongoDB mirror (the `sync` job's contract).
+
+Reads PostgreSQL through `psql` (row_to_json, no Python driver) and MongoDB through pymongo, and
+compares every row of every table with its document. Exit 0: all match; 1: differences (the
+first 20 are listed); 2: usage or environment error. See tests/fixtures/README.md.
+"""
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+from decimal import Decimal
+
+UTC = dt.timezone.utc
+SCALARS = {'int2', 'int4', 'int8', 'float4', 'float8', 'bool', 'uuid', 'numeric', 'bytea',
+           'timestamptz', 'timestamp', 'date'}
+TEXTS = {'text', 'varchar', 'bpchar', 'name', 'char'}
+TS = {'timestamptz', 'timestamp'}
+WANT = {'int2': 'Int32', 'int4': 'Int32', 'int8': 'Int64', 'float4': 'double', 'float8': 'double',
+        'bool': 'bool', 'text': 'string', 'uuid': 'string', 'other': 'string (text form)',
+        'numeric': 'Decimal128, same digits', 'bytea': 'binary subtype 0', 'json': 'same JSON',
+        'date': {'date': 'date at 00:00 UTC', 'iso': 'string YYYY-MM-DD'},
+        'timestamp': {'date': 'date, ms', 'iso': 'ISO-8601 string'}}
+
+
+class Usage(Exception):
+    pass
+
+
+def lit(s):
+    return "'" + s.replace("'", "''") + "'"
+
+
+def ident(s):
+    return '"' + s.replace('"', '""') + '"'
+
+
+def psql_json(url, sql):
+    """Runs `sql`, whose rows are one JSON value each, and returns them parsed."""
+    env = dict(os.environ, PGTZ='UTC', PGCLIENTENCODING='UTF8', PGDATESTYLE='ISO')
+    try:
+        r = subprocess.run(['psql', '-X', '-q', '-At', '-0', '-v', 'ON_ERROR_STOP=1', '-d', url, '-c', sql],
+                           capture_output=True, env=env)
+    except FileNotFoundError:
+        raise Usage('psql not found on PATH')
+    if r.returncode:
+        raise Usage('psql failed: ' + r.stderr.decode(errors='replace').strip())
+    return [json.loads(x, parse_float=Decimal, parse_int=int)
+            for x in r.stdout.decode('utf-8').split('\0') if x.strip()]
+
+
+def kind_of(types, oid):
+    """'int4', 'text', 'json', 'other', ... or '[]' + element kind, domains and enums resolved."""
+    name, typtype, base, elem, cat = types[oid]
+    if typtype == 'd':
+        return kind_of(types, base)
+    if cat == 'A' and elem:
+        return '[]' + kind_of(types, elem)
+    if typtype == 'e' or name in TEXTS:
+        return 'text'
+    if name in ('json', 'jsonb'):
+        return 'json'
+    return name if name in SCALARS else 'other'
+
+
+def parse_ts(s):
+    s = re.sub(r'(\.\d{1,6})\d*', lambda m: m.group(1).ljust(7, '0'), s.replace('Z', '+00:00'))
+    t = dt.datetime.fromisoformat(s)
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def floor_ms(t):
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
+
+
+def f32(x):
+    return struct.unpack('f', struct.pack('f', x))[0]
+
+
+def show(v):
+    from bson import Decimal128, Int64
+    if v is None:
+        return 'null'
+    if isinstance(v, bool):
+        return 'bool ' + str(v).lower()
+    for t, label in ((Int64, 'Int64'), (int, 'Int32'), (float, 'double'), (Decimal128, 'Decimal128')):
+        if isinstance(v, t):
+            return f'{label} {v!r}' if t is float else f'{label} {v}'
+    if isinstance(v, bytes):
+        return f'binary({getattr(v, "subtype", 0)}) {bytes(v).hex()}'
+    if isinstance(v, dt.datetime):
+        return 'date ' + v.isoformat()
+    s = json.dumps(v, ensure_ascii=False, default=str) if isinstance(v, (dict, list, str)) else repr(v)
+    return s if len(s) <= 100 else s[:97] + '...'
+
+
+def json_diff(p, m, path=''):
+    """Path of the first difference between a JSON value from postgres and its BSON form, or None."""
+    if p is None or isinstance(p, (bool, str)):
+        same = type(m) is type(p) and m == p
+    elif isinstance(p, int):
+        same = isinstance(m, int) and not isinstance(m, bool) and m == p
+    elif isinstance(p, Decimal):
+        same = type(m) is float and m == float(p)
+    elif isinstance(p, list):
+        if not isinstance(m, list) or len(m) != len(p):
+            return path or '.'
+        return next((d for i, (a, b) in enumerate(zip(p, m)) if (d := json_diff(a, b, f'{path}[{i}]'))), None)
+    else:
+        if not isinstance(m, dict) or set(m) != set(p):
+            return path or '.'
+        return next((d for k in p if (d := json_diff(p[k], m[k], f'{path}.{k}'))), None)
+    return None if same else (path or '.')
+
+
+def same(kind, p, m, mode, text=None):
+    """Whether mongo value `m` is the mapping of postgres value `p` (from row_to_json)."""
+    from bson import Decimal128, Int64
+    if p is None:
+        return m is None
+    if kind.startswith('[]'):
+        sub = kind if p and isinstance(p[0], list) else kind[2:]
+        return isinstance(m, list) and len(m) == len(p) and all(same(sub, a, b, mode) for a, b in zip(p, m))
+    if kind in ('int2', 'int4'):
+        return type(m) is int and m == p
+    if kind == 'int8':
+        return isinstance(m, Int64) and m == p
+    if kind in ('float4', 'float8'):
+        return type(m) is float and (m == float(p) or (kind == 'float4' and m == f32(float(p))))
+    if kind == 'bool':
+        return type(m) is bool and m == p
+    if kind in ('text', 'uuid'):
+        return type(m) is str and m == p
+    if kind == 'other':
+        return type(m) is str and m == (p if text is None else text)
+    if kind == 'numeric':
+        d = Decimal(p)
+        if isinstance(m, Decimal128):
+            md = m.to_decimal()
+            return md == d and md.as_tuple().exponent == d.as_tuple().exponent
+        return type(m) is str and len(d.as_tuple().digits) > 34 and m == format(d, 'f')
+    if kind in TS:
+        t = parse_ts(p)
+        if mode == 'date':
+            return isinstance(m, dt.datetime) and m == floor_ms(t)
+        try:
+            return type(m) is str and parse_ts(m) == t
+        except ValueError:
+            return False
+    if kind == 'date':
+        if mode == 'date':
+            return isinstance(m, dt.datetime) and m == dt.datetime.fromisoformat(p).replace(tzinfo=UTC)
+        return type(m) is str and m == p
+    if kind == 'bytea':
+        return isinstance(m, bytes) and getattr(m, 'subtype', 0) == 0 and bytes(m) == bytes.fromhex(p[2:])
+    if kind == 'json':
+        return json_diff(p, m) is None
+    raise AssertionError(kind)
+
+
+def key_of(kind, v, mode):
+    """A comparable string for a key value on either side, to pair rows with documents."""
+    from bson import Decimal128
+    if kind in TS and isinstance(v, (str, dt.datetime)):
+        t = v if isinstance(v, dt.datetime) else parse_ts(v)
+        return (floor_ms(t) if mode == 'date' else t).isoformat()
+    if kind == 'date' and isinstance(v, dt.datetime):
+        return v.date().isoformat()
+    return str(v.to_decimal() if isinstance(v, Decimal128) else v)
+
+
+def check_table(url, schema, t, db, excluded, mode, diffs):
+    name, pk, cols, parts = t['name'], t['pk'], t['cols'], t['parts']
+    existing = set(db.list_collection_names())
+    for p in parts:
+        if p in existing and db[p].count_documents({}):
+            diffs.append(f'{p}: partition of {name} mirrored as its own collection')
+    if not pk:
+        n = db[name].count_documents({}) if name in existing else 0
+        if n:
+            diffs.append(f'{name}: table has no primary key but its collection holds {n} documents')
+        return 0
+    others = [c for c, k in cols.items() if k == 'other']
+    texts = ', '.join(f'{lit(c)}, t.{ident(c)}::text' for c in others)
+    rows = psql_json(url, f'select json_build_array(row_to_json(t), json_build_object({texts})) '
+                          f'from {ident(schema)}.{ident(name)} t')
+    docs = {}
+    for d in db[name].find():
+        i = d.get('_id')
+        k = key_of(cols[pk[0]], i, mode) if len(pk) == 1 else (
+            ','.join(f'{c}={key_of(cols[c], i.get(c), mode)}' for c in pk) if isinstance(i, dict) else repr(i))
+        docs[k] = d
+    wanted = [c for c in cols if (name, c) not in excluded]
+    for row, text in rows:
+        k = key_of(cols[pk[0]], row[pk[0]], mode) if len(pk) == 1 else ','.join(
+            f'{c}={key_of(cols[c], row[c], mode)}' for c in pk)
+        where = f'{name}[_id={k}]'
+        d = docs.pop(k, None)
+        if d is None:
+            diffs.append(f'{where}: missing in mongo')
+            continue
+        i = d['_id']
+        if len(pk) == 1:
+            if not same(cols[pk[0]], row[pk[0]], i, mode):
+                diffs.append(f'{where}._id: postgres {row[pk[0]]} != mongo {show(i)}')
+        elif not isinstance(i, dict) or list(i) != pk or not all(same(cols[c], row[c], i[c], mode) for c in pk):
+            diffs.append(f'{where}._id: expected sub-document with keys {pk} in order, got {show(i)}')
+        for c in sorted(set(d) - set(wanted) - {'_id'}):
+            diffs.append(f'{where}.{c}: unexpected field' + (' (excluded column)' if c in cols else ''))
+        for c in wanted:
+            if c not in d:
+                diffs.append(f'{where}.{c}: field missing in mongo')
+            elif not same(cols[c], row[c], d[c], mode, text.get(c)):
+                p = text.get(c) if cols[c] == 'other' else row[c]
+                pshow = json.dumps(p, ensure_ascii=False, default=str) if cols[c].startswith('[]') else p
+                path = json_diff(row[c], d[c]) if cols[c] == 'json' else None
+                at = f' (first difference at {path})' if path and path != '.' else ''
+                want = WANT.get(cols[c].lstrip('[]').replace('timestamptz', 'timestamp'), '')
+                want = (want[mode] if isinstance(want, dict) else want) + (' elements' if cols[c][:2] == '[]' else '')
+                diffs.append(f'{where}.{c}: postgres {pshow} != mongo {show(d[c])}{at} (want {want})')
+    for k in docs:
+        diffs.append(f'{name}: unexpected document _id={k}')
+    return len(rows)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--pg-url', required=True)
+    ap.add_argument('--schema', required=True)
+    ap.add_argument('--mongo-uri', required=True)
+    ap.add_argument('--mongo-db', required=True)
+    ap.add_argument('--tables', help='comma-separated tables (default: every table of the schema)')
+    ap.add_argument('--exclude', action='append', default=[], help='table.column[,...]; repeatable')
+    ap.add_argument('--timestamps', choices=['date', 'iso'], default='date')
+    a = ap.parse_args(argv)
+    try:
+        try:
+            import pymongo
+        except ImportError:
+            raise Usage('pymongo is not installed (pip install pymongo)')
+        types = {r[0]: r[1:] for r in psql_json(a.pg_url, 'select json_build_array(oid::int8, typname, typtype, '
+                                                'typbasetype::int8, typelem::int8, typcategory) from pg_type')}
+        tables = {}
+        for name, pk, cols, parts in psql_json(a.pg_url, f"""
+            select json_build_array(c.relname,
+              (select json_agg(a.attname order by k.ord) from pg_index i
+                 cross join unnest(i.indkey) with ordinality k(n, ord)
+                 join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.n
+               where i.indrelid = c.oid and i.indisprimary),
+              (select json_agg(json_build_array(attname, atttypid::int8) order by attnum) from pg_attribute
+               where attrelid = c.oid and attnum > 0 and not attisdropped),
+              (select json_agg(p.relname) from pg_partition_tree(c.oid) pt join pg_class p on p.oid = pt.relid
+               where pt.relid <> c.oid))
+            from pg_class c join pg_namespace n on n.oid = c.relnamespace
+            where n.nspname = {lit(a.schema)} and c.relkind in ('r', 'p') and not c.relispartition"""):
+            cols = {c: kind_of(types, oid) for c, oid in cols or []}
+            tables[name] = dict(name=name, pk=pk or [], cols=cols, parts=parts or [])
+        if not tables:
+            raise Usage(f'schema {a.schema!r} has no tables (or does not exist)')
+        chosen = [s.strip() for s in a.tables.split(',') if s.strip()] if a.tables else sorted(tables)
+        for n in chosen:
+            if n not in tables:
+                raise Usage(f'--tables: no table {n!r} in schema {a.schema!r}')
+        excluded = set()
+        for item in (x.strip() for e in a.exclude for x in e.split(',') if x.strip()):
+            tbl, dot, col = item.partition('.')
+            if not dot or tbl not in tables or col not in tables[tbl]['cols']:
+                raise Usage(f'--exclude: {item!r} is not an existing table.column')
+            excluded.add((tbl, col))
+        client = pymongo.MongoClient(a.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+        try:
+            client.admin.command('ping')
+        except pymongo.errors.PyMongoError as e:
+            raise Usage(f'cannot reach mongo at {a.mongo_uri}: {e}')
+        db = client[a.mongo_db]
+        diffs, count = [], 0
+        for n in chosen:
+            count += check_table(a.pg_url, a.schema, tables[n], db, excluded, a.timestamps, diffs)
+    except Usage as e:
+        print(f'check_mirror: error: {e}', file=sys.stderr)
+        return 2
+    if diffs:
+        for d in diffs[:20]:
+            print(d)
+        more = f' (first 20 shown)' if len(diffs) > 20 else ''
+        print(f'FAIL: {len(diffs)} differences{more}; schema {a.schema} vs mongo db {a.mongo_db}')
+        return 1
+    print(f'ok: {count} rows in {len(chosen)} tables match mongo db {a.mongo_db} (timestamps={a.timestamps})')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
