@@ -5,15 +5,14 @@ Reads PostgreSQL through `psql` (row_to_json, no Python driver) and MongoDB thro
 compares every row of every table with its document. Exit 0: all match; 1: differences (the
 first 20 are listed); 2: usage or environment error. See tests/fixtures/README.md.
 """
-import argparse
-import datetime as dt
-import json
-import os
-import re
-import struct
-import subprocess
-import sys
+import argparse, datetime as dt, json, os, re, struct, subprocess, sys  # noqa: E401
 from decimal import Decimal
+
+try:
+    import pymongo
+    from bson import Decimal128, Int64
+except ImportError:
+    pymongo = None
 
 UTC = dt.timezone.utc
 SCALARS = {'int2', 'int4', 'int8', 'float4', 'float8', 'bool', 'uuid', 'numeric', 'bytea',
@@ -28,7 +27,7 @@ WANT = {'int2': 'Int32', 'int4': 'Int32', 'int8': 'Int64', 'float4': 'double', '
 
 
 class Usage(Exception):
-    pass
+    """A usage or environment error: exit 2."""
 
 
 def lit(s):
@@ -46,7 +45,7 @@ def psql_json(url, sql):
         r = subprocess.run(['psql', '-X', '-q', '-At', '-0', '-v', 'ON_ERROR_STOP=1', '-d', url, '-c', sql],
                            capture_output=True, env=env)
     except FileNotFoundError:
-        raise Usage('psql not found on PATH')
+        raise Usage('psql not found on PATH') from None
     if r.returncode:
         raise Usage('psql failed: ' + r.stderr.decode(errors='replace').strip())
     return [json.loads(x, parse_float=Decimal, parse_int=int)
@@ -82,7 +81,6 @@ def f32(x):
 
 
 def show(v):
-    from bson import Decimal128, Int64
     if v is None:
         return 'null'
     if isinstance(v, bool):
@@ -99,27 +97,24 @@ def show(v):
 
 
 def json_diff(p, m, path=''):
-    """Path of the first difference between a JSON value from postgres and its BSON form, or None."""
-    if p is None or isinstance(p, (bool, str)):
-        same = type(m) is type(p) and m == p
-    elif isinstance(p, int):
-        same = isinstance(m, int) and not isinstance(m, bool) and m == p
-    elif isinstance(p, Decimal):
-        same = type(m) is float and m == float(p)
-    elif isinstance(p, list):
-        if not isinstance(m, list) or len(m) != len(p):
-            return path or '.'
+    """(path, postgres value, mongo value) at the first difference of a JSON value, or None."""
+    if isinstance(p, list) and isinstance(m, list) and len(m) == len(p):
         return next((d for i, (a, b) in enumerate(zip(p, m)) if (d := json_diff(a, b, f'{path}[{i}]'))), None)
-    else:
-        if not isinstance(m, dict) or set(m) != set(p):
-            return path or '.'
+    if isinstance(p, dict) and isinstance(m, dict) and set(m) == set(p):
         return next((d for k in p if (d := json_diff(p[k], m[k], f'{path}.{k}'))), None)
-    return None if same else (path or '.')
+    if p is None or isinstance(p, (bool, str)):
+        ok = type(m) is type(p) and m == p
+    elif isinstance(p, int):
+        ok = isinstance(m, int) and not isinstance(m, bool) and m == p
+    elif isinstance(p, Decimal):
+        ok = type(m) is float and m == float(p)
+    else:
+        ok = False
+    return None if ok else (path, p, m)
 
 
-def same(kind, p, m, mode, text=None):
-    """Whether mongo value `m` is the mapping of postgres value `p` (from row_to_json)."""
-    from bson import Decimal128, Int64
+def same(kind, p, m, mode):
+    """Whether mongo value `m` is the mapping of postgres value `p` (row_to_json; text form for 'other')."""
     if p is None:
         return m is None
     if kind.startswith('[]'):
@@ -133,10 +128,8 @@ def same(kind, p, m, mode, text=None):
         return type(m) is float and (m == float(p) or (kind == 'float4' and m == f32(float(p))))
     if kind == 'bool':
         return type(m) is bool and m == p
-    if kind in ('text', 'uuid'):
+    if kind in ('text', 'uuid', 'other'):
         return type(m) is str and m == p
-    if kind == 'other':
-        return type(m) is str and m == (p if text is None else text)
     if kind == 'numeric':
         d = Decimal(p)
         if isinstance(m, Decimal128):
@@ -147,10 +140,7 @@ def same(kind, p, m, mode, text=None):
         t = parse_ts(p)
         if mode == 'date':
             return isinstance(m, dt.datetime) and m == floor_ms(t)
-        try:
-            return type(m) is str and parse_ts(m) == t
-        except ValueError:
-            return False
+        return type(m) is str and re.fullmatch(r'\d{4}-\d\d-\d\dT[\d:.]+(Z|[+-]\d\d:\d\d)', m) and parse_ts(m) == t
     if kind == 'date':
         if mode == 'date':
             return isinstance(m, dt.datetime) and m == dt.datetime.fromisoformat(p).replace(tzinfo=UTC)
@@ -162,9 +152,13 @@ def same(kind, p, m, mode, text=None):
     raise AssertionError(kind)
 
 
+def want_of(kind, mode):
+    want = WANT[kind.lstrip('[]').replace('timestamptz', 'timestamp')]
+    return (want[mode] if isinstance(want, dict) else want) + (' elements' if kind[:2] == '[]' else '')
+
+
 def key_of(kind, v, mode):
     """A comparable string for a key value on either side, to pair rows with documents."""
-    from bson import Decimal128
     if kind in TS and isinstance(v, (str, dt.datetime)):
         t = v if isinstance(v, dt.datetime) else parse_ts(v)
         return (floor_ms(t) if mode == 'date' else t).isoformat()
@@ -184,10 +178,14 @@ def check_table(url, schema, t, db, excluded, mode, diffs):
         if n:
             diffs.append(f'{name}: table has no primary key but its collection holds {n} documents')
         return 0
-    others = [c for c, k in cols.items() if k == 'other']
-    texts = ', '.join(f'{lit(c)}, t.{ident(c)}::text' for c in others)
+    # Types without a BSON counterpart are compared in their `::text` form (elementwise for arrays).
+    texts = ', '.join(f'{lit(c)}, t.{ident(c)}::text' + '[]' * (k != 'other')
+                      for c, k in cols.items() if k.lstrip('[]') == 'other')
     rows = psql_json(url, f'select json_build_array(row_to_json(t), json_build_object({texts})) '
                           f'from {ident(schema)}.{ident(name)} t')
+    if name not in existing and rows:
+        diffs.append(f'{name}: no collection in mongo ({len(rows)} rows in postgres)')
+        return len(rows)
     docs = {}
     for d in db[name].find():
         i = d.get('_id')
@@ -196,6 +194,7 @@ def check_table(url, schema, t, db, excluded, mode, diffs):
         docs[k] = d
     wanted = [c for c in cols if (name, c) not in excluded]
     for row, text in rows:
+        row.update(text)
         k = key_of(cols[pk[0]], row[pk[0]], mode) if len(pk) == 1 else ','.join(
             f'{c}={key_of(cols[c], row[c], mode)}' for c in pk)
         where = f'{name}[_id={k}]'
@@ -206,7 +205,7 @@ def check_table(url, schema, t, db, excluded, mode, diffs):
         i = d['_id']
         if len(pk) == 1:
             if not same(cols[pk[0]], row[pk[0]], i, mode):
-                diffs.append(f'{where}._id: postgres {row[pk[0]]} != mongo {show(i)}')
+                diffs.append(f'{where}._id: postgres {row[pk[0]]} != mongo {show(i)} (want {want_of(cols[pk[0]], mode)})')
         elif not isinstance(i, dict) or list(i) != pk or not all(same(cols[c], row[c], i[c], mode) for c in pk):
             diffs.append(f'{where}._id: expected sub-document with keys {pk} in order, got {show(i)}')
         for c in sorted(set(d) - set(wanted) - {'_id'}):
@@ -214,14 +213,12 @@ def check_table(url, schema, t, db, excluded, mode, diffs):
         for c in wanted:
             if c not in d:
                 diffs.append(f'{where}.{c}: field missing in mongo')
-            elif not same(cols[c], row[c], d[c], mode, text.get(c)):
-                p = text.get(c) if cols[c] == 'other' else row[c]
-                pshow = json.dumps(p, ensure_ascii=False, default=str) if cols[c].startswith('[]') else p
-                path = json_diff(row[c], d[c]) if cols[c] == 'json' else None
-                at = f' (first difference at {path})' if path and path != '.' else ''
-                want = WANT.get(cols[c].lstrip('[]').replace('timestamptz', 'timestamp'), '')
-                want = (want[mode] if isinstance(want, dict) else want) + (' elements' if cols[c][:2] == '[]' else '')
-                diffs.append(f'{where}.{c}: postgres {pshow} != mongo {show(d[c])}{at} (want {want})')
+            elif not same(cols[c], row[c], d[c], mode):
+                p, m, at = row[c], d[c], ''
+                if cols[c] == 'json':
+                    at, p, m = json_diff(p, m)
+                pshow = json.dumps(p, ensure_ascii=False, default=str) if isinstance(p, (list, dict)) else p
+                diffs.append(f'{where}.{c}{at}: postgres {pshow} != mongo {show(m)} (want {want_of(cols[c], mode)})')
     for k in docs:
         diffs.append(f'{name}: unexpected document _id={k}')
     return len(rows)
@@ -238,9 +235,7 @@ def main(argv=None):
     ap.add_argument('--timestamps', choices=['date', 'iso'], default='date')
     a = ap.parse_args(argv)
     try:
-        try:
-            import pymongo
-        except ImportError:
+        if pymongo is None:
             raise Usage('pymongo is not installed (pip install pymongo)')
         types = {r[0]: r[1:] for r in psql_json(a.pg_url, 'select json_build_array(oid::int8, typname, typtype, '
                                                 'typbasetype::int8, typelem::int8, typcategory) from pg_type')}
@@ -286,7 +281,7 @@ def main(argv=None):
     if diffs:
         for d in diffs[:20]:
             print(d)
-        more = f' (first 20 shown)' if len(diffs) > 20 else ''
+        more = ' (first 20 shown)' if len(diffs) > 20 else ''
         print(f'FAIL: {len(diffs)} differences{more}; schema {a.schema} vs mongo db {a.mongo_db}')
         return 1
     print(f'ok: {count} rows in {len(chosen)} tables match mongo db {a.mongo_db} (timestamps={a.timestamps})')

@@ -376,7 +376,12 @@ impl Config {
 impl Config {
     fn validate_sync(&self) -> Result<(), ConfigError> {
         if let Some(uri) = &self.mongodb.uri {
-            check_url("mongodb.uri (MONGODB_URI)", uri, &["mongodb", "mongodb+srv"], "mongodb://host:27017")?;
+            check_url(
+                "mongodb.uri (MONGODB_URI)",
+                uri,
+                &["mongodb", "mongodb+srv"],
+                "mongodb://host:27017",
+            )?;
         }
         let db = &self.mongodb.database;
         if db.is_empty() || db.len() > 63 || db.contains(['/', '\\', '.', ' ', '"', '$']) {
@@ -389,35 +394,68 @@ impl Config {
         let s = &self.sync;
         for schema in &s.schemas {
             if !is_sql_name(schema) {
-                return Err(ConfigError::new("sync.schemas", format!("{schema:?} is not a schema name"), "list plain schema names such as \"public\""));
+                return Err(ConfigError::new(
+                    "sync.schemas",
+                    format!("{schema:?} is not a schema name"),
+                    "list plain schema names such as \"public\"",
+                ));
             }
         }
         if !(1..=100_000).contains(&s.chunk_size) {
-            return Err(ConfigError::new("sync.chunk_size", format!("{} is out of range", s.chunk_size), "use 1 to 100000 (default 1000)"));
+            return Err(ConfigError::new(
+                "sync.chunk_size",
+                format!("{} is out of range", s.chunk_size),
+                "use 1 to 100000 (default 1000)",
+            ));
         }
         positive("sync.pages_per_chunk", s.pages_per_chunk)?;
         positive("sync.max_writers", s.max_writers)?;
         for (i, t) in s.tables.iter().enumerate() {
             let key = |field: &str| format!("sync.table[{i}] ({}).{field}", t.name);
             let Some((schema, table)) = t.name.split_once('.') else {
-                return Err(ConfigError::new(key("name"), "is not schema.table", "write it as \"public.courses\""));
+                return Err(ConfigError::new(
+                    key("name"),
+                    "is not schema.table",
+                    "write it as \"public.courses\"",
+                ));
             };
             if !is_sql_name(schema) || !is_sql_name(table) {
-                return Err(ConfigError::new(key("name"), "is not a plain schema.table name", "use letters, digits and underscores"));
+                return Err(ConfigError::new(
+                    key("name"),
+                    "is not a plain schema.table name",
+                    "use letters, digits and underscores",
+                ));
             }
-            let columns = t.key.iter().flatten().chain(&t.updated_at).chain(&t.exclude_columns);
+            let columns = t
+                .key
+                .iter()
+                .flatten()
+                .chain(&t.updated_at)
+                .chain(&t.exclude_columns);
             for c in columns {
                 if !is_sql_name(c) {
-                    return Err(ConfigError::new(key("columns"), format!("{c:?} is not a column name"), "use letters, digits and underscores"));
+                    return Err(ConfigError::new(
+                        key("columns"),
+                        format!("{c:?} is not a column name"),
+                        "use letters, digits and underscores",
+                    ));
                 }
             }
             if t.key.as_ref().is_some_and(Vec::is_empty) {
-                return Err(ConfigError::new(key("key"), "is empty", "list the key columns, e.g. key = [\"id\"]"));
+                return Err(ConfigError::new(
+                    key("key"),
+                    "is empty",
+                    "list the key columns, e.g. key = [\"id\"]",
+                ));
             }
             if let Some(c) = &t.collection
                 && (c.is_empty() || c.starts_with("system.") || c.contains('$'))
             {
-                return Err(ConfigError::new(key("collection"), format!("{c:?} is not a usable collection name"), "use letters, digits, - and _"));
+                return Err(ConfigError::new(
+                    key("collection"),
+                    format!("{c:?} is not a usable collection name"),
+                    "use letters, digits, - and _",
+                ));
             }
         }
         Ok(())
@@ -518,10 +556,14 @@ mod tests {
     #[test]
     fn sync_section_checks_names() {
         let c = load("[sync]\nschemas = [\"public\"]\n[[sync.table]]\nname = \"public.payment\"\nkey = [\"payment_id\"]\n").unwrap();
-        assert_eq!(c.sync.tables[0].key.as_deref(), Some(&["payment_id".to_owned()][..]));
+        assert_eq!(
+            c.sync.tables[0].key.as_deref(),
+            Some(&["payment_id".to_owned()][..])
+        );
         let e = load("[[sync.table]]\nname = \"payment\"\n").unwrap_err();
         assert!(e.to_string().contains("schema.table"), "{e}");
-        let e = load("[[sync.table]]\nname = \"public.x\"\nexclude_columns = [\"a; drop\"]\n").unwrap_err();
+        let e = load("[[sync.table]]\nname = \"public.x\"\nexclude_columns = [\"a; drop\"]\n")
+            .unwrap_err();
         assert!(e.to_string().contains("sync.table[0]"), "{e}");
         let e = load("[mongodb]\nuri = \"http://x\"\n").unwrap_err();
         assert!(e.to_string().contains("MONGODB_URI"), "{e}");

@@ -30,7 +30,12 @@ pub struct Permit {
 
 impl Queue {
     /// Waits for one of `max` slots named `name`, polling every few milliseconds.
-    pub async fn acquire(&self, name: &str, max: usize, lease: Duration) -> Result<Permit, QueueError> {
+    pub async fn acquire(
+        &self,
+        name: &str,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Permit, QueueError> {
         let key = format!("{}:{{limits}}:{name}", self.prefix());
         let token = format!("{:016x}", rand_token());
         let mut pause = Duration::from_millis(2);

@@ -210,7 +210,12 @@ impl Lease {
             id: self.id,
             message: e.to_string(),
         })?;
-        let mut tx = self.record.pool.begin().await.map_err(RecordError::query("begin"))?;
+        let mut tx = self
+            .record
+            .pool
+            .begin()
+            .await
+            .map_err(RecordError::query("begin"))?;
         let updated = sqlx::query(
             "UPDATE runs SET checkpoint = $3, done = $4, total = $5, bytes_done = $6,
                     bytes_total = $7, heartbeat_at = now()
@@ -237,7 +242,9 @@ impl Lease {
         .execute(&mut *tx)
         .await
         .map_err(RecordError::query("report progress"))?;
-        tx.commit().await.map_err(RecordError::query("commit checkpoint"))
+        tx.commit()
+            .await
+            .map_err(RecordError::query("commit checkpoint"))
     }
 
     /// Proves the run is alive without moving its checkpoint.

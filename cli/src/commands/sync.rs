@@ -67,16 +67,33 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
         }
         Command::Incremental { tables, wait } => {
             catalog.select(&tables)?;
-            enqueue(ctx, sync::Incremental::NAME, &IncrementalArgs { tables }, None, wait).await
+            enqueue(
+                ctx,
+                sync::Incremental::NAME,
+                &IncrementalArgs { tables },
+                None,
+                wait,
+            )
+            .await
         }
         Command::Entity { table, key } => {
             let table = catalog.table(&table)?;
             let key = match serde_json::from_str::<serde_json::Value>(&key) {
                 Ok(v @ serde_json::Value::Object(_)) => v,
                 _ if table.key.len() == 1 => json!({ &table.key[0].name: key }),
-                _ => return Err(Exit::usage(format!("{} has a {}-column key ({}): give KEY as a JSON object", table.name, table.key.len(), table.key_list()))),
+                _ => {
+                    return Err(Exit::usage(format!(
+                        "{} has a {}-column key ({}): give KEY as a JSON object",
+                        table.name,
+                        table.key.len(),
+                        table.key_list()
+                    )));
+                }
             };
-            let args = EntityArgs { table: table.name.clone(), key };
+            let args = EntityArgs {
+                table: table.name.clone(),
+                key,
+            };
             args.key_text(&table)?;
             let coalesce = args.coalesce_key();
             enqueue(ctx, sync::Entity::NAME, &args, Some(coalesce), false).await
@@ -88,18 +105,42 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
             if ctx.json {
                 output::json(&json!({ "ok": ok, "tables": reports }));
             } else {
-                let mut t = output::table(&["table", "rows", "documents", "missing", "different", "extra", "result"]);
+                let mut t = output::table(&[
+                    "table",
+                    "rows",
+                    "documents",
+                    "missing",
+                    "different",
+                    "extra",
+                    "result",
+                ]);
                 for r in &reports {
                     let (m, d, x) = if deep {
-                        (r.missing_count.to_string(), r.different_count.to_string(), r.extra_count.to_string())
+                        (
+                            r.missing_count.to_string(),
+                            r.different_count.to_string(),
+                            r.extra_count.to_string(),
+                        )
                     } else {
                         ("-".into(), "-".into(), "-".into())
                     };
-                    t.add_row(vec![r.table.clone(), r.source_rows.to_string(), r.mirror_documents.to_string(), m, d, x, if r.ok() { "ok" } else { "DIFFERENT" }.into()]);
+                    t.add_row(vec![
+                        r.table.clone(),
+                        r.source_rows.to_string(),
+                        r.mirror_documents.to_string(),
+                        m,
+                        d,
+                        x,
+                        if r.ok() { "ok" } else { "DIFFERENT" }.into(),
+                    ]);
                 }
                 println!("{t}");
                 for r in reports.iter().filter(|r| !r.ok()) {
-                    for (what, keys) in [("missing", &r.missing), ("different", &r.different), ("extra", &r.extra)] {
+                    for (what, keys) in [
+                        ("missing", &r.missing),
+                        ("different", &r.different),
+                        ("extra", &r.extra),
+                    ] {
                         if !keys.is_empty() {
                             println!("{} {what}: {}", r.table, keys.join(", "));
                         }
@@ -113,9 +154,19 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
             sync::triggers::install(&target.app, &ctx.config.postgres.schema, &tables).await?;
             if let Ok(record) = ctx.record().await {
                 let names: Vec<_> = tables.iter().map(|t| t.name.clone()).collect();
-                record.audit(&ctx.actor(), "sync.install-triggers", None, json!({ "tables": names })).await?;
+                record
+                    .audit(
+                        &ctx.actor(),
+                        "sync.install-triggers",
+                        None,
+                        json!({ "tables": names }),
+                    )
+                    .await?;
             }
-            println!("change capture installed on {} tables; workers relay changes into sync.entity jobs", tables.len());
+            println!(
+                "change capture installed on {} tables; workers relay changes into sync.entity jobs",
+                tables.len()
+            );
             Ok(Code::Ok)
         }
         Command::Tables => {
@@ -123,22 +174,39 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
                 let tables: Vec<_> = catalog
                     .tables
                     .iter()
-                    .map(|t| json!({
-                        "table": t.name, "collection": t.collection,
-                        "key": t.key.iter().map(|c| &c.name).collect::<Vec<_>>(),
-                        "updated_at": t.updated_at.as_ref().map(|c| &c.name),
-                        "lossy": lossy(ctx, t),
-                    }))
+                    .map(|t| {
+                        json!({
+                            "table": t.name, "collection": t.collection,
+                            "key": t.key.iter().map(|c| &c.name).collect::<Vec<_>>(),
+                            "updated_at": t.updated_at.as_ref().map(|c| &c.name),
+                            "lossy": lossy(ctx, t),
+                        })
+                    })
                     .collect();
                 output::json(&json!({ "tables": tables, "unmirrored": catalog.unmirrored }));
             } else {
-                let mut t = output::table(&["table", "collection", "key", "incremental by", "may lose precision"]);
+                let mut t = output::table(&[
+                    "table",
+                    "collection",
+                    "key",
+                    "incremental by",
+                    "may lose precision",
+                ]);
                 for table in &catalog.tables {
                     t.add_row(vec![
                         table.name.clone(),
                         table.collection.clone(),
-                        table.key.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", "),
-                        table.updated_at.as_ref().map(|c| c.name.clone()).unwrap_or_else(|| "-".into()),
+                        table
+                            .key
+                            .iter()
+                            .map(|c| c.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        table
+                            .updated_at
+                            .as_ref()
+                            .map(|c| c.name.clone())
+                            .unwrap_or_else(|| "-".into()),
                         lossy(ctx, table).join("; "),
                     ]);
                 }
@@ -154,7 +222,10 @@ fn lossy(ctx: &Ctx, table: &sync::Table) -> Vec<String> {
     table
         .columns
         .iter()
-        .filter_map(|c| c.ty.loss(ctx.config.sync.timestamps).map(|why| format!("{}: {why}", c.name)))
+        .filter_map(|c| {
+            c.ty.loss(&c.type_name, ctx.config.sync.timestamps)
+                .map(|why| format!("{}: {why}", c.name))
+        })
         .collect()
 }
 
@@ -164,9 +235,22 @@ fn warn_unmirrored(catalog: &sync::Catalog) {
     }
 }
 
-async fn enqueue<A: serde::Serialize>(ctx: &Ctx, kind: &str, args: &A, coalesce: Option<String>, wait: bool) -> Result<Code> {
-    let entry = ctx.registry.get(kind).map_err(|e| Exit::usage(e.to_string()))?;
-    let mut job = NewJob::new(kind, serde_json::to_string(args).unwrap_or_default(), entry.settings().max_attempts);
+async fn enqueue<A: serde::Serialize>(
+    ctx: &Ctx,
+    kind: &str,
+    args: &A,
+    coalesce: Option<String>,
+    wait: bool,
+) -> Result<Code> {
+    let entry = ctx
+        .registry
+        .get(kind)
+        .map_err(|e| Exit::usage(e.to_string()))?;
+    let mut job = NewJob::new(
+        kind,
+        serde_json::to_string(args).unwrap_or_default(),
+        entry.settings().max_attempts,
+    );
     job.coalesce_key = coalesce;
     let queue = ctx.queue().await?;
     let name = entry.settings().queue;
@@ -174,7 +258,14 @@ async fn enqueue<A: serde::Serialize>(ctx: &Ctx, kind: &str, args: &A, coalesce:
     if ctx.json {
         output::json(&json!({ "id": id, "kind": kind, "queue": name, "created": created }));
     } else {
-        println!("{id}{}", if created { "" } else { " (already queued for this row)" });
+        println!(
+            "{id}{}",
+            if created {
+                ""
+            } else {
+                " (already queued for this row)"
+            }
+        );
     }
     if wait {
         return wait::until_done(ctx, &queue, name, id).await;

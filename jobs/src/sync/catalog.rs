@@ -50,7 +50,8 @@ pub fn quote(ident: &str) -> String {
 
 impl Catalog {
     pub async fn discover(app: &PgPool, sync: &Sync) -> Result<Self, SyncError> {
-        let overrides: BTreeMap<&str, &SyncTable> = sync.tables.iter().map(|t| (t.name.as_str(), t)).collect();
+        let overrides: BTreeMap<&str, &SyncTable> =
+            sync.tables.iter().map(|t| (t.name.as_str(), t)).collect();
         let mut names: Vec<(String, String, i64)> = sqlx::query_as(
             "SELECT n.nspname::text, c.relname::text, c.oid::int8
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -102,12 +103,21 @@ impl Catalog {
             }
             let columns = columns(app, oid).await?;
             let col = |c: &str, field: &str| {
-                columns.iter().find(|x| x.name == c).cloned().ok_or_else(|| {
-                    SyncError::Config(format!("sync.table {name}.{field}: table {name} has no column {c:?}"))
-                })
+                columns
+                    .iter()
+                    .find(|x| x.name == c)
+                    .cloned()
+                    .ok_or_else(|| {
+                        SyncError::Config(format!(
+                            "sync.table {name}.{field}: table {name} has no column {c:?}"
+                        ))
+                    })
             };
             let key: Vec<Column> = match o.and_then(|o| o.key.as_ref()) {
-                Some(cols) => cols.iter().map(|c| col(c, "key")).collect::<Result<_, _>>()?,
+                Some(cols) => cols
+                    .iter()
+                    .map(|c| col(c, "key"))
+                    .collect::<Result<_, _>>()?,
                 None => primary_key(app, oid)
                     .await?
                     .iter()
@@ -138,7 +148,8 @@ impl Catalog {
             let updated_at = match o.and_then(|o| o.updated_at.as_ref()) {
                 Some(c) => {
                     let c = col(c, "updated_at")?;
-                    if !matches!(c.ty.scalar, Scalar::Timestamptz | Scalar::Timestamp) || c.ty.array {
+                    if !matches!(c.ty.scalar, Scalar::Timestamptz | Scalar::Timestamp) || c.ty.array
+                    {
                         return Err(SyncError::Config(format!(
                             "sync.table {name}.updated_at: column {} is {}, not a timestamp",
                             c.name, c.type_name
@@ -146,12 +157,24 @@ impl Catalog {
                     }
                     Some(c)
                 }
-                None => columns.iter().find(|c| c.name == "updated_at" && matches!(c.ty.scalar, Scalar::Timestamptz | Scalar::Timestamp) && !c.ty.array).cloned(),
+                None => columns
+                    .iter()
+                    .find(|c| {
+                        c.name == "updated_at"
+                            && matches!(c.ty.scalar, Scalar::Timestamptz | Scalar::Timestamp)
+                            && !c.ty.array
+                    })
+                    .cloned(),
             };
             catalog.tables.push(Table {
                 quoted: format!("{}.{}", quote(&schema), quote(&table)),
-                collection: o.and_then(|o| o.collection.clone()).unwrap_or_else(|| table.clone()),
-                columns: columns.into_iter().filter(|c| !excluded.contains(&c.name)).collect(),
+                collection: o
+                    .and_then(|o| o.collection.clone())
+                    .unwrap_or_else(|| table.clone()),
+                columns: columns
+                    .into_iter()
+                    .filter(|c| !excluded.contains(&c.name))
+                    .collect(),
                 key,
                 updated_at,
                 name,
@@ -174,10 +197,7 @@ impl Catalog {
         if names.is_empty() {
             return Ok(self.tables.clone());
         }
-        names
-            .iter()
-            .map(|n| self.table(n))
-            .collect()
+        names.iter().map(|n| self.table(n)).collect()
     }
 
     pub fn table(&self, name: &str) -> Result<Table, SyncError> {
@@ -187,8 +207,16 @@ impl Catalog {
             .cloned()
             .ok_or_else(|| {
                 let known: Vec<_> = self.tables.iter().map(|t| t.name.as_str()).collect();
-                let hint = self.unmirrored.iter().find(|u| u.contains(name)).cloned().unwrap_or_default();
-                SyncError::Config(format!("unknown table {name:?}; mirrored tables: {}. {hint}", known.join(", ")))
+                let hint = self
+                    .unmirrored
+                    .iter()
+                    .find(|u| u.contains(name))
+                    .cloned()
+                    .unwrap_or_default();
+                SyncError::Config(format!(
+                    "unknown table {name:?}; mirrored tables: {}. {hint}",
+                    known.join(", ")
+                ))
             })
     }
 }
@@ -215,7 +243,11 @@ async fn columns(app: &PgPool, oid: i64) -> Result<Vec<Column>, SyncError> {
     Ok(rows
         .into_iter()
         .map(|(name, not_null, type_name, base, array, elem)| {
-            let scalar = if array { Scalar::from_type_name(&elem) } else { Scalar::from_type_name(&base) };
+            let scalar = if array {
+                Scalar::from_type_name(&elem)
+            } else {
+                Scalar::from_type_name(&base)
+            };
             Column {
                 quoted: quote(&name),
                 name,
@@ -246,7 +278,11 @@ async fn primary_key(app: &PgPool, oid: i64) -> Result<Vec<String>, SyncError> {
 impl Table {
     /// `"k1", "k2"`
     pub fn key_list(&self) -> String {
-        self.key.iter().map(|c| c.quoted.as_str()).collect::<Vec<_>>().join(", ")
+        self.key
+            .iter()
+            .map(|c| c.quoted.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// `("k1", "k2") OP ($n::text::T1, $n+1::text::T2)`: compares keys with values bound as text.
@@ -262,8 +298,18 @@ impl Table {
 
     /// Mirrored columns, then each key column as text (the cursor).
     pub fn select_list(&self) -> String {
-        let mut exprs: Vec<String> = self.columns.iter().map(|c| c.ty.select_expr(&c.quoted)).collect();
-        exprs.extend(self.key.iter().map(|c| format!("{}::text", c.quoted)));
+        let mut exprs: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| c.ty.select_expr(&c.quoted))
+            .collect();
+        // Aliased so ORDER BY the key names the table's columns, not these copies.
+        exprs.extend(
+            self.key
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{}::text AS _ferry_key{i}", c.quoted)),
+        );
         exprs.join(", ")
     }
 }

@@ -76,7 +76,14 @@ impl Kind for Chunk {
                 after: at.after.as_deref(),
                 upto: args.upto.as_deref(),
             };
-            let page = page::read(&target.app, &table, config.sync.timestamps, range, config.sync.chunk_size).await?;
+            let page = page::read(
+                &target.app,
+                &table,
+                config.sync.timestamps,
+                range,
+                config.sync.chunk_size,
+            )
+            .await?;
             if page.docs.is_empty() {
                 break;
             }
@@ -97,7 +104,9 @@ impl Kind for Chunk {
                 bytes_done: at.bytes,
                 ..Progress::default()
             };
-            lease.save_and_report(&at, progress, args.parent, rows, page.bytes as i64).await?;
+            lease
+                .save_and_report(&at, progress, args.parent, rows, page.bytes as i64)
+                .await?;
             if (rows as usize) < config.sync.chunk_size {
                 break;
             }

@@ -24,9 +24,15 @@ impl EntityArgs {
                 .key
                 .iter()
                 .map(|c| {
-                    map.get(&c.name).filter(|v| !v.is_null()).map(json_text).ok_or_else(|| {
-                        SyncError::Config(format!("key of {} needs column {}; got {}", table.name, c.name, self.key))
-                    })
+                    map.get(&c.name)
+                        .filter(|v| !v.is_null())
+                        .map(json_text)
+                        .ok_or_else(|| {
+                            SyncError::Config(format!(
+                                "key of {} needs column {}; got {}",
+                                table.name, c.name, self.key
+                            ))
+                        })
                 })
                 .collect(),
             (v, 1) if !v.is_null() && !v.is_array() => Ok(vec![json_text(v)]),

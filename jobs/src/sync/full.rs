@@ -54,7 +54,13 @@ impl Kind for Full {
                 let tables = catalog.select(&args.tables)?;
                 let plan = plan(&ctx, &target, &tables).await?;
                 lease
-                    .save(&plan, Progress { total: Some(plan.total), ..Progress::default() })
+                    .save(
+                        &plan,
+                        Progress {
+                            total: Some(plan.total),
+                            ..Progress::default()
+                        },
+                    )
                     .await?;
                 plan
             }
@@ -63,9 +69,17 @@ impl Kind for Full {
         loop {
             let mut open = 0;
             for id in &plan.chunks {
-                match ctx.deps.queue.job(QUEUE, *id).await.map_err(|e| JobError::Retryable(e.to_string()))? {
+                match ctx
+                    .deps
+                    .queue
+                    .job(QUEUE, *id)
+                    .await
+                    .map_err(|e| JobError::Retryable(e.to_string()))?
+                {
                     Some(job) if job.state == JobState::Succeeded => {}
-                    Some(job) if job.state == JobState::Dead || job.state == JobState::Cancelled => {
+                    Some(job)
+                        if job.state == JobState::Dead || job.state == JobState::Cancelled =>
+                    {
                         let message = format!(
                             "chunk {id} of this sync is {}: {}; fix the cause and `ferry jobs retry {id}`, then re-run the sync",
                             job.state,
@@ -76,7 +90,9 @@ impl Kind for Full {
                     }
                     Some(_) => open += 1,
                     None => {
-                        let message = format!("chunk {id} is gone from Redis; re-run the full sync (it resumes nothing lost: writes are idempotent)");
+                        let message = format!(
+                            "chunk {id} is gone from Redis; re-run the full sync (it resumes nothing lost: writes are idempotent)"
+                        );
                         lease.finish(RunState::Failed, Some(&message)).await?;
                         return Err(JobError::Permanent(message));
                     }
@@ -117,19 +133,30 @@ impl Kind for Full {
 
 /// Splits each table into keyset ranges of `chunk_size * pages_per_chunk` rows, found in one
 /// pass over the key, and enqueues a chunk job per range.
-async fn plan(ctx: &JobContext, target: &super::Target, tables: &[Table]) -> Result<FullCheckpoint, JobError> {
+async fn plan(
+    ctx: &JobContext,
+    target: &super::Target,
+    tables: &[Table],
+) -> Result<FullCheckpoint, JobError> {
     let config = &ctx.deps.config.sync;
     let rows_per_chunk = (config.chunk_size * config.pages_per_chunk) as i64;
     let mut jobs = Vec::new();
     let mut total = 0;
     let settings = <super::Chunk as Kind>::defaults();
     for table in tables {
-        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {}", table.quoted)))
-            .fetch_one(&target.app)
-            .await
-            .map_err(SyncError::db("count rows"))?;
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {}",
+            table.quoted
+        )))
+        .fetch_one(&target.app)
+        .await
+        .map_err(SyncError::db("count rows"))?;
         total += count;
-        let keys_text: Vec<String> = table.key.iter().map(|c| format!("{}::text", c.quoted)).collect();
+        let keys_text: Vec<String> = table
+            .key
+            .iter()
+            .map(|c| format!("{}::text", c.quoted))
+            .collect();
         let sql = format!(
             "SELECT {k} FROM (SELECT {keys}, row_number() OVER (ORDER BY {keys}) AS rn FROM {t}) s
              WHERE rn % $1 = 0 ORDER BY rn",
@@ -144,7 +171,11 @@ async fn plan(ctx: &JobContext, target: &super::Target, tables: &[Table]) -> Res
             .map_err(SyncError::db("plan chunks"))?;
         let bounds: Vec<Vec<String>> = rows
             .iter()
-            .map(|r| (0..table.key.len()).map(|i| sqlx::Row::try_get::<String, _>(r, i)).collect())
+            .map(|r| {
+                (0..table.key.len())
+                    .map(|i| sqlx::Row::try_get::<String, _>(r, i))
+                    .collect()
+            })
             .collect::<Result<_, _>>()
             .map_err(SyncError::db("plan chunks"))?;
         let empty = target
@@ -163,10 +194,16 @@ async fn plan(ctx: &JobContext, target: &super::Target, tables: &[Table]) -> Res
                 upto: upto.clone(),
                 insert: empty,
             };
-            let json = serde_json::to_string(&args).map_err(|e| JobError::Permanent(e.to_string()))?;
+            let json =
+                serde_json::to_string(&args).map_err(|e| JobError::Permanent(e.to_string()))?;
             let mut job = NewJob::new(<super::Chunk as Kind>::NAME, json, settings.max_attempts);
             // Planning again after a crash before the checkpoint finds the same chunks.
-            job.idempotency_key = Some(format!("sync.full:{}:{}:{}", ctx.id, table.name, jobs.len()));
+            job.idempotency_key = Some(format!(
+                "sync.full:{}:{}:{}",
+                ctx.id,
+                table.name,
+                jobs.len()
+            ));
             jobs.push(job);
             after = upto;
         }
@@ -180,7 +217,12 @@ async fn plan(ctx: &JobContext, target: &super::Target, tables: &[Table]) -> Res
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    tracing::info!(tables = tables.len(), chunks = chunks.len(), rows = total, "full sync planned");
+    tracing::info!(
+        tables = tables.len(),
+        chunks = chunks.len(),
+        rows = total,
+        "full sync planned"
+    );
     Ok(FullCheckpoint {
         chunks,
         tables: tables.iter().map(|t| t.name.clone()).collect(),

@@ -45,7 +45,9 @@ impl Kind for Incremental {
             let swept = if triggers::installed(&target.app, table).await? {
                 0
             } else {
-                sweep::sweep(&target, table, Some(&mirror)).await?.0
+                sweep::sweep(&target, table, config.sync.timestamps, Some(&mirror))
+                    .await?
+                    .0
             };
             tracing::info!(table = %table.name, synced, deleted = swept, "incremental sync");
         }
@@ -53,7 +55,12 @@ impl Kind for Incremental {
     }
 }
 
-async fn changed_rows(ctx: &JobContext, target: &Target, mirror: &Mirror<'_>, table: &Table) -> Result<u64, JobError> {
+async fn changed_rows(
+    ctx: &JobContext,
+    target: &Target,
+    mirror: &Mirror<'_>,
+    table: &Table,
+) -> Result<u64, JobError> {
     let Some(ua) = &table.updated_at else {
         return Ok(0);
     };
@@ -75,18 +82,34 @@ async fn changed_rows(ctx: &JobContext, target: &Target, mirror: &Mirror<'_>, ta
         let (filter, binds): (String, Vec<String>) = match (&cursor, &from) {
             (Some((at, key)), _) => {
                 let params: Vec<String> = std::iter::once(format!("$1::text::{}", ua.type_name))
-                    .chain(table.key.iter().enumerate().map(|(i, c)| format!("${}::text::{}", i + 2, c.type_name)))
+                    .chain(
+                        table
+                            .key
+                            .iter()
+                            .enumerate()
+                            .map(|(i, c)| format!("${}::text::{}", i + 2, c.type_name)),
+                    )
                     .collect();
                 (
-                    format!("WHERE ({}, {}) > ({})", ua.quoted, table.key_list(), params.join(", ")),
-                    std::iter::once(at.clone()).chain(key.iter().cloned()).collect(),
+                    format!(
+                        "WHERE ({}, {}) > ({})",
+                        ua.quoted,
+                        table.key_list(),
+                        params.join(", ")
+                    ),
+                    std::iter::once(at.clone())
+                        .chain(key.iter().cloned())
+                        .collect(),
                 )
             }
-            (None, Some(from)) => (format!("WHERE {} >= $1::text::{}", ua.quoted, ua.type_name), vec![from.clone()]),
+            (None, Some(from)) => (
+                format!("WHERE {} >= $1::text::{}", ua.quoted, ua.type_name),
+                vec![from.clone()],
+            ),
             (None, None) => (format!("WHERE {} IS NOT NULL", ua.quoted), Vec::new()),
         };
         let sql = format!(
-            "SELECT {}, {}::text FROM {} {filter} ORDER BY {}, {} LIMIT {}",
+            "SELECT {}, {}::text AS _ferry_updated_at FROM {} {filter} ORDER BY {}, {} LIMIT {}",
             table.select_list(),
             ua.quoted,
             table.quoted,
@@ -98,15 +121,23 @@ async fn changed_rows(ctx: &JobContext, target: &Target, mirror: &Mirror<'_>, ta
         for b in &binds {
             query = query.bind(b);
         }
-        let rows = query.fetch_all(&target.app).await.map_err(SyncError::db("read changed rows"))?;
+        let rows = query
+            .fetch_all(&target.app)
+            .await
+            .map_err(SyncError::db("read changed rows"))?;
         if rows.is_empty() {
             break;
         }
         let page = page::to_page(table, config.timestamps, &rows)?;
         mirror.upsert(&table.collection, &page.docs).await?;
         synced += page.docs.len() as u64;
-        let last = rows.last().map(|r| sqlx::Row::try_get::<String, _>(r, table.columns.len() + k));
-        let at = last.transpose().map_err(SyncError::db("read updated_at"))?.unwrap_or_default();
+        let last = rows
+            .last()
+            .map(|r| sqlx::Row::try_get::<String, _>(r, table.columns.len() + k));
+        let at = last
+            .transpose()
+            .map_err(SyncError::db("read updated_at"))?
+            .unwrap_or_default();
         newest = Some(at.clone());
         cursor = Some((at, page.last.unwrap_or_default()));
         if rows.len() < config.chunk_size {

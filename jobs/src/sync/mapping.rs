@@ -89,24 +89,25 @@ impl ColumnType {
     }
 
     /// Why this column's values may not come back identical, if they may not.
-    pub fn loss(&self, timestamps: Timestamps) -> Option<&'static str> {
+    /// `type_name` is the column's type as Postgres prints it (`numeric(12,2)`).
+    pub fn loss(&self, type_name: &str, timestamps: Timestamps) -> Option<&'static str> {
         match self.scalar {
             Scalar::Timestamptz | Scalar::Timestamp if timestamps == Timestamps::Date => {
-                Some("BSON dates keep milliseconds: microseconds are dropped (use sync.timestamps = \"iso\" to keep them)")
+                Some("sub-millisecond digits dropped (sync.timestamps = \"iso\" keeps them)")
             }
-            Scalar::Numeric => Some("values beyond 34 significant digits do not fit Decimal128 and are stored as strings"),
-            Scalar::Json => Some("JSON numbers become doubles or integers, as JSON parsers read them"),
+            Scalar::Numeric if numeric_precision(type_name).is_none_or(|p| p > 34) => {
+                Some("values over 34 digits stored as strings")
+            }
+            Scalar::Json => Some("JSON numbers read as double or integer"),
             _ => None,
         }
     }
 }
 
-/// A value that could not be mapped.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("column {column}: {message}")]
-pub struct MapError {
-    pub column: String,
-    pub message: String,
+/// The declared precision of `numeric(p,s)`; `None` when unconstrained.
+fn numeric_precision(type_name: &str) -> Option<u32> {
+    let inner = type_name.strip_prefix("numeric(")?;
+    inner.split([',', ')']).next()?.trim().parse().ok()
 }
 
 /// Decodes column `i` of `row`. The row was selected with [`ColumnType::select_expr`].
@@ -159,7 +160,12 @@ fn decode_array(
         ($t:ty, $f:expr) => {
             match row.try_get_unchecked::<Option<Vec<Option<$t>>>, _>(i)? {
                 None => Bson::Null,
-                Some(items) => Bson::Array(items.into_iter().map(|v| v.map_or(Bson::Null, $f)).collect()),
+                Some(items) => Bson::Array(
+                    items
+                        .into_iter()
+                        .map(|v| v.map_or(Bson::Null, $f))
+                        .collect(),
+                ),
             }
         };
     }
@@ -190,7 +196,10 @@ fn instant(t: DateTime<Utc>, timestamps: Timestamps) -> Bson {
 
 fn date(d: NaiveDate, timestamps: Timestamps) -> Bson {
     match timestamps {
-        Timestamps::Date => instant(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc(), timestamps),
+        Timestamps::Date => instant(
+            d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc(),
+            timestamps,
+        ),
         Timestamps::Iso => Bson::String(d.format("%Y-%m-%d").to_string()),
     }
 }
@@ -230,28 +239,62 @@ mod tests {
 
     #[test]
     fn text_read_columns_are_cast() {
-        let numeric = ColumnType { scalar: Scalar::Numeric, array: false };
+        let numeric = ColumnType {
+            scalar: Scalar::Numeric,
+            array: false,
+        };
         assert_eq!(numeric.select_expr("\"price\""), "\"price\"::text");
-        let arr = ColumnType { scalar: Scalar::Other, array: true };
+        let arr = ColumnType {
+            scalar: Scalar::Other,
+            array: true,
+        };
         assert_eq!(arr.select_expr("\"x\""), "\"x\"::text[]");
-        let uuid = ColumnType { scalar: Scalar::Uuid, array: false };
+        let uuid = ColumnType {
+            scalar: Scalar::Uuid,
+            array: false,
+        };
         assert_eq!(uuid.select_expr("\"id\""), "\"id\"");
     }
 
     #[test]
     fn numerics_keep_their_digits_or_fall_back_to_strings() {
         let mut inexact = 0;
-        assert_eq!(numeric("12.50".into(), &mut inexact).to_string(), Bson::Decimal128("12.50".parse().unwrap()).to_string());
+        assert_eq!(
+            numeric("12.50".into(), &mut inexact).to_string(),
+            Bson::Decimal128("12.50".parse().unwrap()).to_string()
+        );
         let long = "3.14159265358979323846264338327950288";
-        assert_eq!(numeric(long.into(), &mut inexact), Bson::String(long.into()));
+        assert_eq!(
+            numeric(long.into(), &mut inexact),
+            Bson::String(long.into())
+        );
         assert_eq!(inexact, 1);
     }
 
     #[test]
+    fn bounded_numerics_are_not_reported_lossy() {
+        let n = ColumnType {
+            scalar: Scalar::Numeric,
+            array: false,
+        };
+        assert_eq!(n.loss("numeric(12,2)", Timestamps::Date), None);
+        assert!(n.loss("numeric", Timestamps::Date).is_some());
+        assert!(n.loss("numeric(40,2)", Timestamps::Date).is_some());
+    }
+
+    #[test]
     fn instants_in_both_modes() {
-        let t = DateTime::parse_from_rfc3339("2024-03-01T10:00:00.123456Z").unwrap().with_timezone(&Utc);
-        assert_eq!(instant(t, Timestamps::Iso), Bson::String("2024-03-01T10:00:00.123456Z".into()));
-        assert_eq!(instant(t, Timestamps::Date), Bson::DateTime(bson::DateTime::from_millis(1709287200123)));
+        let t = DateTime::parse_from_rfc3339("2024-03-01T10:00:00.123456Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            instant(t, Timestamps::Iso),
+            Bson::String("2024-03-01T10:00:00.123456Z".into())
+        );
+        assert_eq!(
+            instant(t, Timestamps::Date),
+            Bson::DateTime(bson::DateTime::from_millis(1709287200123))
+        );
         let d = NaiveDate::from_ymd_opt(1965, 7, 4).unwrap();
         assert_eq!(date(d, Timestamps::Iso), Bson::String("1965-07-04".into()));
     }

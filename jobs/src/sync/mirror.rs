@@ -19,7 +19,10 @@ pub struct Mirror<'a> {
 }
 
 impl Mirror<'_> {
-    async fn permit<T>(&self, write: impl Future<Output = Result<T, SyncError>>) -> Result<T, SyncError> {
+    async fn permit<T>(
+        &self,
+        write: impl Future<Output = Result<T, SyncError>>,
+    ) -> Result<T, SyncError> {
         let permit = self
             .queue
             .acquire("mongo-writers", self.max_writers, PERMIT_LEASE)
@@ -35,12 +38,22 @@ impl Mirror<'_> {
         for batch in batches(docs) {
             let mut updates = RawArrayBuf::new();
             for d in batch {
-                let id = d.get("_id").ok().flatten().map(RawBson::from).unwrap_or(RawBson::Null);
+                let id = d
+                    .get("_id")
+                    .ok()
+                    .flatten()
+                    .map(RawBson::from)
+                    .unwrap_or(RawBson::Null);
                 updates.push(rawdoc! { "q": { "_id": id }, "u": d.clone(), "upsert": true });
             }
             let command = rawdoc! { "update": collection, "updates": updates, "ordered": false };
             let reply = self
-                .permit(async { self.db.run_raw_command(command).await.map_err(SyncError::mongo("upsert documents")) })
+                .permit(async {
+                    self.db
+                        .run_raw_command(command)
+                        .await
+                        .map_err(SyncError::mongo("upsert documents"))
+                })
                 .await?;
             check_write_errors(&reply, "upsert documents")?;
         }
@@ -57,7 +70,12 @@ impl Mirror<'_> {
             }
             let command = rawdoc! { "insert": collection, "documents": array, "ordered": false };
             let reply = self
-                .permit(async { self.db.run_raw_command(command).await.map_err(SyncError::mongo("insert documents")) })
+                .permit(async {
+                    self.db
+                        .run_raw_command(command)
+                        .await
+                        .map_err(SyncError::mongo("insert documents"))
+                })
                 .await?;
             let errors = reply.get_array("writeErrors").cloned().unwrap_or_default();
             if errors.is_empty() {
@@ -72,11 +90,18 @@ impl Mirror<'_> {
             if duplicates.len() != errors.len() {
                 return Err(SyncError::Mongo {
                     what: "insert documents",
-                    message: format!("{} documents were refused: {:?}", errors.len(), errors.first()),
+                    message: format!(
+                        "{} documents were refused: {:?}",
+                        errors.len(),
+                        errors.first()
+                    ),
                     transient: false,
                 });
             }
-            let again: Vec<RawDocumentBuf> = duplicates.into_iter().filter_map(|i| batch.get(i).cloned()).collect();
+            let again: Vec<RawDocumentBuf> = duplicates
+                .into_iter()
+                .filter_map(|i| batch.get(i).cloned())
+                .collect();
             Box::pin(self.upsert(collection, &again)).await?;
         }
         Ok(())
@@ -89,7 +114,11 @@ impl Mirror<'_> {
         let coll = self.db.collection::<bson::Document>(collection);
         let filter = doc! { "_id": { "$in": ids.to_vec() } };
         let result = self
-            .permit(async { coll.delete_many(filter).await.map_err(SyncError::mongo("delete documents")) })
+            .permit(async {
+                coll.delete_many(filter)
+                    .await
+                    .map_err(SyncError::mongo("delete documents"))
+            })
             .await?;
         Ok(result.deleted_count)
     }
@@ -117,7 +146,11 @@ fn check_write_errors(reply: &bson::Document, what: &'static str) -> Result<(), 
     match reply.get_array("writeErrors") {
         Ok(errors) if !errors.is_empty() => Err(SyncError::Mongo {
             what,
-            message: format!("{} documents were refused, first: {:?}", errors.len(), errors[0]),
+            message: format!(
+                "{} documents were refused, first: {:?}",
+                errors.len(),
+                errors[0]
+            ),
             transient: false,
         }),
         _ => Ok(()),

@@ -50,11 +50,9 @@ pub struct Target {
 impl Target {
     /// Opens the application database and the MongoDB client (which connects lazily).
     pub async fn connect(config: &Config) -> Result<Self, SyncError> {
-        let url = config
-            .postgres
-            .url
-            .as_deref()
-            .ok_or_else(|| SyncError::Config("sync needs the application database: set DATABASE_URL".into()))?;
+        let url = config.postgres.url.as_deref().ok_or_else(|| {
+            SyncError::Config("sync needs the application database: set DATABASE_URL".into())
+        })?;
         let uri = config
             .mongodb
             .uri
@@ -65,13 +63,18 @@ impl Target {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await
-            .map_err(|e| SyncError::Unavailable(format!("cannot connect to the application database ({e}); check DATABASE_URL")))?;
+            .map_err(|e| {
+                SyncError::Unavailable(format!(
+                    "cannot connect to the application database ({e}); check DATABASE_URL"
+                ))
+            })?;
         let mut options = mongodb::options::ClientOptions::parse(uri)
             .await
             .map_err(|e| SyncError::Config(format!("MONGODB_URI is not usable: {e}")))?;
         options.app_name = Some("ferry".into());
         options.server_selection_timeout = Some(Duration::from_secs(10));
-        let client = mongodb::Client::with_options(options).map_err(|e| SyncError::Config(format!("MONGODB_URI: {e}")))?;
+        let client = mongodb::Client::with_options(options)
+            .map_err(|e| SyncError::Config(format!("MONGODB_URI: {e}")))?;
         Ok(Self {
             app,
             mongo: client.database(&config.mongodb.database),
@@ -135,11 +138,18 @@ impl From<SyncError> for JobError {
             SyncError::Config(_) => false,
             SyncError::Unavailable(_) => true,
             SyncError::Db { source, .. } => {
-                matches!(source, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
-                    || source
-                        .as_database_error()
-                        .and_then(|d| d.code())
-                        .is_some_and(|c| c.starts_with("40") || c.starts_with("57") || c.starts_with("08") || c == "55P03")
+                matches!(
+                    source,
+                    sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+                ) || source
+                    .as_database_error()
+                    .and_then(|d| d.code())
+                    .is_some_and(|c| {
+                        c.starts_with("40")
+                            || c.starts_with("57")
+                            || c.starts_with("08")
+                            || c == "55P03"
+                    })
             }
             SyncError::Mongo { transient, .. } => *transient,
         };

@@ -42,7 +42,11 @@ pub async fn read(
         conditions.push(table.key_compare("<=", binds.len() + 1));
         binds.extend(upto);
     }
-    let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+    let filter = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conditions.join(" AND "))
+    };
     let sql = format!(
         "SELECT {} FROM {} {filter} ORDER BY {} LIMIT {limit}",
         table.select_list(),
@@ -53,36 +57,63 @@ pub async fn read(
     for b in binds {
         query = query.bind(b);
     }
-    let rows = query.fetch_all(app).await.map_err(SyncError::db("read rows"))?;
+    let rows = query
+        .fetch_all(app)
+        .await
+        .map_err(SyncError::db("read rows"))?;
     to_page(table, timestamps, &rows)
 }
 
 /// The rows whose keys (as text) are `key`: zero or one.
-pub async fn read_one(app: &PgPool, table: &Table, timestamps: Timestamps, key: &[String]) -> Result<Page, SyncError> {
-    let sql = format!("SELECT {} FROM {} WHERE {}", table.select_list(), table.quoted, table.key_compare("=", 1));
+pub async fn read_one(
+    app: &PgPool,
+    table: &Table,
+    timestamps: Timestamps,
+    key: &[String],
+) -> Result<Page, SyncError> {
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {}",
+        table.select_list(),
+        table.quoted,
+        table.key_compare("=", 1)
+    );
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for k in key {
         query = query.bind(k);
     }
-    let rows = query.fetch_all(app).await.map_err(SyncError::db("read a row"))?;
+    let rows = query
+        .fetch_all(app)
+        .await
+        .map_err(SyncError::db("read a row"))?;
     to_page(table, timestamps, &rows)
 }
 
 /// The `_id` a row with this key (as text) has, computed by Postgres's own casts so it
 /// matches what a full sync writes even when the row is gone.
-pub async fn id_for(app: &PgPool, table: &Table, timestamps: Timestamps, key: &[String]) -> Result<Bson, SyncError> {
+pub async fn id_for(
+    app: &PgPool,
+    table: &Table,
+    timestamps: Timestamps,
+    key: &[String],
+) -> Result<Bson, SyncError> {
     let exprs: Vec<String> = table
         .key
         .iter()
         .enumerate()
-        .map(|(i, c)| c.ty.select_expr(&format!("(${}::text::{})", i + 1, c.type_name)))
+        .map(|(i, c)| {
+            c.ty.select_expr(&format!("(${}::text::{})", i + 1, c.type_name))
+        })
         .collect();
     let mut query = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {}", exprs.join(", "))));
     for k in key {
         query = query.bind(k);
     }
     let row = query.fetch_one(app).await.map_err(|e| match e {
-        sqlx::Error::Database(d) => SyncError::Config(format!("key {key:?} does not fit table {}: {}", table.name, d.message())),
+        sqlx::Error::Database(d) => SyncError::Config(format!(
+            "key {key:?} does not fit table {}: {}",
+            table.name,
+            d.message()
+        )),
         e => SyncError::db("cast a key")(e),
     })?;
     let mut inexact = 0;
@@ -100,10 +131,21 @@ fn make_id(table: &Table, mut values: Vec<Bson>) -> Bson {
     if values.len() == 1 {
         return values.remove(0);
     }
-    Bson::Document(table.key.iter().map(|c| c.name.clone()).zip(values).collect())
+    Bson::Document(
+        table
+            .key
+            .iter()
+            .map(|c| c.name.clone())
+            .zip(values)
+            .collect(),
+    )
 }
 
-pub(super) fn to_page(table: &Table, timestamps: Timestamps, rows: &[PgRow]) -> Result<Page, SyncError> {
+pub(super) fn to_page(
+    table: &Table,
+    timestamps: Timestamps,
+    rows: &[PgRow],
+) -> Result<Page, SyncError> {
     let mut page = Page::default();
     let n = table.columns.len();
     for row in rows {
@@ -111,7 +153,10 @@ pub(super) fn to_page(table: &Table, timestamps: Timestamps, rows: &[PgRow]) -> 
         let mut fields = Vec::with_capacity(n);
         for (i, c) in table.columns.iter().enumerate() {
             let v = mapping::decode(row, i, &c.ty, timestamps, &mut page.inexact).map_err(|e| {
-                SyncError::Config(format!("{}.{} ({}): cannot read the value: {e}", table.name, c.name, c.type_name))
+                SyncError::Config(format!(
+                    "{}.{} ({}): cannot read the value: {e}",
+                    table.name, c.name, c.type_name
+                ))
             })?;
             fields.push(v);
         }
@@ -119,7 +164,11 @@ pub(super) fn to_page(table: &Table, timestamps: Timestamps, rows: &[PgRow]) -> 
             .key
             .iter()
             .map(|k| {
-                let i = table.columns.iter().position(|c| c.name == k.name).unwrap_or(0);
+                let i = table
+                    .columns
+                    .iter()
+                    .position(|c| c.name == k.name)
+                    .unwrap_or(0);
                 fields[i].clone()
             })
             .collect();
@@ -128,8 +177,12 @@ pub(super) fn to_page(table: &Table, timestamps: Timestamps, rows: &[PgRow]) -> 
         for (c, v) in table.columns.iter().zip(fields) {
             doc.insert(c.name.clone(), v);
         }
-        let raw = RawDocumentBuf::try_from(&doc)
-            .map_err(|e| SyncError::Config(format!("{}: a row does not encode as BSON: {e}", table.name)))?;
+        let raw = RawDocumentBuf::try_from(&doc).map_err(|e| {
+            SyncError::Config(format!(
+                "{}: a row does not encode as BSON: {e}",
+                table.name
+            ))
+        })?;
         page.bytes += raw.as_bytes().len() as u64;
         page.docs.push(raw);
         page.ids.push(id);

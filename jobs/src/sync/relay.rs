@@ -12,7 +12,11 @@ const BATCH: i64 = 2000;
 
 /// Relays one batch; returns (changes read, jobs enqueued or coalesced).
 pub async fn relay_once(record: &Record, queue: &Queue) -> Result<(usize, usize), SyncError> {
-    let mut tx = record.pool().begin().await.map_err(SyncError::db("begin"))?;
+    let mut tx = record
+        .pool()
+        .begin()
+        .await
+        .map_err(SyncError::db("begin"))?;
     let changes: Vec<(String, serde_json::Value)> = sqlx::query_as(
         "WITH batch AS (SELECT id FROM sync_changes ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
          DELETE FROM sync_changes c USING batch WHERE c.id = batch.id RETURNING c.table_name, c.key",
@@ -36,7 +40,11 @@ pub async fn relay_once(record: &Record, queue: &Queue) -> Result<(usize, usize)
         if !seen.insert(coalesce.clone()) {
             continue;
         }
-        let mut job = NewJob::new(<super::Entity as Kind>::NAME, serde_json::to_string(&args).unwrap_or_default(), settings.max_attempts);
+        let mut job = NewJob::new(
+            <super::Entity as Kind>::NAME,
+            serde_json::to_string(&args).unwrap_or_default(),
+            settings.max_attempts,
+        );
         job.coalesce_key = Some(coalesce);
         jobs.push(job);
     }
@@ -44,6 +52,8 @@ pub async fn relay_once(record: &Record, queue: &Queue) -> Result<(usize, usize)
         .enqueue(QUEUE, &jobs)
         .await
         .map_err(|e| SyncError::Unavailable(e.to_string()))?;
-    tx.commit().await.map_err(SyncError::db("commit the relay"))?;
+    tx.commit()
+        .await
+        .map_err(SyncError::db("commit the relay"))?;
     Ok((changes.len(), jobs.len()))
 }

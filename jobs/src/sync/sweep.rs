@@ -3,13 +3,20 @@
 use bson::{Bson, doc};
 use futures::TryStreamExt;
 
-use super::{SyncError, Table, Target, bson_text, mirror::Mirror};
+use ferry_config::Timestamps;
+
+use super::{SyncError, Table, Target, bson_text, mapping::Scalar, mirror::Mirror};
 
 const BATCH: usize = 1000;
 
 /// Documents of `table`'s collection whose key has no row, in batches; `apply` deletes them.
 /// Returns how many were found.
-pub async fn sweep(target: &Target, table: &Table, mirror: Option<&Mirror<'_>>) -> Result<(u64, Vec<Bson>), SyncError> {
+pub async fn sweep(
+    target: &Target,
+    table: &Table,
+    timestamps: Timestamps,
+    mirror: Option<&Mirror<'_>>,
+) -> Result<(u64, Vec<Bson>), SyncError> {
     let coll = target.mongo.collection::<bson::Document>(&table.collection);
     let mut cursor = coll
         .find(doc! {})
@@ -21,16 +28,24 @@ pub async fn sweep(target: &Target, table: &Table, mirror: Option<&Mirror<'_>>) 
     let mut examples = Vec::new();
     let mut batch = Vec::with_capacity(BATCH);
     loop {
-        let next = cursor.try_next().await.map_err(SyncError::mongo("list document ids"))?;
+        let next = cursor
+            .try_next()
+            .await
+            .map_err(SyncError::mongo("list document ids"))?;
         if let Some(d) = &next
             && let Some(id) = d.get("_id")
         {
             batch.push(id.clone());
         }
         if batch.len() >= BATCH || (next.is_none() && !batch.is_empty()) {
-            let missing = missing_rows(target, table, &batch).await?;
+            let missing = missing_rows(target, table, timestamps, &batch).await?;
             found += missing.len() as u64;
-            examples.extend(missing.iter().take(20usize.saturating_sub(examples.len())).cloned());
+            examples.extend(
+                missing
+                    .iter()
+                    .take(20usize.saturating_sub(examples.len()))
+                    .cloned(),
+            );
             if let Some(mirror) = mirror {
                 mirror.delete(&table.collection, &missing).await?;
             }
@@ -44,20 +59,29 @@ pub async fn sweep(target: &Target, table: &Table, mirror: Option<&Mirror<'_>>) 
 }
 
 /// The ids among `ids` whose rows do not exist.
-pub async fn missing_rows(target: &Target, table: &Table, ids: &[Bson]) -> Result<Vec<Bson>, SyncError> {
+pub async fn missing_rows(
+    target: &Target,
+    table: &Table,
+    timestamps: Timestamps,
+    ids: &[Bson],
+) -> Result<Vec<Bson>, SyncError> {
     let columns: Vec<Vec<String>> = table
         .key
         .iter()
         .map(|c| {
             ids.iter()
                 .map(|id| match (id, table.key.len()) {
-                    (Bson::Document(d), n) if n > 1 => d.get(&c.name).map(bson_text).unwrap_or_default(),
+                    (Bson::Document(d), n) if n > 1 => {
+                        d.get(&c.name).map(bson_text).unwrap_or_default()
+                    }
                     (v, _) => bson_text(v),
                 })
                 .collect()
         })
         .collect();
-    let unnest: Vec<String> = (1..=table.key.len()).map(|i| format!("${i}::text[]")).collect();
+    let unnest: Vec<String> = (1..=table.key.len())
+        .map(|i| format!("${i}::text[]"))
+        .collect();
     let cast: Vec<String> = table
         .key
         .iter()
@@ -71,13 +95,30 @@ pub async fn missing_rows(target: &Target, table: &Table, ids: &[Bson]) -> Resul
         unnest.join(", "),
         names.join(", "),
         table.quoted,
-        table.key.iter().map(|c| format!("t.{}", c.quoted)).collect::<Vec<_>>().join(", "),
+        table
+            .key
+            .iter()
+            .map(|c| match c.ty.scalar {
+                // Dates in `_id` keep milliseconds: compare at that precision.
+                Scalar::Timestamptz | Scalar::Timestamp if timestamps == Timestamps::Date => {
+                    format!("date_trunc('milliseconds', t.{})", c.quoted)
+                }
+                _ => format!("t.{}", c.quoted),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
         cast.join(", ")
     );
     let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
     for c in &columns {
         query = query.bind(c);
     }
-    let missing = query.fetch_all(&target.app).await.map_err(SyncError::db("look up keys"))?;
-    Ok(missing.into_iter().filter_map(|i| ids.get((i - 1) as usize).cloned()).collect())
+    let missing = query
+        .fetch_all(&target.app)
+        .await
+        .map_err(SyncError::db("look up keys"))?;
+    Ok(missing
+        .into_iter()
+        .filter_map(|i| ids.get((i - 1) as usize).cloned())
+        .collect())
 }

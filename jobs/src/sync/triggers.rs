@@ -9,12 +9,14 @@ use super::{SyncError, Table, catalog::quote};
 pub const TRIGGER: &str = "ferry_sync_capture";
 
 pub async fn installed(app: &PgPool, table: &Table) -> Result<bool, SyncError> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $2)")
-        .bind(&table.quoted)
-        .bind(TRIGGER)
-        .fetch_one(app)
-        .await
-        .map_err(SyncError::db("look for triggers"))
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = $2)",
+    )
+    .bind(&table.quoted)
+    .bind(TRIGGER)
+    .fetch_one(app)
+    .await
+    .map_err(SyncError::db("look for triggers"))
 }
 
 /// Creates the capture function in `schema` (ferry's record schema) and a trigger on each

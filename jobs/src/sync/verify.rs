@@ -41,7 +41,12 @@ impl TableReport {
     }
 }
 
-pub async fn verify(target: &Target, config: &Config, tables: &[Table], deep: bool) -> Result<Vec<TableReport>, SyncError> {
+pub async fn verify(
+    target: &Target,
+    config: &Config,
+    tables: &[Table],
+    deep: bool,
+) -> Result<Vec<TableReport>, SyncError> {
     let mut reports = Vec::new();
     for table in tables {
         let coll = target.mongo.collection::<Document>(&table.collection);
@@ -50,14 +55,21 @@ pub async fn verify(target: &Target, config: &Config, tables: &[Table], deep: bo
             collection: table.collection.clone(),
             ..TableReport::default()
         };
-        r.source_rows = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {}", table.quoted)))
-            .fetch_one(&target.app)
+        r.source_rows = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {}",
+            table.quoted
+        )))
+        .fetch_one(&target.app)
+        .await
+        .map_err(SyncError::db("count rows"))?;
+        r.mirror_documents = coll
+            .count_documents(doc! {})
             .await
-            .map_err(SyncError::db("count rows"))?;
-        r.mirror_documents = coll.count_documents(doc! {}).await.map_err(SyncError::mongo("count documents"))?;
+            .map_err(SyncError::mongo("count documents"))?;
         if deep {
             compare(target, config, table, &mut r).await?;
-            let (extra, examples) = sweep::sweep(target, table, None).await?;
+            let (extra, examples) =
+                sweep::sweep(target, table, config.sync.timestamps, None).await?;
             r.extra_count = extra;
             r.extra = examples.iter().map(bson_text).collect();
         }
@@ -66,7 +78,12 @@ pub async fn verify(target: &Target, config: &Config, tables: &[Table], deep: bo
     Ok(reports)
 }
 
-async fn compare(target: &Target, config: &Config, table: &Table, r: &mut TableReport) -> Result<(), SyncError> {
+async fn compare(
+    target: &Target,
+    config: &Config,
+    table: &Table,
+    r: &mut TableReport,
+) -> Result<(), SyncError> {
     let coll = target.mongo.collection::<Document>(&table.collection);
     let mut after: Option<Vec<String>> = None;
     loop {
@@ -74,7 +91,14 @@ async fn compare(target: &Target, config: &Config, table: &Table, r: &mut TableR
             after: after.as_deref(),
             upto: None,
         };
-        let page = page::read(&target.app, table, config.sync.timestamps, range, config.sync.chunk_size).await?;
+        let page = page::read(
+            &target.app,
+            table,
+            config.sync.timestamps,
+            range,
+            config.sync.chunk_size,
+        )
+        .await?;
         if page.docs.is_empty() {
             break;
         }
@@ -94,7 +118,12 @@ async fn compare(target: &Target, config: &Config, table: &Table, r: &mut TableR
         if page_hash(&source) != page_hash(&mirror) {
             let by_id: HashMap<String, Document> = mirror
                 .into_iter()
-                .map(|d| (canonical(d.get("_id").unwrap_or(&Bson::Null)).to_string(), d))
+                .map(|d| {
+                    (
+                        canonical(d.get("_id").unwrap_or(&Bson::Null)).to_string(),
+                        d,
+                    )
+                })
                 .collect();
             for (id, doc) in page.ids.iter().zip(&source) {
                 let label = bson_text(id);
@@ -105,7 +134,10 @@ async fn compare(target: &Target, config: &Config, table: &Table, r: &mut TableR
                             r.missing.push(label);
                         }
                     }
-                    Some(m) if canonical(&Bson::Document(m.clone())) != canonical(&Bson::Document(doc.clone())) => {
+                    Some(m)
+                        if canonical(&Bson::Document(m.clone()))
+                            != canonical(&Bson::Document(doc.clone())) =>
+                    {
                         r.different_count += 1;
                         if r.different.len() < EXAMPLES {
                             r.different.push(label);
@@ -129,7 +161,12 @@ fn canonical(v: &Bson) -> Bson {
         Bson::Document(d) => {
             let mut fields: Vec<(&String, &Bson)> = d.iter().collect();
             fields.sort_by(|a, b| a.0.cmp(b.0));
-            Bson::Document(fields.into_iter().map(|(k, v)| (k.clone(), canonical(v))).collect())
+            Bson::Document(
+                fields
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), canonical(v)))
+                    .collect(),
+            )
         }
         Bson::Array(a) => Bson::Array(a.iter().map(canonical).collect()),
         other => other.clone(),
@@ -137,7 +174,10 @@ fn canonical(v: &Bson) -> Bson {
 }
 
 fn page_hash(docs: &[Document]) -> u64 {
-    let mut items: Vec<String> = docs.iter().map(|d| canonical(&Bson::Document(d.clone())).to_string()).collect();
+    let mut items: Vec<String> = docs
+        .iter()
+        .map(|d| canonical(&Bson::Document(d.clone())).to_string())
+        .collect();
     items.sort();
     let mut h = DefaultHasher::new();
     items.hash(&mut h);
