@@ -21,6 +21,10 @@ pub fn database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/ferry".into())
 }
 
+pub fn mongodb_uri() -> String {
+    std::env::var("MONGODB_URI").unwrap_or_else(|_| "mongodb://127.0.0.1:27017".into())
+}
+
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
@@ -42,15 +46,17 @@ impl TestEnv {
     /// A fresh schema and prefix; `toml` adds to [`FAST_WORKER`] settings.
     pub async fn new(toml: &str) -> Self {
         let name = format!("t{:012x}", rand::random::<u64>() >> 16);
+        let toml = toml.replace("{schema}", &name);
         let toml = if toml.contains("[worker]") {
             toml.replacen("[worker]\n", &format!("[worker]\n{FAST_WORKER}"), 1)
         } else {
             format!("[worker]\n{FAST_WORKER}{toml}")
         };
         let text = format!(
-            "{toml}\n[postgres]\nurl = \"{}\"\nschema = \"{name}\"\n[redis]\nurl = \"{}\"\nprefix = \"{name}\"\n",
+            "{toml}\n[postgres]\nurl = \"{}\"\nschema = \"{name}\"\n[redis]\nurl = \"{}\"\nprefix = \"{name}\"\n[mongodb]\nuri = \"{}\"\ndatabase = \"{name}\"\n",
             database_url(),
-            redis_url()
+            redis_url(),
+            mongodb_uri()
         );
         let config_path = std::env::temp_dir().join(format!("ferry-{name}.toml"));
         std::fs::write(&config_path, &text).unwrap();
@@ -192,8 +198,42 @@ impl TestEnv {
         cmd
     }
 
-    /// Drops this test's schema and keys.
+    /// Runs SQL in this test's schema (which is also the application schema sync mirrors).
+    pub async fn sql(&self, sql: &str) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET search_path = \"{}\";\n{sql}", self.name)))
+            .execute(self.record.pool())
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {sql}"));
+    }
+
+    /// Loads the school schema of `tests/fixtures/school.sql` into this test's schema.
+    pub async fn load_school(&self) {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/school.sql");
+        self.sql(&std::fs::read_to_string(path).unwrap()).await;
+    }
+
+    pub async fn mongo(&self) -> mongodb::Database {
+        mongodb::Client::with_uri_str(mongodb_uri()).await.unwrap().database(&self.name)
+    }
+
+    /// The independent mirror check (`tests/check_mirror.py`); returns its exit code and output.
+    pub fn check_mirror(&self, extra: &[&str]) -> (i32, String) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("check_mirror.py");
+        let out = Command::new("python3")
+            .arg(script)
+            .args(["--pg-url", &database_url(), "--schema", &self.name, "--mongo-uri", &mongodb_uri(), "--mongo-db", &self.name])
+            .args(extra)
+            .output()
+            .expect("python3");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    /// Drops this test's schema, keys and Mongo database.
     pub async fn cleanup(self) {
+        if let Ok(client) = mongodb::Client::with_uri_str(mongodb_uri()).await {
+            let _ = client.database(&self.name).drop().await;
+        }
         let drop = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name);
         let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
             .execute(self.record.pool())

@@ -72,7 +72,7 @@ impl Target {
             .await
             .map_err(|e| SyncError::Config(format!("MONGODB_URI is not usable: {e}")))?;
         options.app_name = Some("ferry".into());
-        options.server_selection_timeout = Some(Duration::from_secs(10));
+        options.server_selection_timeout.get_or_insert(Duration::from_secs(10));
         let client = mongodb::Client::with_options(options)
             .map_err(|e| SyncError::Config(format!("MONGODB_URI: {e}")))?;
         Ok(Self {

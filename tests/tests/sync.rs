@@ -1,0 +1,270 @@
+//! sync against real Postgres and the MongoDB stand-in, checked by an independent script.
+
+use std::time::{Duration, Instant};
+
+use ferry_queue::JobState;
+use ferry_tests::{TestEnv, signal};
+
+const SCHOOL: &str = r#"
+[sync]
+schemas = ["{schema}"]
+[[sync.table]]
+name = "{schema}.profiles"
+exclude_columns = ["password_hash"]
+"#;
+
+fn ok(out: &std::process::Output) -> String {
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "exit {:?}: {text}", out.status.code());
+    text
+}
+
+async fn verify_deep(env: &TestEnv) -> (bool, serde_json::Value) {
+    let out = env.ferry(&["--json", "sync", "verify", "--deep"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    (out.status.success(), report)
+}
+
+async fn wait_until_equal(env: &TestEnv, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (equal, report) = verify_deep(env).await;
+        if equal {
+            return;
+        }
+        assert!(Instant::now() < deadline, "mirror still differs: {report:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_sync_mirrors_the_school_schema_losslessly() {
+    for timestamps in ["date", "iso"] {
+        let env = TestEnv::new(&format!("{SCHOOL}\n")).await;
+        let env = if timestamps == "iso" {
+            env.cleanup().await;
+            TestEnv::new(&SCHOOL.replace("[sync]", "[sync]\ntimestamps = \"iso\"")).await
+        } else {
+            env
+        };
+        env.load_school().await;
+        let worker = env.start_worker();
+        let out = env.ferry(&["sync", "full", "--wait"]);
+        let text = ok(&out);
+        assert!(text.contains("attendance_log has no primary key"), "{text}");
+
+        let (code, report) = env.check_mirror(&["--exclude", "profiles.password_hash", "--timestamps", timestamps]);
+        assert_eq!(code, 0, "independent check failed ({timestamps}):\n{report}");
+        let (equal, report) = verify_deep(&env).await;
+        assert!(equal, "{report:#}");
+
+        let names = env.mongo().await.list_collection_names().await.unwrap();
+        assert!(names.contains(&"live_classes".to_owned()));
+        assert!(!names.iter().any(|n| n.starts_with("live_classes_")), "a partition was mirrored: {names:?}");
+        assert!(!names.contains(&"attendance_log".to_owned()));
+        let run = env.ferry(&["--json", "runs", "ls", "--limit", "100"]);
+        let runs: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+        let full = runs.as_array().unwrap().iter().find(|r| r["kind"] == "sync.full").unwrap();
+        assert_eq!(full["done"], full["total"], "{full}");
+        worker.stop().await;
+        env.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_and_deletes_reach_the_mirror_by_incremental_sync_and_by_triggers() {
+    let env = TestEnv::new(SCHOOL).await;
+    env.load_school().await;
+    let worker = env.start_worker();
+    ok(&env.ferry(&["sync", "full", "--wait"]));
+
+    // Without triggers: incremental sync by updated_at, and the key sweep for deletes.
+    env.sql(
+        "UPDATE courses SET title = 'Renamed', updated_at = now() WHERE id = (SELECT min(id::text)::uuid FROM courses);
+         INSERT INTO lessons (course_id, position, title, body, duration, resource_url, updated_at)
+           SELECT course_id, 99, 'New lesson', 'b', '5 minutes', NULL, now() FROM lessons LIMIT 1;
+         DELETE FROM enrollments WHERE id = (SELECT min(id::text)::uuid FROM enrollments);",
+    )
+    .await;
+    assert!(!verify_deep(&env).await.0, "verify must see the differences");
+    ok(&env.ferry(&["sync", "incremental", "--wait"]));
+    let (equal, report) = verify_deep(&env).await;
+    assert!(equal, "{report:#}");
+
+    // With triggers: every write is relayed into coalesced sync.entity jobs.
+    ok(&env.ferry(&["sync", "install-triggers"]));
+    env.sql(
+        "UPDATE profiles SET full_name = 'Zoë Ångström' WHERE id = (SELECT min(id::text)::uuid FROM profiles);
+         DELETE FROM quiz_submissions WHERE id IN (SELECT id FROM quiz_submissions ORDER BY id LIMIT 3);
+         INSERT INTO user_roles (user_id, role, granted_at) SELECT id, 'admin', now() FROM profiles
+           WHERE role = 'student' LIMIT 2 ON CONFLICT DO NOTHING;
+         UPDATE live_classes SET meeting_url = 'https://meet.example/x' WHERE id = (SELECT min(id::text)::uuid FROM live_classes);",
+    )
+    .await;
+    wait_until_equal(&env, Duration::from_secs(15)).await;
+    let (code, report) = env.check_mirror(&["--exclude", "profiles.password_hash"]);
+    assert_eq!(code, 0, "{report}");
+
+    // A burst of 1,000 committed updates to one row is coalesced into far fewer jobs.
+    let before = entity_jobs(&env).await;
+    let pool = env.record.pool().clone();
+    let course: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT min(id::text) FROM \"{}\".courses", env.name)))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    for i in 0..1000 {
+        sqlx::query(sqlx::AssertSqlSafe(format!("UPDATE \"{}\".courses SET max_students = $1 WHERE id = $2::uuid", env.name)))
+            .bind(i)
+            .bind(&course)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    wait_until_equal(&env, Duration::from_secs(15)).await;
+    let jobs = entity_jobs(&env).await - before;
+    assert!(jobs < 100, "1000 updates made {jobs} sync.entity jobs");
+    eprintln!("1000 updates to one row -> {jobs} sync.entity jobs");
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+async fn entity_jobs(env: &TestEnv) -> i64 {
+    let stats = env.queue.stats("sync").await.unwrap();
+    stats
+        .by_kind
+        .get("sync.entity")
+        .map(|s| s.iter().filter(|(k, _)| *k != "recovered").map(|(_, v)| v).sum())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_resumes_a_full_sync_from_its_checkpoints() {
+    let env = TestEnv::new(
+        "[worker]\nconcurrency = 3\n[sync]\nschemas = [\"{schema}\"]\nchunk_size = 500\npages_per_chunk = 2\n",
+    )
+    .await;
+    env.sql(
+        "CREATE TABLE events (id int8 PRIMARY KEY, payload text, amount numeric(12,2), at timestamptz);
+         INSERT INTO events SELECT i, md5(i::text), i / 7.0, '2024-01-01'::timestamptz + i * interval '1 second'
+           FROM generate_series(1, 30000) i;",
+    )
+    .await;
+    let mut first = env.spawn_worker_process("first");
+    let out = env.ferry(&["--json", "sync", "full"]);
+    let job: serde_json::Value = serde_json::from_slice(&ok(&out).lines().next().map(|_| out.stdout.clone()).unwrap()).unwrap();
+    let id: uuid::Uuid = job["id"].as_str().unwrap().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let run = env.record.run(id).await.unwrap();
+        if run.as_ref().is_some_and(|r| r.done >= 5000) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress: {run:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    signal(&first, "KILL");
+    first.wait().unwrap();
+    let done_at_kill = env.record.run(id).await.unwrap().unwrap().done;
+    assert!(done_at_kill < 30000, "the sync finished before the kill; nothing to resume");
+
+    let mut second = env.spawn_worker_process("second");
+    let job = env
+        .queue
+        .job("sync", id)
+        .await
+        .unwrap()
+        .expect("the full sync job");
+    let _ = job;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let job = env.queue.job("sync", id).await.unwrap().unwrap();
+        if job.state.is_final() {
+            assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "full sync did not finish: {job:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let parent = env.record.run(id).await.unwrap().unwrap();
+    assert_eq!(parent.done, 30000, "progress counted each row once");
+    assert_eq!(parent.lease_epoch, 2, "the parent resumed from its plan");
+    let runs = env.record.runs(None, 1000).await.unwrap();
+    let chunks: Vec<_> = runs.iter().filter(|r| r.kind == "sync.chunk").collect();
+    assert_eq!(chunks.len(), 30, "30000 rows / (500 x 2) = 30 chunks, planned once");
+    let redone = chunks.iter().filter(|r| r.lease_epoch > 1).count();
+    assert!(redone <= 3, "{redone} chunks were resumed; at most the 3 in flight");
+    let resumed_mid_chunk = chunks.iter().filter(|r| r.lease_epoch > 1 && r.resumed_from.is_some()).count();
+    eprintln!("chunks resumed: {redone} (from a checkpoint: {resumed_mid_chunk}); rows done at kill: {done_at_kill}");
+    let (equal, report) = verify_deep(&env).await;
+    assert!(equal, "{report:#}");
+    signal(&second, "TERM");
+    assert!(second.wait().unwrap().success());
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sync_input_is_refused_clearly_and_a_down_mongodb_is_retried() {
+    let env = TestEnv::new(SCHOOL).await;
+    env.load_school().await;
+    let cases: &[(&[&str], &str)] = &[
+        (&["sync", "full", "--tables", "nope"], "unknown table"),
+        (&["sync", "entity", "attendance_log", "x"], "no primary key"),
+        (&["sync", "entity", "user_roles", "x"], "JSON object"),
+    ];
+    for (args, message) in cases {
+        let out = env.ferry(args);
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {text}");
+        assert!(text.contains(message), "{args:?}: {text}");
+    }
+    let bad = TestEnv::new("[sync]\nschemas = [\"{schema}\"]\n[[sync.table]]\nname = \"{schema}.courses\"\nexclude_columns = [\"nope\"]\n").await;
+    bad.load_school().await;
+    let out = bad.ferry(&["sync", "full"]);
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("has no column \"nope\""), "{text}");
+    bad.cleanup().await;
+
+    // A key that does not fit the column type is a permanent error naming the table.
+    let worker = env.start_worker();
+    let out = env.ferry(&["--json", "sync", "entity", "courses", "not-a-uuid"]);
+    let id: uuid::Uuid = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["id"].as_str().unwrap().parse().unwrap();
+    let job = wait_job(&env, id, |j| j.state.is_final()).await;
+    assert_eq!(job.state, JobState::Dead);
+    assert!(job.last_error.unwrap().contains("does not fit table"));
+    worker.stop().await;
+    env.cleanup().await;
+
+    // MongoDB unreachable: the job is retried, not lost and not reported as done.
+    let down = TestEnv::new(&format!(
+        "{SCHOOL}\n[kinds.\"sync.entity\"]\nbackoff_base = \"5s\"\n"
+    ))
+    .await;
+    down.load_school().await;
+    let text = std::fs::read_to_string(&down.config_path).unwrap().replace(
+        &ferry_tests::mongodb_uri(),
+        "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300",
+    );
+    std::fs::write(&down.config_path, text).unwrap();
+    let out = down.ferry(&["--json", "sync", "entity", "courses", "00000000-0000-0000-0000-000000000001"]);
+    let id: uuid::Uuid = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["id"].as_str().unwrap().parse().unwrap();
+    let mut worker = down.spawn_worker_process("down");
+    let job = wait_job(&down, id, |j| j.state == JobState::Retrying).await;
+    assert!(job.last_error.unwrap().contains("MongoDB"));
+    signal(&worker, "TERM");
+    assert!(worker.wait().unwrap().success());
+    down.cleanup().await;
+}
+
+async fn wait_job(env: &TestEnv, id: uuid::Uuid, done: impl Fn(&ferry_queue::JobRecord) -> bool) -> ferry_queue::JobRecord {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(job) = env.queue.job("sync", id).await.unwrap()
+            && done(&job)
+        {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {id} did not get there");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
