@@ -46,7 +46,7 @@ impl TestEnv {
     /// A fresh schema and prefix; `toml` adds to [`FAST_WORKER`] settings.
     pub async fn new(toml: &str) -> Self {
         let name = format!("t{:012x}", rand::random::<u64>() >> 16);
-        let toml = toml.replace("{schema}", &name);
+        let toml = toml.replace("{schema}", &format!("{name}_app"));
         let toml = if toml.contains("[worker]") {
             toml.replacen("[worker]\n", &format!("[worker]\n{FAST_WORKER}"), 1)
         } else {
@@ -198,9 +198,18 @@ impl TestEnv {
         cmd
     }
 
-    /// Runs SQL in this test's schema (which is also the application schema sync mirrors).
+    /// The application schema sync mirrors (`{schema}` in a test's config).
+    pub fn app_schema(&self) -> String {
+        format!("{}_app", self.name)
+    }
+
+    /// Runs SQL in this test's application schema.
     pub async fn sql(&self, sql: &str) {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET search_path = \"{}\";\n{sql}", self.name)))
+        let schema = self.app_schema();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            // SET LOCAL: the pooled connection must not keep this search_path.
+            "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; BEGIN; SET LOCAL search_path = \"{schema}\";\n{sql};\nCOMMIT;"
+        )))
             .execute(self.record.pool())
             .await
             .unwrap_or_else(|e| panic!("{e}: {sql}"));
@@ -213,7 +222,10 @@ impl TestEnv {
     }
 
     pub async fn mongo(&self) -> mongodb::Database {
-        mongodb::Client::with_uri_str(mongodb_uri()).await.unwrap().database(&self.name)
+        mongodb::Client::with_uri_str(mongodb_uri())
+            .await
+            .unwrap()
+            .database(&self.name)
     }
 
     /// The independent mirror check (`tests/check_mirror.py`); returns its exit code and output.
@@ -221,11 +233,24 @@ impl TestEnv {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("check_mirror.py");
         let out = Command::new("python3")
             .arg(script)
-            .args(["--pg-url", &database_url(), "--schema", &self.name, "--mongo-uri", &mongodb_uri(), "--mongo-db", &self.name])
+            .args([
+                "--pg-url",
+                &database_url(),
+                "--schema",
+                &self.app_schema(),
+                "--mongo-uri",
+                &mongodb_uri(),
+                "--mongo-db",
+                &self.name,
+            ])
             .args(extra)
             .output()
             .expect("python3");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         (out.status.code().unwrap_or(-1), text)
     }
 
@@ -234,7 +259,11 @@ impl TestEnv {
         if let Ok(client) = mongodb::Client::with_uri_str(mongodb_uri()).await {
             let _ = client.database(&self.name).drop().await;
         }
-        let drop = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name);
+        let drop = format!(
+            "DROP SCHEMA IF EXISTS \"{}\", \"{}\" CASCADE",
+            self.name,
+            self.app_schema()
+        );
         let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
             .execute(self.record.pool())
             .await;

@@ -49,16 +49,23 @@ pub fn quote(ident: &str) -> String {
 }
 
 impl Catalog {
-    pub async fn discover(app: &PgPool, sync: &Sync) -> Result<Self, SyncError> {
+    /// `record_schema` holds ferry's own tables, which are never mirrored.
+    pub async fn discover(
+        app: &PgPool,
+        sync: &Sync,
+        record_schema: &str,
+    ) -> Result<Self, SyncError> {
         let overrides: BTreeMap<&str, &SyncTable> =
             sync.tables.iter().map(|t| (t.name.as_str(), t)).collect();
         let mut names: Vec<(String, String, i64)> = sqlx::query_as(
             "SELECT n.nspname::text, c.relname::text, c.oid::int8
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY($1)
+               AND n.nspname <> $2
              ORDER BY 1, 2",
         )
         .bind(&sync.schemas)
+        .bind(record_schema)
         .fetch_all(app)
         .await
         .map_err(SyncError::db("read the catalog"))?;

@@ -72,7 +72,9 @@ impl Target {
             .await
             .map_err(|e| SyncError::Config(format!("MONGODB_URI is not usable: {e}")))?;
         options.app_name = Some("ferry".into());
-        options.server_selection_timeout.get_or_insert(Duration::from_secs(10));
+        options
+            .server_selection_timeout
+            .get_or_insert(Duration::from_secs(10));
         let client = mongodb::Client::with_options(options)
             .map_err(|e| SyncError::Config(format!("MONGODB_URI: {e}")))?;
         Ok(Self {
@@ -82,7 +84,7 @@ impl Target {
     }
 
     pub async fn catalog(&self, config: &Config) -> Result<Catalog, SyncError> {
-        Catalog::discover(&self.app, &config.sync).await
+        Catalog::discover(&self.app, &config.sync, &config.postgres.schema).await
     }
 }
 

@@ -84,7 +84,7 @@ pub async fn read_one(
     let rows = query
         .fetch_all(app)
         .await
-        .map_err(SyncError::db("read a row"))?;
+        .map_err(|e| key_error(e, table, key, "read a row"))?;
     to_page(table, timestamps, &rows)
 }
 
@@ -108,14 +108,10 @@ pub async fn id_for(
     for k in key {
         query = query.bind(k);
     }
-    let row = query.fetch_one(app).await.map_err(|e| match e {
-        sqlx::Error::Database(d) => SyncError::Config(format!(
-            "key {key:?} does not fit table {}: {}",
-            table.name,
-            d.message()
-        )),
-        e => SyncError::db("cast a key")(e),
-    })?;
+    let row = query
+        .fetch_one(app)
+        .await
+        .map_err(|e| key_error(e, table, key, "cast a key"))?;
     let mut inexact = 0;
     let values = table
         .key
@@ -125,6 +121,21 @@ pub async fn id_for(
         .collect::<Result<Vec<_>, _>>()
         .map_err(SyncError::db("decode a key"))?;
     Ok(make_id(table, values))
+}
+
+/// A key that Postgres cannot cast to the key columns' types (class 22, data exception) is
+/// bad input, not an outage.
+fn key_error(e: sqlx::Error, table: &Table, key: &[String], what: &'static str) -> SyncError {
+    match &e {
+        sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("22")) => {
+            SyncError::Config(format!(
+                "key {key:?} does not fit table {}: {}",
+                table.name,
+                d.message()
+            ))
+        }
+        _ => SyncError::db(what)(e),
+    }
 }
 
 fn make_id(table: &Table, mut values: Vec<Bson>) -> Bson {
