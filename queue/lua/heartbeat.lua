@@ -5,10 +5,12 @@ local base, group, consumer, now, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumb
 redis.call('ZADD', base .. ':workers', now, consumer)
 local cancel = {}
 if n == 0 then return cancel end
-local eids = {}
-for i = 1, n do eids[i] = ARGV[5 + i] end
 -- JUSTID resets idle time without counting a delivery; entries no longer pending are ignored.
-redis.call('XCLAIM', KEYS[1], group, consumer, 0, unpack(eids), 'JUSTID')
+-- (Arguments are built in one table: Lua expands unpack() only in the last position.)
+local args = {KEYS[1], group, consumer, 0}
+for i = 1, n do args[#args + 1] = ARGV[5 + i] end
+args[#args + 1] = 'JUSTID'
+redis.call('XCLAIM', unpack(args))
 for i = 1, n do
   local id = ARGV[5 + n + i]
   if redis.call('HGET', jkey(base, id), 'cancel') == '1' then cancel[#cancel + 1] = id end

@@ -163,15 +163,18 @@ impl TestEnv {
         InProcessWorker { token, join }
     }
 
-    /// `ferry worker` as a child process, logging to a file named after the test.
-    pub fn spawn_worker_process(&self, label: &str) -> Child {
+    /// `ferry worker` as a child process, logging to a file named after the test. Killed when
+    /// dropped, so a failing test leaves no worker behind.
+    pub fn spawn_worker_process(&self, label: &str) -> WorkerProcess {
         let log = std::env::temp_dir().join(format!("ferry-{}-{label}.log", self.name));
         let log = std::fs::File::create(log).unwrap();
-        self.command(&["worker"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start ferry worker")
+        WorkerProcess(
+            self.command(&["worker"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start ferry worker"),
+        )
     }
 
     /// Runs the `ferry` command against this environment.
@@ -280,6 +283,30 @@ impl TestEnv {
             }
         }
         let _ = std::fs::remove_file(&self.config_path);
+    }
+}
+
+pub struct WorkerProcess(pub Child);
+
+impl std::ops::Deref for WorkerProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for WorkerProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 

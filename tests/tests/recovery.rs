@@ -136,3 +136,40 @@ async fn a_stale_lease_cannot_overwrite_a_newer_checkpoint() {
     );
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_running_longer_than_reclaim_after_stay_with_their_live_worker() {
+    // reclaim_after is 2 s in tests; these jobs run 3.5 s, five at a time.
+    let env = TestEnv::new("").await;
+    let jobs: Vec<_> = (0..5)
+        .map(|_| env.job("sleep", r#"{"ms": 3500}"#).1)
+        .collect();
+    let ids: Vec<_> = env
+        .queue
+        .enqueue("default", &jobs)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let mut worker = env.spawn_worker_process("long");
+    env.wait_for_count("sleep", "succeeded", 5, Duration::from_secs(20))
+        .await;
+    for id in ids {
+        let job = env.job_record(id).await.unwrap();
+        assert_eq!(
+            job.attempts, 1,
+            "a live worker's job was taken from it: {job:?}"
+        );
+    }
+    assert_eq!(
+        env.queue.stats("default").await.unwrap().by_kind["sleep"]
+            .get("recovered")
+            .copied()
+            .unwrap_or(0),
+        0
+    );
+    signal(&worker, "TERM");
+    assert!(worker.wait().unwrap().success());
+    env.cleanup().await;
+}

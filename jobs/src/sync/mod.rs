@@ -17,7 +17,7 @@ mod full;
 mod incremental;
 pub mod mapping;
 mod mirror;
-mod page;
+pub mod page;
 pub mod relay;
 mod sweep;
 pub mod triggers;
