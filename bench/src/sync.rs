@@ -62,30 +62,36 @@ pub async fn run(args: Args, ferry: PathBuf) {
         .expect("catalog")
         .table(&format!("{SCHEMA}.items"))
         .expect("table");
+    // Two readers over the two halves of the key range, as two chunk jobs would run.
     let started = Instant::now();
-    let mut after: Option<Vec<String>> = None;
+    let middle = (args.rows / 2).to_string();
+    let halves = [(None, Some(vec![middle.clone()])), (Some(vec![middle]), None)];
+    let mut readers = Vec::new();
+    for (start, end) in halves {
+        let (target, table, timestamps, size) = (target.clone(), table.clone(), cfg.sync.timestamps, cfg.sync.chunk_size);
+        readers.push(tokio::spawn(async move {
+            let mut after: Option<Vec<String>> = start;
+            let mut docs: Vec<RawDocumentBuf> = Vec::new();
+            let mut bytes = 0;
+            loop {
+                let range = page::Range { after: after.as_deref(), upto: end.as_deref() };
+                let p = page::read(&target.app, &table, timestamps, range, size).await.expect("read");
+                if p.docs.is_empty() {
+                    break;
+                }
+                bytes += p.bytes;
+                after = p.last;
+                docs.extend(p.docs);
+            }
+            (docs, bytes)
+        }));
+    }
     let mut docs: Vec<RawDocumentBuf> = Vec::with_capacity(args.rows as usize);
     let mut bytes = 0;
-    loop {
-        let range = page::Range {
-            after: after.as_deref(),
-            upto: None,
-        };
-        let p = page::read(
-            &target.app,
-            &table,
-            cfg.sync.timestamps,
-            range,
-            cfg.sync.chunk_size,
-        )
-        .await
-        .expect("read");
-        if p.docs.is_empty() {
-            break;
-        }
-        bytes += p.bytes;
-        after = p.last;
-        docs.extend(p.docs);
+    for r in readers {
+        let (d, b) = r.await.expect("reader");
+        docs.extend(d);
+        bytes += b;
     }
     let null_secs = started.elapsed().as_secs_f64();
     let null_rate = docs.len() as f64 / null_secs;
