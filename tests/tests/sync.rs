@@ -181,7 +181,7 @@ async fn a_killed_worker_resumes_a_full_sync_from_its_checkpoints() {
     )
     .await;
     env.sql(
-        "CREATE TABLE events (id int8 PRIMARY KEY, payload text, amount numeric(12,2), at timestamptz);
+        "CREATE TABLE events (id int8, payload text, amount numeric(12,2), at timestamptz, PRIMARY KEY (id) INCLUDE (payload));
          INSERT INTO events SELECT i, md5(i::text), i / 7.0, '2024-01-01'::timestamptz + i * interval '1 second'
            FROM generate_series(1, 30000) i;",
     )

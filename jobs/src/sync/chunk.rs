@@ -46,6 +46,10 @@ impl Kind for Chunk {
                 base: std::time::Duration::from_secs(2),
                 cap: std::time::Duration::from_secs(300),
             },
+            // Twice the default sync.max_writers: enough to keep the writers busy, few
+            // enough that a worker's memory (a page per running chunk) stays flat however
+            // large the table.
+            concurrency: Some(8),
             ..Settings::default()
         }
     }
