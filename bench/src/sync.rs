@@ -65,17 +65,30 @@ pub async fn run(args: Args, ferry: PathBuf) {
     // Two readers over the two halves of the key range, as two chunk jobs would run.
     let started = Instant::now();
     let middle = (args.rows / 2).to_string();
-    let halves = [(None, Some(vec![middle.clone()])), (Some(vec![middle]), None)];
+    let halves = [
+        (None, Some(vec![middle.clone()])),
+        (Some(vec![middle]), None),
+    ];
     let mut readers = Vec::new();
     for (start, end) in halves {
-        let (target, table, timestamps, size) = (target.clone(), table.clone(), cfg.sync.timestamps, cfg.sync.chunk_size);
+        let (target, table, timestamps, size) = (
+            target.clone(),
+            table.clone(),
+            cfg.sync.timestamps,
+            cfg.sync.chunk_size,
+        );
         readers.push(tokio::spawn(async move {
             let mut after: Option<Vec<String>> = start;
             let mut docs: Vec<RawDocumentBuf> = Vec::new();
             let mut bytes = 0;
             loop {
-                let range = page::Range { after: after.as_deref(), upto: end.as_deref() };
-                let p = page::read(&target.app, &table, timestamps, range, size).await.expect("read");
+                let range = page::Range {
+                    after: after.as_deref(),
+                    upto: end.as_deref(),
+                };
+                let p = page::read(&target.app, &table, timestamps, range, size)
+                    .await
+                    .expect("read");
                 if p.docs.is_empty() {
                     break;
                 }
