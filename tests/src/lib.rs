@@ -53,7 +53,7 @@ impl TestEnv {
             format!("[worker]\n{FAST_WORKER}{toml}")
         };
         let text = format!(
-            "{toml}\n[postgres]\nurl = \"{}\"\nschema = \"{name}\"\n[redis]\nurl = \"{}\"\nprefix = \"{name}\"\n[mongodb]\nuri = \"{}\"\ndatabase = \"{name}\"\n",
+            "{toml}\n[postgres]\nurl = \"{}\"\nschema = \"{name}\"\nmax_connections = 4\n[redis]\nurl = \"{}\"\nprefix = \"{name}\"\n[mongodb]\nuri = \"{}\"\ndatabase = \"{name}\"\n",
             database_url(),
             redis_url(),
             mongodb_uri()
