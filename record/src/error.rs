@@ -41,18 +41,23 @@ impl RecordError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Connect(_) => true,
-            Self::Query { source, .. } => {
-                matches!(
-                    source,
-                    sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-                ) || source
-                    .as_database_error()
-                    .and_then(|d| d.code())
-                    .is_some_and(|c| {
-                        c.starts_with("40") || c.starts_with("57") || c.starts_with("08")
-                    })
-            }
+            Self::Query { source, .. } => is_transient(source),
             _ => false,
         }
     }
+}
+
+/// Whether a Postgres error may go away on its own: the connection or pool failed, or the
+/// server reported a transaction conflict (40), an operator intervention or shutdown (57), a
+/// connection exception (08), or a lock it could not take (55P03).
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+    ) || e
+        .as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| {
+            c.starts_with("40") || c.starts_with("57") || c.starts_with("08") || c == "55P03"
+        })
 }

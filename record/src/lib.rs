@@ -17,7 +17,7 @@ use sqlx::{
 
 pub use audit::AuditEntry;
 pub use dead::{DeadFilter, DeadJob};
-pub use error::RecordError;
+pub use error::{RecordError, is_transient};
 pub use run::{Lease, Progress, RunRow, RunState};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

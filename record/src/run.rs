@@ -173,26 +173,13 @@ impl Lease {
         checkpoint: &C,
         progress: Progress,
     ) -> Result<(), RecordError> {
-        let value = serde_json::to_value(checkpoint).map_err(|e| RecordError::BadCheckpoint {
-            id: self.id,
-            message: e.to_string(),
-        })?;
-        let updated = sqlx::query(
-            "UPDATE runs SET checkpoint = $3, done = $4, total = $5, bytes_done = $6,
-                    bytes_total = $7, heartbeat_at = now()
-             WHERE id = $1 AND lease_epoch = $2",
-        )
-        .bind(self.id)
-        .bind(self.epoch)
-        .bind(value)
-        .bind(progress.done)
-        .bind(progress.total)
-        .bind(progress.bytes_done)
-        .bind(progress.bytes_total)
-        .execute(&self.record.pool)
-        .await
-        .map_err(RecordError::query("save checkpoint"))?;
-        self.fenced(updated.rows_affected())
+        let mut conn = self
+            .record
+            .pool
+            .acquire()
+            .await
+            .map_err(RecordError::query("save checkpoint"))?;
+        self.write_checkpoint(&mut conn, checkpoint, progress).await
     }
 
     /// Saves the cursor and progress like [`Lease::save`], and in the same transaction adds
@@ -206,32 +193,13 @@ impl Lease {
         rows: i64,
         bytes: i64,
     ) -> Result<(), RecordError> {
-        let value = serde_json::to_value(checkpoint).map_err(|e| RecordError::BadCheckpoint {
-            id: self.id,
-            message: e.to_string(),
-        })?;
         let mut tx = self
             .record
             .pool
             .begin()
             .await
             .map_err(RecordError::query("begin"))?;
-        let updated = sqlx::query(
-            "UPDATE runs SET checkpoint = $3, done = $4, total = $5, bytes_done = $6,
-                    bytes_total = $7, heartbeat_at = now()
-             WHERE id = $1 AND lease_epoch = $2",
-        )
-        .bind(self.id)
-        .bind(self.epoch)
-        .bind(value)
-        .bind(progress.done)
-        .bind(progress.total)
-        .bind(progress.bytes_done)
-        .bind(progress.bytes_total)
-        .execute(&mut *tx)
-        .await
-        .map_err(RecordError::query("save checkpoint"))?;
-        self.fenced(updated.rows_affected())?;
+        self.write_checkpoint(&mut tx, checkpoint, progress).await?;
         sqlx::query(
             "UPDATE runs SET done = done + $2, bytes_done = bytes_done + $3, heartbeat_at = now()
              WHERE id = $1",
@@ -245,6 +213,34 @@ impl Lease {
         tx.commit()
             .await
             .map_err(RecordError::query("commit checkpoint"))
+    }
+
+    async fn write_checkpoint<C: Serialize>(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        checkpoint: &C,
+        progress: Progress,
+    ) -> Result<(), RecordError> {
+        let value = serde_json::to_value(checkpoint).map_err(|e| RecordError::BadCheckpoint {
+            id: self.id,
+            message: e.to_string(),
+        })?;
+        let updated = sqlx::query(
+            "UPDATE runs SET checkpoint = $3, done = $4, total = $5, bytes_done = $6,
+                    bytes_total = $7, heartbeat_at = now()
+             WHERE id = $1 AND lease_epoch = $2",
+        )
+        .bind(self.id)
+        .bind(self.epoch)
+        .bind(value)
+        .bind(progress.done)
+        .bind(progress.total)
+        .bind(progress.bytes_done)
+        .bind(progress.bytes_total)
+        .execute(conn)
+        .await
+        .map_err(RecordError::query("save checkpoint"))?;
+        self.fenced(updated.rows_affected())
     }
 
     /// Proves the run is alive without moving its checkpoint.

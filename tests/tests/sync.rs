@@ -210,13 +210,6 @@ async fn a_killed_worker_resumes_a_full_sync_from_its_checkpoints() {
     );
 
     let mut second = env.spawn_worker_process("second");
-    let job = env
-        .queue
-        .job("sync", id)
-        .await
-        .unwrap()
-        .expect("the full sync job");
-    let _ = job;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let job = env.queue.job("sync", id).await.unwrap().unwrap();

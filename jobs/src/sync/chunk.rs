@@ -66,11 +66,7 @@ impl Kind for Chunk {
             after: args.after.clone(),
             ..ChunkCheckpoint::default()
         });
-        let mirror = Mirror {
-            db: &target.mongo,
-            queue: &ctx.deps.queue,
-            max_writers: config.sync.max_writers,
-        };
+        let mirror = Mirror::for_job(&target, &ctx);
         loop {
             if let Some(stop) = ctx.should_stop() {
                 lease.finish(RunState::Interrupted, None).await?;

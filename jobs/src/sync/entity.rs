@@ -73,11 +73,7 @@ impl Kind for Entity {
         let config = &ctx.deps.config;
         let table = target.catalog(config).await?.table(&args.table)?;
         let key = args.key_text(&table)?;
-        let mirror = Mirror {
-            db: &target.mongo,
-            queue: &ctx.deps.queue,
-            max_writers: config.sync.max_writers,
-        };
+        let mirror = Mirror::for_job(&target, &ctx);
         let page = page::read_one(&target.app, &table, config.sync.timestamps, &key).await?;
         if page.docs.is_empty() {
             let id = page::id_for(&target.app, &table, config.sync.timestamps, &key).await?;

@@ -32,11 +32,7 @@ impl Kind for Incremental {
         let target = super::target(&ctx).await?;
         let config = &ctx.deps.config;
         let tables = target.catalog(config).await?.select(&args.tables)?;
-        let mirror = Mirror {
-            db: &target.mongo,
-            queue: &ctx.deps.queue,
-            max_writers: config.sync.max_writers,
-        };
+        let mirror = Mirror::for_job(&target, &ctx);
         for table in &tables {
             if let Some(stop) = ctx.should_stop() {
                 return Err(stop);

@@ -18,7 +18,16 @@ pub struct Mirror<'a> {
     pub max_writers: usize,
 }
 
-impl Mirror<'_> {
+impl<'a> Mirror<'a> {
+    /// The mirror a sync job writes to, under the shared writer limit.
+    pub fn for_job(target: &'a super::Target, ctx: &'a crate::JobContext) -> Self {
+        Self {
+            db: &target.mongo,
+            queue: &ctx.deps.queue,
+            max_writers: ctx.deps.config.sync.max_writers,
+        }
+    }
+
     async fn permit<T>(
         &self,
         write: impl Future<Output = Result<T, SyncError>>,

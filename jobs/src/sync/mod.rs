@@ -139,20 +139,7 @@ impl From<SyncError> for JobError {
         let transient = match &e {
             SyncError::Config(_) => false,
             SyncError::Unavailable(_) => true,
-            SyncError::Db { source, .. } => {
-                matches!(
-                    source,
-                    sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-                ) || source
-                    .as_database_error()
-                    .and_then(|d| d.code())
-                    .is_some_and(|c| {
-                        c.starts_with("40")
-                            || c.starts_with("57")
-                            || c.starts_with("08")
-                            || c == "55P03"
-                    })
-            }
+            SyncError::Db { source, .. } => ferry_record::is_transient(source),
             SyncError::Mongo { transient, .. } => *transient,
         };
         if transient {
