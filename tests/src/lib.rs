@@ -195,6 +195,8 @@ impl TestEnv {
             "REDIS_URL",
             "FERRY_REDIS_PREFIX",
             "FERRY_CONFIG",
+            "MONGODB_URI",
+            "MONGODB_DATABASE",
         ] {
             cmd.env_remove(var);
         }
