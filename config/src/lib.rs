@@ -11,16 +11,22 @@
 //! assert_eq!(config.worker.concurrency, 8);
 //! ```
 
+mod backup;
 mod duration;
 mod env;
 mod error;
+mod secret;
+mod store;
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use serde::Deserialize;
 
+pub use backup::{Backup, Retention};
 pub use env::Env;
 pub use error::ConfigError;
+pub use secret::Secret;
+pub use store::{Location, StoreConfig};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -39,6 +45,14 @@ pub struct Config {
     pub mongodb: Mongodb,
     #[serde(default)]
     pub sync: Sync,
+    /// Named object stores, keyed by name.
+    #[serde(default)]
+    pub stores: BTreeMap<String, StoreConfig>,
+    #[serde(default)]
+    pub backup: Backup,
+    /// S3 settings from the environment, for stores given by URL alone.
+    #[serde(skip)]
+    env_store: StoreConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -270,6 +284,38 @@ impl Config {
         if let Some(v) = env.get("MONGODB_DATABASE") {
             self.mongodb.database = v;
         }
+        for store in self.stores.values_mut() {
+            store.apply_env(env);
+        }
+        self.env_store = StoreConfig::from_url("s3://");
+        self.env_store.apply_env(env);
+        if let Some(v) = env.get("FERRY_AGE_IDENTITY") {
+            self.backup.identity = Some(Secret::new(v));
+        }
+    }
+
+    /// The store `spec` names: a key of `[stores]`, or an `s3://` / `file://` URL (S3
+    /// settings then come from the environment). `key` names the config key in errors.
+    pub fn store(&self, key: &str, spec: &str) -> Result<StoreConfig, ConfigError> {
+        let store = match self.stores.get(spec) {
+            Some(store) => store.clone(),
+            None if spec.contains("://") => StoreConfig {
+                url: spec.to_owned(),
+                ..self.env_store.clone()
+            },
+            None => {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{spec:?} is not a store in [stores] nor a URL"),
+                    format!(
+                        "name one of [{}] or give s3://bucket/prefix or file:///path",
+                        self.stores.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        };
+        store.validate(key)?;
+        Ok(store)
     }
 
     /// Checks every value that can be checked without connecting.
@@ -343,6 +389,18 @@ impl Config {
             }
         }
         self.validate_sync()?;
+        for (name, store) in &self.stores {
+            if !is_identifier(name) {
+                return Err(ConfigError::new(
+                    format!("stores.{name}"),
+                    "is not a plain name",
+                    "use lower-case letters, digits and underscores",
+                ));
+            }
+            store.validate(&format!("stores.{name}"))?;
+        }
+        self.backup.validate()?;
+        self.store("backup.target", &self.backup.target)?;
         for (kind, o) in &self.kinds {
             let key = |field: &str| format!("kinds.{kind}.{field}");
             if o.max_attempts == Some(0) {
@@ -478,7 +536,7 @@ fn positive(key: &str, value: usize) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_url(key: &str, value: &str, schemes: &[&str], example: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_url(key: &str, value: &str, schemes: &[&str], example: &str) -> Result<(), ConfigError> {
     let fix = format!("give a URL like {example}");
     let parsed = url::Url::parse(value)
         .map_err(|e| ConfigError::new(key, format!("is not a URL ({e})"), &fix))?;

@@ -25,12 +25,14 @@
 //! }
 //! ```
 
+pub mod backup;
 mod backoff;
 mod context;
 pub mod diag;
 mod error;
 mod kind;
 mod registry;
+pub mod store;
 pub mod sync;
 
 pub use backoff::Backoff;

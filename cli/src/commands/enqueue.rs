@@ -182,3 +182,43 @@ fn parse_at(s: &str) -> std::result::Result<i64, String> {
         .map(|d| now_us() + d.as_micros() as i64)
         .map_err(|_| format!("--at {s:?} is neither an RFC 3339 time nor a delay like 30s"))
 }
+
+/// Enqueues one job of a built-in kind for a convenience command, and follows it with
+/// `--wait`. `coalesce` keeps at most one queued job per key.
+pub async fn submit<A: serde::Serialize>(
+    ctx: &Ctx,
+    kind: &str,
+    args: &A,
+    coalesce: Option<String>,
+    wait: bool,
+) -> Result<Code> {
+    let entry = ctx
+        .registry
+        .get(kind)
+        .map_err(|e| Exit::usage(e.to_string()))?;
+    let mut job = NewJob::new(
+        kind,
+        serde_json::to_string(args).unwrap_or_default(),
+        entry.settings().max_attempts,
+    );
+    job.coalesce_key = coalesce;
+    let queue = ctx.queue().await?;
+    let name = entry.settings().queue;
+    let (id, created) = queue.enqueue(name, &[job]).await?[0];
+    if ctx.json {
+        crate::output::json(&serde_json::json!({ "id": id, "kind": kind, "queue": name, "created": created }));
+    } else {
+        println!(
+            "{id}{}",
+            if created {
+                ""
+            } else {
+                " (already queued for this row)"
+            }
+        );
+    }
+    if wait {
+        return wait::until_done(ctx, &queue, name, id).await;
+    }
+    Ok(Code::Ok)
+}

@@ -1,3 +1,4 @@
+pub mod backup;
 pub mod enqueue;
 pub mod jobs;
 pub mod runs;

@@ -1,0 +1,173 @@
+use ferry_jobs::{
+    JobError, Kind,
+    backup::{self, RunArgs, manifest},
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::{
+    app::Ctx,
+    commands::enqueue,
+    exit::{Code, Exit, Result},
+    output,
+};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Back up every configured database (or those named) as a `backup.run` job.
+    Run {
+        #[arg(long, value_delimiter = ',')]
+        databases: Vec<String>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Backups in the manifest, newest first.
+    List {
+        #[arg(long)]
+        database: Option<String>,
+    },
+    /// Download, check, decrypt and restore a backup into a scratch database, then compare
+    /// row counts with the manifest. Exit 1 on any difference.
+    Verify { id: Uuid },
+    /// Restore a backup into the database at URL (created if missing; must hold no tables).
+    Restore {
+        id: Uuid,
+        #[arg(long)]
+        to: String,
+    },
+    /// Delete backups outside the retention generations (never the newest verified one).
+    Prune {
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+impl From<JobError> for Exit {
+    fn from(e: JobError) -> Self {
+        Exit::failed(e.to_string())
+    }
+}
+
+pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
+    match command {
+        Command::Run { databases, wait } => {
+            ctx.config
+                .store("backup.target", &ctx.config.backup.target)?;
+            backup::selected(&ctx.config, &databases).map_err(|e| Exit::usage(e.to_string()))?;
+            enqueue::submit(ctx, backup::Run::NAME, &RunArgs { databases }, None, wait).await
+        }
+        Command::List { database } => {
+            let record = ctx.record().await?;
+            let all = manifest::list(record.pool(), database.as_deref()).await?;
+            if ctx.json {
+                let rows: Vec<_> = all
+                    .iter()
+                    .map(|m| {
+                        let mut v = serde_json::to_value(m).unwrap_or_default();
+                        v["verified"] = json!(m.verified());
+                        v
+                    })
+                    .collect();
+                output::json(&rows);
+                return Ok(Code::Ok);
+            }
+            let mut t = output::table(&[
+                "id", "database", "created", "bytes", "rows", "encrypted", "verified",
+            ]);
+            for m in &all {
+                t.add_row(vec![
+                    m.id.to_string(),
+                    m.database.clone(),
+                    m.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    m.bytes.to_string(),
+                    m.row_counts.values().sum::<i64>().to_string(),
+                    if m.encrypted_to.is_some() { "yes" } else { "no" }.into(),
+                    match (&m.verified_at, &m.verify_error) {
+                        (None, _) => "never".into(),
+                        (Some(at), None) => format!("ok {}", at.format("%Y-%m-%d")),
+                        (Some(_), Some(_)) => "FAILED".into(),
+                    },
+                ]);
+            }
+            println!("{t}");
+            Ok(Code::Ok)
+        }
+        Command::Verify { id } => {
+            let record = ctx.record().await?;
+            let m = manifest::get(record.pool(), id).await?;
+            let report = backup::verify(&ctx.config, record.pool(), &m).await?;
+            if ctx.json {
+                output::json(&report);
+            } else if report.ok {
+                println!(
+                    "backup {id} verified: restored {} tables, row counts match the manifest",
+                    m.row_counts.len()
+                );
+            } else {
+                eprintln!(
+                    "backup {id} FAILED verify: {}",
+                    report.error.as_deref().unwrap_or_default()
+                );
+                for (table, (want, got)) in &report.differences {
+                    eprintln!("  {table}: manifest {want:?}, restored {got:?}");
+                }
+            }
+            Ok(if report.ok { Code::Ok } else { Code::Failed })
+        }
+        Command::Restore { id, to } => {
+            let record = ctx.record().await?;
+            let m = manifest::get(record.pool(), id).await?;
+            let store = backup::store_of(&ctx.config, &m)?;
+            let counts = backup::restore::restore(&ctx.config, &store, &m, &to).await?;
+            let differ: Vec<&String> = m
+                .row_counts
+                .iter()
+                .filter(|(t, n)| counts.get(*t) != Some(n))
+                .map(|(t, _)| t)
+                .collect();
+            if ctx.json {
+                output::json(&json!({ "id": id, "tables": counts.len(), "differ": differ }));
+            } else {
+                println!(
+                    "restored backup {id} ({}) : {} tables, {} rows",
+                    m.database,
+                    counts.len(),
+                    counts.values().sum::<i64>()
+                );
+            }
+            if !differ.is_empty() {
+                eprintln!("row counts differ from the manifest in: {differ:?}");
+                return Ok(Code::Failed);
+            }
+            Ok(Code::Ok)
+        }
+        Command::Prune { dry_run } => {
+            let record = ctx.record().await?;
+            let report = backup::prune(&ctx.config, record.pool(), dry_run).await?;
+            if ctx.json {
+                output::json(&json!({
+                    "dry_run": dry_run,
+                    "kept": report.kept,
+                    "deleted": report.deleted.iter().map(|m| m.id).collect::<Vec<_>>(),
+                }));
+            } else {
+                let verb = if dry_run { "would delete" } else { "deleted" };
+                for m in &report.deleted {
+                    println!(
+                        "{verb} {} {} {} ({} bytes)",
+                        m.id,
+                        m.database,
+                        m.created_at.format("%Y-%m-%d %H:%M"),
+                        m.bytes
+                    );
+                }
+                println!(
+                    "kept {}, {verb} {}",
+                    report.kept.len(),
+                    report.deleted.len()
+                );
+            }
+            Ok(Code::Ok)
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! What backups need of PostgreSQL: the client tools at a compatible version, connections
+//! whose password travels in the environment (never on a command line), and row counts.
+
+use std::{collections::BTreeMap, path::PathBuf, process::Stdio};
+
+use ferry_config::{Config, Secret};
+use sqlx::{Connection, PgConnection};
+use tokio::process::Command;
+
+use crate::JobError;
+
+/// A database to dump or restore into. The password is kept apart so it can be handed to
+/// `pg_dump` and `pg_restore` as `PGPASSWORD` rather than in their arguments.
+#[derive(Clone)]
+pub struct Database {
+    pub name: String,
+    /// The URL without its password: safe to show.
+    pub url: url::Url,
+    password: Option<Secret>,
+}
+
+impl Database {
+    pub fn parse(text: &str) -> Result<Self, JobError> {
+        let mut url = url::Url::parse(text)
+            .map_err(|e| JobError::Permanent(format!("not a postgres:// URL ({e})")))?;
+        if !matches!(url.scheme(), "postgres" | "postgresql") {
+            return Err(JobError::Permanent(format!(
+                "{} is not a postgres:// URL",
+                url.scheme()
+            )));
+        }
+        let password = url
+            .password()
+            .map(|p| Secret::new(percent_encoding::percent_decode_str(p).decode_utf8_lossy()));
+        let _ = url.set_password(None);
+        let name = url.path().trim_start_matches('/').to_owned();
+        if name.is_empty() {
+            return Err(JobError::Permanent(format!(
+                "{url} names no database; add /DBNAME to the URL"
+            )));
+        }
+        Ok(Self {
+            name,
+            url,
+            password,
+        })
+    }
+
+    /// The configured databases to back up: names on the server of `DATABASE_URL`, or that
+    /// URL's own database when none are listed.
+    pub fn configured(config: &Config) -> Result<Vec<Self>, JobError> {
+        let base = config.postgres.url.as_deref().ok_or_else(|| {
+            JobError::Permanent(
+                "backups need DATABASE_URL (postgres.url): the server to dump".into(),
+            )
+        })?;
+        let base = Self::parse(base)?;
+        if config.backup.databases.is_empty() {
+            return Ok(vec![base]);
+        }
+        Ok(config
+            .backup
+            .databases
+            .iter()
+            .map(|name| base.with_name(name))
+            .collect())
+    }
+
+    /// The same server and credentials, another database.
+    pub fn with_name(&self, name: &str) -> Self {
+        let mut other = self.clone();
+        other.url.set_path(&format!("/{name}"));
+        other.name = name.to_owned();
+        other
+    }
+
+    pub async fn connect(&self) -> Result<PgConnection, sqlx::Error> {
+        let mut url = self.url.clone();
+        if let Some(p) = &self.password {
+            let _ = url.set_password(Some(p.expose()));
+        }
+        PgConnection::connect(url.as_str()).await
+    }
+
+    /// A command for a client tool, pointed at this database.
+    pub fn command(&self, program: &PathBuf) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.arg(format!("--dbname={}", self.url))
+            .arg("--no-password")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(p) = &self.password {
+            cmd.env("PGPASSWORD", p.expose());
+        }
+        cmd
+    }
+}
+
+/// Why connecting to a database failed, said so an operator knows what to do.
+pub fn connect_error(db: &Database, e: sqlx::Error) -> JobError {
+    let message = format!("cannot connect to database {:?} ({}): {e}", db.name, db.url);
+    match &e {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("3D000") => JobError::Permanent(
+            format!("{message}; list existing databases in backup.databases"),
+        ),
+        sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("28")) => {
+            JobError::Permanent(format!("{message}; check the user and password"))
+        }
+        e if ferry_record::is_transient(e) => JobError::Retryable(message),
+        _ => JobError::Permanent(message),
+    }
+}
+
+/// `pg_dump` and `pg_restore`, from `backup.pg_bin_dir` or `PATH`.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    pub pg_dump: PathBuf,
+    pub pg_restore: PathBuf,
+}
+
+impl Tools {
+    pub fn new(config: &Config) -> Self {
+        let path = |name: &str| match &config.backup.pg_bin_dir {
+            Some(dir) => dir.join(name),
+            None => PathBuf::from(name),
+        };
+        Self {
+            pg_dump: path("pg_dump"),
+            pg_restore: path("pg_restore"),
+        }
+    }
+
+    /// The tool's version line, after checking it can handle a server of `server_major`.
+    pub async fn check(program: &PathBuf, server_major: u32) -> Result<String, JobError> {
+        let name = program.display();
+        let out = Command::new(program)
+            .arg("--version")
+            .output()
+            .await
+            .map_err(|e| {
+                JobError::Permanent(format!(
+                    "cannot run {name} ({e}); install the PostgreSQL {server_major} client \
+                     tools or set backup.pg_bin_dir to the directory holding them"
+                ))
+            })?;
+        let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let major = version
+            .split_once(')')
+            .and_then(|(_, rest)| rest.trim().split(['.', ' ']).next())
+            .and_then(|m| m.parse::<u32>().ok())
+            .ok_or_else(|| {
+                JobError::Permanent(format!("{name} printed an unknown version {version:?}"))
+            })?;
+        if major < server_major {
+            return Err(JobError::Permanent(format!(
+                "{name} is version {major}, older than the server ({server_major}); install \
+                 the PostgreSQL {server_major} client tools or set backup.pg_bin_dir (e.g. \
+                 /usr/lib/postgresql/{server_major}/bin)"
+            )));
+        }
+        Ok(version)
+    }
+}
+
+/// The server's version text and major number.
+pub async fn server_version(conn: &mut PgConnection) -> Result<(String, u32), sqlx::Error> {
+    let (text, num): (String, String) =
+        sqlx::query_as("SELECT current_setting('server_version'), current_setting('server_version_num')")
+            .fetch_one(conn)
+            .await?;
+    Ok((text, num.parse::<u32>().unwrap_or(0) / 10_000))
+}
+
+/// Rows per ordinary table (partitions included, partitioned parents not, so nothing is
+/// counted twice), keyed by `schema.table`.
+pub async fn row_counts(conn: &mut PgConnection) -> Result<BTreeMap<String, i64>, sqlx::Error> {
+    let tables: Vec<(String, String)> = sqlx::query_as(
+        "SELECT n.nspname || '.' || c.relname,
+                quote_ident(n.nspname) || '.' || quote_ident(c.relname)
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.relkind = 'r' AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
+         ORDER BY 1",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut counts = BTreeMap::new();
+    for (name, quoted) in tables {
+        // `quoted` comes from the catalog through quote_ident, not from outside.
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {quoted}")))
+            .fetch_one(&mut *conn)
+            .await?;
+        counts.insert(name, n);
+    }
+    Ok(counts)
+}

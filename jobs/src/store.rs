@@ -1,0 +1,350 @@
+//! Object stores: S3-compatible buckets (through `object_store`) or local directories, with
+//! the one upload shape backups need: parts streamed in order, aborted cleanly on failure.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use ferry_config::{Location, StoreConfig};
+use futures::{StreamExt, stream::BoxStream};
+use object_store::{
+    ClientOptions, MultipartId, ObjectStore, ObjectStoreExt, PutPayload,
+    RetryConfig,
+    aws::{AmazonS3, AmazonS3Builder},
+    local::LocalFileSystem,
+    multipart::{MultipartStore, PartId},
+    path::Path,
+};
+use tokio::io::AsyncWriteExt;
+
+use crate::JobError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{store} refused the credentials ({detail}); check the store's access_key_id and secret_access_key (or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")]
+    Denied { store: String, detail: String },
+    #[error("{store}: {key} not found")]
+    NotFound { store: String, key: String },
+    #[error("{0}")]
+    Config(String),
+    #[error("{store}: cannot {what}: {detail}")]
+    Unavailable {
+        store: String,
+        what: &'static str,
+        detail: String,
+    },
+}
+
+impl From<StoreError> for JobError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable { .. } => JobError::Retryable(e.to_string()),
+            e => JobError::Permanent(e.to_string()),
+        }
+    }
+}
+
+/// An opened store. `url` identifies it in manifests and messages and holds no secret.
+#[derive(Clone)]
+pub struct Store {
+    pub url: String,
+    objects: Arc<dyn ObjectStore>,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    S3 { s3: Arc<AmazonS3>, prefix: String },
+    File { root: PathBuf },
+}
+
+impl Store {
+    /// Builds the client; nothing is contacted until the first request.
+    pub fn open(config: &StoreConfig) -> Result<Self, StoreError> {
+        let location = config
+            .location("store url")
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        match location {
+            Location::S3 { bucket, prefix } => {
+                let (Some(key_id), Some(secret)) =
+                    (&config.access_key_id, &config.secret_access_key)
+                else {
+                    // Without keys object_store would ask the cloud metadata service, which
+                    // hangs or misleads anywhere but inside AWS.
+                    return Err(StoreError::Config(format!(
+                        "{} has no credentials: set access_key_id and secret_access_key in its \
+                         [stores] entry, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                        config.url
+                    )));
+                };
+                let mut builder = AmazonS3Builder::new()
+                    .with_bucket_name(&bucket)
+                    .with_region(config.region.as_deref().unwrap_or("us-east-1"))
+                    .with_access_key_id(key_id)
+                    .with_secret_access_key(secret.expose())
+                    // The job's own retry policy handles outages; the client only smooths
+                    // over a blip, so a down store fails an attempt in seconds, not minutes.
+                    .with_retry(RetryConfig {
+                        max_retries: 2,
+                        retry_timeout: Duration::from_secs(15),
+                        ..RetryConfig::default()
+                    })
+                    .with_client_options(
+                        ClientOptions::new()
+                            .with_connect_timeout(Duration::from_secs(5))
+                            .with_timeout(Duration::from_secs(300)),
+                    );
+                if let Some(endpoint) = &config.endpoint {
+                    builder = builder
+                        .with_endpoint(endpoint)
+                        .with_allow_http(endpoint.starts_with("http://"))
+                        .with_virtual_hosted_style_request(false);
+                }
+                let s3 = Arc::new(builder.build().map_err(|e| {
+                    StoreError::Config(format!("{}: {e}", config.url))
+                })?);
+                Ok(Self {
+                    url: config.url.clone(),
+                    objects: s3.clone(),
+                    backend: Backend::S3 { s3, prefix },
+                })
+            }
+            Location::File { root } => {
+                std::fs::create_dir_all(&root).map_err(|e| {
+                    StoreError::Config(format!("cannot create {}: {e}", root.display()))
+                })?;
+                let local = LocalFileSystem::new_with_prefix(&root)
+                    .map_err(|e| StoreError::Config(format!("{}: {e}", config.url)))?;
+                Ok(Self {
+                    url: config.url.clone(),
+                    objects: Arc::new(local),
+                    backend: Backend::File { root },
+                })
+            }
+        }
+    }
+
+    fn path(&self, key: &str) -> Path {
+        match &self.backend {
+            Backend::S3 { prefix, .. } if !prefix.is_empty() => {
+                Path::from(format!("{prefix}/{key}"))
+            }
+            _ => Path::from(key),
+        }
+    }
+
+    fn error(&self, what: &'static str, key: &str, e: object_store::Error) -> StoreError {
+        use object_store::Error as E;
+        match e {
+            E::PermissionDenied { source, .. } | E::Unauthenticated { source, .. } => {
+                StoreError::Denied {
+                    store: self.url.clone(),
+                    detail: source.to_string(),
+                }
+            }
+            E::NotFound { .. } => StoreError::NotFound {
+                store: self.url.clone(),
+                key: key.to_owned(),
+            },
+            e => StoreError::Unavailable {
+                store: self.url.clone(),
+                what,
+                detail: e.to_string(),
+            },
+        }
+    }
+
+    /// Starts an upload of `key`. An S3 upload has an id to save in a checkpoint, so a later
+    /// attempt can abort it if this one dies before it could.
+    pub async fn begin_upload(&self, key: &str) -> Result<Upload, StoreError> {
+        match &self.backend {
+            Backend::S3 { s3, .. } => {
+                let path = self.path(key);
+                let id = s3
+                    .create_multipart(&path)
+                    .await
+                    .map_err(|e| self.error("start an upload", key, e))?;
+                Ok(Upload::S3 {
+                    store: self.clone(),
+                    key: key.to_owned(),
+                    path,
+                    id,
+                    parts: Vec::new(),
+                })
+            }
+            Backend::File { root } => {
+                let dest = root.join(key);
+                let tmp = root.join(format!("{key}.partial"));
+                let io = |e: std::io::Error| StoreError::Unavailable {
+                    store: self.url.clone(),
+                    what: "write",
+                    detail: format!("{}: {e}", tmp.display()),
+                };
+                if let Some(dir) = dest.parent() {
+                    tokio::fs::create_dir_all(dir).await.map_err(io)?;
+                }
+                let file = tokio::fs::File::create(&tmp).await.map_err(io)?;
+                Ok(Upload::File {
+                    url: self.url.clone(),
+                    file,
+                    tmp,
+                    dest,
+                })
+            }
+        }
+    }
+
+    /// Aborts an upload a previous attempt left behind. A no-op for local directories, whose
+    /// partial file the next upload overwrites.
+    pub async fn abort_upload(&self, key: &str, id: &str) -> Result<(), StoreError> {
+        if let Backend::S3 { s3, .. } = &self.backend {
+            match s3.abort_multipart(&self.path(key), &id.to_owned()).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.error("abort an upload", key, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The object's bytes as a stream.
+    pub async fn get(
+        &self,
+        key: &str,
+    ) -> Result<BoxStream<'static, Result<Bytes, StoreError>>, StoreError> {
+        let got = self
+            .objects
+            .get(&self.path(key))
+            .await
+            .map_err(|e| self.error("read", key, e))?;
+        let this = self.clone();
+        let key = key.to_owned();
+        Ok(got
+            .into_stream()
+            .map(move |r| r.map_err(|e| this.error("read", &key, e)))
+            .boxed())
+    }
+
+    pub async fn size(&self, key: &str) -> Result<u64, StoreError> {
+        let meta = self
+            .objects
+            .head(&self.path(key))
+            .await
+            .map_err(|e| self.error("stat", key, e))?;
+        Ok(meta.size)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.objects.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error("delete", key, e)),
+        }
+    }
+}
+
+/// An upload in progress: parts in order, then `complete` or `abort`.
+pub enum Upload {
+    S3 {
+        store: Store,
+        key: String,
+        path: Path,
+        id: MultipartId,
+        parts: Vec<PartId>,
+    },
+    File {
+        url: String,
+        file: tokio::fs::File,
+        tmp: PathBuf,
+        dest: PathBuf,
+    },
+}
+
+impl Upload {
+    /// The multipart upload id, where the store has one.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Self::S3 { id, .. } => Some(id),
+            Self::File { .. } => None,
+        }
+    }
+
+    /// Appends one part. S3 needs every part but the last to be at least 5 MiB.
+    pub async fn put(&mut self, data: Bytes) -> Result<(), StoreError> {
+        match self {
+            Self::S3 {
+                store,
+                key,
+                path,
+                id,
+                parts,
+            } => {
+                let Backend::S3 { s3, .. } = &store.backend else {
+                    unreachable!("an S3 upload belongs to an S3 store")
+                };
+                let part = s3
+                    .put_part(path, id, parts.len(), PutPayload::from_bytes(data))
+                    .await
+                    .map_err(|e| store.error("upload a part", key, e))?;
+                parts.push(part);
+                Ok(())
+            }
+            Self::File { url, file, tmp, .. } => {
+                file.write_all(&data)
+                    .await
+                    .map_err(|e| StoreError::Unavailable {
+                        store: url.clone(),
+                        what: "write",
+                        detail: format!("{}: {e}", tmp.display()),
+                    })
+            }
+        }
+    }
+
+    pub async fn complete(self) -> Result<(), StoreError> {
+        match self {
+            Self::S3 {
+                store,
+                key,
+                path,
+                id,
+                parts,
+            } => {
+                let Backend::S3 { s3, .. } = &store.backend else {
+                    unreachable!("an S3 upload belongs to an S3 store")
+                };
+                s3.complete_multipart(&path, &id, parts)
+                    .await
+                    .map_err(|e| store.error("complete the upload", &key, e))?;
+                Ok(())
+            }
+            Self::File {
+                url,
+                mut file,
+                tmp,
+                dest,
+            } => {
+                let io = |e: std::io::Error| StoreError::Unavailable {
+                    store: url.clone(),
+                    what: "write",
+                    detail: format!("{}: {e}", dest.display()),
+                };
+                file.flush().await.map_err(io)?;
+                file.sync_all().await.map_err(io)?;
+                tokio::fs::rename(&tmp, &dest).await.map_err(io)
+            }
+        }
+    }
+
+    /// Removes what was uploaded so far; failures are logged, since the caller is already
+    /// handling an error and a later attempt aborts the upload by its saved id.
+    pub async fn abort(self) {
+        match self {
+            Self::S3 { store, key, id, .. } => {
+                if let Err(e) = store.abort_upload(&key, &id).await {
+                    tracing::warn!(error = %e, "could not abort the upload; the next attempt will");
+                }
+            }
+            Self::File { tmp, .. } => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+            }
+        }
+    }
+}
