@@ -536,7 +536,12 @@ fn positive(key: &str, value: usize) -> Result<(), ConfigError> {
     Ok(())
 }
 
-pub(crate) fn check_url(key: &str, value: &str, schemes: &[&str], example: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_url(
+    key: &str,
+    value: &str,
+    schemes: &[&str],
+    example: &str,
+) -> Result<(), ConfigError> {
     let fix = format!("give a URL like {example}");
     let parsed = url::Url::parse(value)
         .map_err(|e| ConfigError::new(key, format!("is not a URL ({e})"), &fix))?;

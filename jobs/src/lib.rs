@@ -25,8 +25,8 @@
 //! }
 //! ```
 
-pub mod backup;
 mod backoff;
+pub mod backup;
 mod context;
 pub mod diag;
 mod error;

@@ -7,8 +7,7 @@ use bytes::Bytes;
 use ferry_config::{Location, StoreConfig};
 use futures::{StreamExt, stream::BoxStream};
 use object_store::{
-    ClientOptions, MultipartId, ObjectStore, ObjectStoreExt, PutPayload,
-    RetryConfig,
+    ClientOptions, MultipartId, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
     aws::{AmazonS3, AmazonS3Builder},
     local::LocalFileSystem,
     multipart::{MultipartStore, PartId},
@@ -20,7 +19,9 @@ use crate::JobError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("{store} refused the credentials ({detail}); check the store's access_key_id and secret_access_key (or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)")]
+    #[error(
+        "{store} refused the credentials ({detail}); check the store's access_key_id and secret_access_key (or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
+    )]
     Denied { store: String, detail: String },
     #[error("{store}: {key} not found")]
     NotFound { store: String, key: String },
@@ -99,9 +100,11 @@ impl Store {
                         .with_allow_http(endpoint.starts_with("http://"))
                         .with_virtual_hosted_style_request(false);
                 }
-                let s3 = Arc::new(builder.build().map_err(|e| {
-                    StoreError::Config(format!("{}: {e}", config.url))
-                })?);
+                let s3 = Arc::new(
+                    builder
+                        .build()
+                        .map_err(|e| StoreError::Config(format!("{}: {e}", config.url)))?,
+                );
                 Ok(Self {
                     url: config.url.clone(),
                     objects: s3.clone(),
@@ -333,17 +336,20 @@ impl Upload {
         }
     }
 
-    /// Removes what was uploaded so far; failures are logged, since the caller is already
-    /// handling an error and a later attempt aborts the upload by its saved id.
-    pub async fn abort(self) {
+    /// Removes what was uploaded so far. Returns whether that worked: when the store is down
+    /// it cannot, and the caller keeps the upload id so a later attempt aborts it.
+    pub async fn abort(self) -> bool {
         match self {
-            Self::S3 { store, key, id, .. } => {
-                if let Err(e) = store.abort_upload(&key, &id).await {
+            Self::S3 { store, key, id, .. } => match store.abort_upload(&key, &id).await {
+                Ok(()) => true,
+                Err(e) => {
                     tracing::warn!(error = %e, "could not abort the upload; the next attempt will");
+                    false
                 }
-            }
+            },
             Self::File { tmp, .. } => {
                 let _ = tokio::fs::remove_file(&tmp).await;
+                true
             }
         }
     }

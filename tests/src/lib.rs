@@ -16,6 +16,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod s3;
+
 pub fn database_url() -> String {
     std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/ferry".into())
@@ -46,7 +48,9 @@ impl TestEnv {
     /// A fresh schema and prefix; `toml` adds to [`FAST_WORKER`] settings.
     pub async fn new(toml: &str) -> Self {
         let name = format!("t{:012x}", rand::random::<u64>() >> 16);
-        let toml = toml.replace("{schema}", &format!("{name}_app"));
+        let toml = toml
+            .replace("{schema}", &format!("{name}_app"))
+            .replace("{database}", &format!("{name}_db"));
         let toml = if toml.contains("[worker]") {
             toml.replacen("[worker]\n", &format!("[worker]\n{FAST_WORKER}"), 1)
         } else {
@@ -103,16 +107,27 @@ impl TestEnv {
         self.queue.job("default", id).await.unwrap()
     }
 
-    /// Polls until `done` holds for the job, or panics after `timeout`.
+    /// Polls until `done` holds for the job (on the default queue), or panics after `timeout`.
     pub async fn wait_for(
         &self,
         id: Uuid,
         timeout: Duration,
         done: impl Fn(&JobRecord) -> bool,
     ) -> JobRecord {
+        self.wait_in("default", id, timeout, done).await
+    }
+
+    /// Polls until `done` holds for job `id` on `queue`, or panics after `timeout`.
+    pub async fn wait_in(
+        &self,
+        queue: &str,
+        id: Uuid,
+        timeout: Duration,
+        done: impl Fn(&JobRecord) -> bool,
+    ) -> JobRecord {
         let deadline = Instant::now() + timeout;
         loop {
-            let job = self.job_record(id).await;
+            let job = self.queue.job(queue, id).await.unwrap();
             if let Some(job) = &job
                 && done(job)
             {
@@ -208,6 +223,38 @@ impl TestEnv {
         format!("{}_app", self.name)
     }
 
+    /// This test's own database (`{database}` in its config), for whole-database work such as
+    /// backups; created by [`TestEnv::create_database`], dropped by cleanup.
+    pub fn database(&self) -> String {
+        format!("{}_db", self.name)
+    }
+
+    /// The URL of database `name` on the test server.
+    pub fn database_url_of(&self, name: &str) -> String {
+        let mut url = url::Url::parse(&database_url()).unwrap();
+        url.set_path(&format!("/{name}"));
+        url.to_string()
+    }
+
+    /// Creates this test's database and runs `sql` in it.
+    pub async fn create_database(&self, sql: &str) -> sqlx::PgPool {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {}",
+            self.database()
+        )))
+        .execute(self.record.pool())
+        .await
+        .unwrap();
+        let pool = sqlx::PgPool::connect(&self.database_url_of(&self.database()))
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("{e}: {sql}"));
+        pool
+    }
+
     /// Runs SQL in this test's application schema.
     pub async fn sql(&self, sql: &str) {
         let schema = self.app_schema();
@@ -259,7 +306,7 @@ impl TestEnv {
         (out.status.code().unwrap_or(-1), text)
     }
 
-    /// Drops this test's schema, keys and Mongo database.
+    /// Drops this test's schema, database, keys and Mongo database.
     pub async fn cleanup(self) {
         if let Ok(client) = mongodb::Client::with_uri_str(mongodb_uri()).await {
             let _ = client.database(&self.name).drop().await;
@@ -269,6 +316,10 @@ impl TestEnv {
             self.name,
             self.app_schema()
         );
+        let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+            .execute(self.record.pool())
+            .await;
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.database());
         let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
             .execute(self.record.pool())
             .await;

@@ -326,18 +326,5 @@ async fn wait_job(
     id: uuid::Uuid,
     done: impl Fn(&ferry_queue::JobRecord) -> bool,
 ) -> ferry_queue::JobRecord {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(job) = env.queue.job("sync", id).await.unwrap()
-            && done(&job)
-        {
-            return job;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {id} did not get there: {:?}",
-            env.queue.job("sync", id).await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    env.wait_in("sync", id, Duration::from_secs(60), done).await
 }

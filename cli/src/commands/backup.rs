@@ -72,7 +72,13 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
                 return Ok(Code::Ok);
             }
             let mut t = output::table(&[
-                "id", "database", "created", "bytes", "rows", "encrypted", "verified",
+                "id",
+                "database",
+                "created",
+                "bytes",
+                "rows",
+                "encrypted",
+                "verified",
             ]);
             for m in &all {
                 t.add_row(vec![
@@ -81,7 +87,12 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
                     m.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                     m.bytes.to_string(),
                     m.row_counts.values().sum::<i64>().to_string(),
-                    if m.encrypted_to.is_some() { "yes" } else { "no" }.into(),
+                    if m.encrypted_to.is_some() {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                    .into(),
                     match (&m.verified_at, &m.verify_error) {
                         (None, _) => "never".into(),
                         (Some(at), None) => format!("ok {}", at.format("%Y-%m-%d")),

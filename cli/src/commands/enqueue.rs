@@ -206,7 +206,9 @@ pub async fn submit<A: serde::Serialize>(
     let name = entry.settings().queue;
     let (id, created) = queue.enqueue(name, &[job]).await?[0];
     if ctx.json {
-        crate::output::json(&serde_json::json!({ "id": id, "kind": kind, "queue": name, "created": created }));
+        crate::output::json(
+            &serde_json::json!({ "id": id, "kind": kind, "queue": name, "created": created }),
+        );
     } else {
         println!(
             "{id}{}",

@@ -73,7 +73,11 @@ pub async fn dump<C: Serialize + Sync, F: Fn(u64) -> Progress + Sync>(
 
     let (tx, mut rx) = mpsc::channel::<Bytes>(PARTS_IN_FLIGHT);
     let compress = tokio::task::spawn_blocking(move || {
-        compress(std::fs::File::from(stdout), PartWriter::new(tx), compression)
+        compress(
+            std::fs::File::from(stdout),
+            PartWriter::new(tx),
+            compression,
+        )
     });
 
     let mut uploaded = 0u64;

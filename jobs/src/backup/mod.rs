@@ -73,7 +73,11 @@ impl Kind for Run {
     async fn run(&self, args: RunArgs, ctx: JobContext) -> Result<(), JobError> {
         let config = ctx.deps.config.clone();
         let databases = selected(&config, &args.databases)?;
-        let store = Store::open(&config.store("backup.target", &config.backup.target).permanent()?)?;
+        let store = Store::open(
+            &config
+                .store("backup.target", &config.backup.target)
+                .permanent()?,
+        )?;
         let recipient = match &config.backup.encrypt_to {
             Some(key) => Some(key.parse::<age::x25519::Recipient>().map_err(|e| {
                 JobError::Permanent(format!("backup.encrypt_to is not an age public key: {e}"))
@@ -124,9 +128,10 @@ impl Kind for Run {
             let (written, counts, server_version, pg_dump_version) = match result {
                 Ok(done) => done,
                 Err(e) => {
-                    upload.abort().await;
-                    cp.open_upload = None;
-                    lease.save(&cp, progress(&cp, 0)).await?;
+                    if upload.abort().await {
+                        cp.open_upload = None;
+                        lease.save(&cp, progress(&cp, 0)).await?;
+                    }
                     if matches!(e, JobError::Permanent(_)) {
                         lease.finish(RunState::Failed, Some(&e.to_string())).await?;
                     }
@@ -188,7 +193,10 @@ pub fn selected(config: &Config, names: &[String]) -> Result<Vec<Database>, JobE
                 JobError::Permanent(format!(
                     "database {n:?} is not configured for backups; configured: {} \
                      (backup.databases)",
-                    all.iter().map(|d| d.name.as_str()).collect::<Vec<_>>().join(", ")
+                    all.iter()
+                        .map(|d| d.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ))
             })
         })
@@ -212,12 +220,21 @@ async fn snapshot_dump(
     compression: dump::Compression,
     upload: &mut crate::store::Upload,
     report: dump::Report<'_, impl Serialize + Sync, impl Fn(u64) -> Progress + Sync>,
-) -> Result<(dump::Written, std::collections::BTreeMap<String, i64>, String, String), JobError> {
+) -> Result<
+    (
+        dump::Written,
+        std::collections::BTreeMap<String, i64>,
+        String,
+        String,
+    ),
+    JobError,
+> {
     let tools = Tools::new(config);
-    let mut conn = db.connect().await.map_err(|e| postgres::connect_error(db, e))?;
-    let (server_version, major) = postgres::server_version(&mut conn)
+    let mut conn = db
+        .connect()
         .await
-        .retryable()?;
+        .map_err(|e| postgres::connect_error(db, e))?;
+    let (server_version, major) = postgres::server_version(&mut conn).await.retryable()?;
     let pg_dump_version = Tools::check(&tools.pg_dump, major).await?;
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
@@ -231,7 +248,8 @@ async fn snapshot_dump(
         dump::dump(&tools.pg_dump, db, &snapshot, compression, upload, report),
         postgres::row_counts(&mut conn)
     );
-    let counts = counts.map_err(|e| JobError::Retryable(format!("counting rows of {:?}: {e}", db.name)))?;
+    let counts =
+        counts.map_err(|e| JobError::Retryable(format!("counting rows of {:?}: {e}", db.name)))?;
     let written = written?;
     let _ = conn.execute("COMMIT").await;
     Ok((written, counts, server_version, pg_dump_version))

@@ -166,10 +166,11 @@ impl Tools {
 
 /// The server's version text and major number.
 pub async fn server_version(conn: &mut PgConnection) -> Result<(String, u32), sqlx::Error> {
-    let (text, num): (String, String) =
-        sqlx::query_as("SELECT current_setting('server_version'), current_setting('server_version_num')")
-            .fetch_one(conn)
-            .await?;
+    let (text, num): (String, String) = sqlx::query_as(
+        "SELECT current_setting('server_version'), current_setting('server_version_num')",
+    )
+    .fetch_one(conn)
+    .await?;
     Ok((text, num.parse::<u32>().unwrap_or(0) / 10_000))
 }
 
@@ -188,9 +189,11 @@ pub async fn row_counts(conn: &mut PgConnection) -> Result<BTreeMap<String, i64>
     let mut counts = BTreeMap::new();
     for (name, quoted) in tables {
         // `quoted` comes from the catalog through quote_ident, not from outside.
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {quoted}")))
-            .fetch_one(&mut *conn)
-            .await?;
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM {quoted}"
+        )))
+        .fetch_one(&mut *conn)
+        .await?;
         counts.insert(name, n);
     }
     Ok(counts)

@@ -224,7 +224,10 @@ pub async fn verify(
 ) -> Result<VerifyReport, JobError> {
     let base = Database::configured(config)?.remove(0);
     let scratch = base.with_name(&format!("ferry_verify_{}", m.id.simple()));
-    let mut admin = base.connect().await.map_err(|e| postgres::connect_error(&base, e))?;
+    let mut admin = base
+        .connect()
+        .await
+        .map_err(|e| postgres::connect_error(&base, e))?;
     let create = format!("CREATE DATABASE {}", scratch.name);
     // The scratch name is made here from a UUID, never taken from outside.
     admin
@@ -273,7 +276,10 @@ async fn restore_and_count(
     into: &Database,
 ) -> Result<BTreeMap<String, i64>, JobError> {
     restore_into(config, store, &Tools::new(config), m, into).await?;
-    let mut conn = into.connect().await.map_err(|e| postgres::connect_error(into, e))?;
+    let mut conn = into
+        .connect()
+        .await
+        .map_err(|e| postgres::connect_error(into, e))?;
     postgres::row_counts(&mut conn)
         .await
         .map_err(|e| JobError::Retryable(format!("counting restored rows: {e}")))
@@ -298,12 +304,21 @@ pub async fn restore(
                 )));
             }
             let admin = target.with_name("postgres");
-            let mut c = admin.connect().await.map_err(|e| postgres::connect_error(&admin, e))?;
-            // Checked above to be a plain name.
-            c.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", target.name)))
+            let mut c = admin
+                .connect()
                 .await
-                .map_err(|e| JobError::Permanent(format!("cannot create {}: {e}", target.name)))?;
-            target.connect().await.map_err(|e| postgres::connect_error(&target, e))?
+                .map_err(|e| postgres::connect_error(&admin, e))?;
+            // Checked above to be a plain name.
+            c.execute(sqlx::AssertSqlSafe(format!(
+                "CREATE DATABASE {}",
+                target.name
+            )))
+            .await
+            .map_err(|e| JobError::Permanent(format!("cannot create {}: {e}", target.name)))?;
+            target
+                .connect()
+                .await
+                .map_err(|e| postgres::connect_error(&target, e))?
         }
         Err(e) => return Err(postgres::connect_error(&target, e)),
     };

@@ -15,12 +15,15 @@ pub struct Candidate {
     pub verified: bool,
 }
 
+/// The generation a backup falls in: (year, day, week or month).
+type Bucket = fn(&DateTime<Utc>) -> (i32, u32);
+
 /// The ids to keep among one database's backups.
 pub fn keep(backups: &[Candidate], policy: Retention) -> BTreeSet<Uuid> {
     let mut newest_first = backups.to_vec();
     newest_first.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
     let mut kept = BTreeSet::new();
-    let buckets: [(u32, fn(&DateTime<Utc>) -> (i32, u32)); 3] = [
+    let buckets: [(u32, Bucket); 3] = [
         (policy.daily, |t| (t.year(), t.ordinal())),
         (policy.weekly, |t| {
             let w = t.iso_week();
