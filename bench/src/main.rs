@@ -1,6 +1,7 @@
 //! Benchmarks of ferry against the named baselines, measured in the same run.
 //! Run through `bench/run.sh`, which builds release binaries and starts the services.
 
+mod backup;
 mod queue;
 mod sync;
 
@@ -20,6 +21,8 @@ enum Command {
     Queue(queue::Args),
     /// Full sync rows/s against the raw driver and a null sink; peak memory.
     Sync(sync::Args),
+    /// `ferry backup run` to S3 against `pg_dump -Fc > file`; size and peak memory.
+    Backup(backup::Args),
 }
 
 #[tokio::main]
@@ -33,5 +36,6 @@ async fn main() {
     match Cli::parse().command {
         Command::Queue(args) => queue::run(args, root, ferry).await,
         Command::Sync(args) => sync::run(args, ferry).await,
+        Command::Backup(args) => backup::run(args, ferry).await,
     }
 }
