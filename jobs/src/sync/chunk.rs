@@ -57,7 +57,7 @@ impl Kind for Chunk {
     async fn run(&self, args: ChunkArgs, ctx: JobContext) -> Result<(), JobError> {
         let target = super::target(&ctx).await?;
         let config = &ctx.deps.config;
-        let table = target.catalog(config).await?.table(&args.table)?;
+        let table = target.recent_catalog(config).await?.table(&args.table)?;
         let lease = ctx.open_run().await?;
         let resumed = lease.checkpoint::<ChunkCheckpoint>()?;
         // A resumed chunk may meet documents it wrote before its last checkpoint: upsert.

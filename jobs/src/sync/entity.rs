@@ -71,7 +71,7 @@ impl Kind for Entity {
     async fn run(&self, args: EntityArgs, ctx: JobContext) -> Result<(), JobError> {
         let target = super::target(&ctx).await?;
         let config = &ctx.deps.config;
-        let table = target.catalog(config).await?.table(&args.table)?;
+        let table = target.recent_catalog(config).await?.table(&args.table)?;
         let key = args.key_text(&table)?;
         let mirror = Mirror::for_job(&target, &ctx);
         let page = page::read_one(&target.app, &table, config.sync.timestamps, &key).await?;

@@ -23,11 +23,15 @@ mod sweep;
 pub mod triggers;
 pub mod verify;
 
-use std::time::Duration;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bson::Bson;
 use ferry_config::Config;
 use sqlx::PgPool;
+use tokio::sync::Mutex;
 
 pub use catalog::{Catalog, Table};
 pub use chunk::{Chunk, ChunkArgs};
@@ -45,7 +49,12 @@ pub const QUEUE: &str = "sync";
 pub struct Target {
     pub app: PgPool,
     pub mongo: mongodb::Database,
+    recent: Arc<Mutex<Option<(Instant, Arc<Catalog>)>>>,
 }
+
+/// How long on-write jobs reuse a catalog read: long enough that a burst of row syncs reads
+/// the catalog once, short enough that a schema change is seen within seconds.
+const CATALOG_REUSE: Duration = Duration::from_secs(10);
 
 impl Target {
     /// Opens the application database and the MongoDB client (which connects lazily).
@@ -80,11 +89,27 @@ impl Target {
         Ok(Self {
             app,
             mongo: client.database(&config.mongodb.database),
+            recent: Arc::default(),
         })
     }
 
+    /// The catalog as it is now.
     pub async fn catalog(&self, config: &Config) -> Result<Catalog, SyncError> {
         Catalog::discover(&self.app, &config.sync, &config.postgres.schema).await
+    }
+
+    /// The catalog, read at most [`CATALOG_REUSE`] ago: for the per-row and per-chunk jobs,
+    /// which would otherwise spend more time reading the catalog than syncing.
+    pub async fn recent_catalog(&self, config: &Config) -> Result<Arc<Catalog>, SyncError> {
+        let mut recent = self.recent.lock().await;
+        if let Some((at, catalog)) = recent.as_ref()
+            && at.elapsed() < CATALOG_REUSE
+        {
+            return Ok(catalog.clone());
+        }
+        let catalog = Arc::new(self.catalog(config).await?);
+        *recent = Some((Instant::now(), catalog.clone()));
+        Ok(catalog)
     }
 }
 
