@@ -49,8 +49,11 @@ pub const QUEUE: &str = "sync";
 pub struct Target {
     pub app: PgPool,
     pub mongo: mongodb::Database,
-    recent: Arc<Mutex<Option<(Instant, Arc<Catalog>)>>>,
+    recent: Arc<Mutex<Option<RecentCatalog>>>,
 }
+
+/// A catalog and when it was read.
+type RecentCatalog = (Instant, Arc<Catalog>);
 
 /// How long on-write jobs reuse a catalog read: long enough that a burst of row syncs reads
 /// the catalog once, short enough that a schema change is seen within seconds.
