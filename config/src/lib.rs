@@ -14,6 +14,8 @@
 mod duration;
 mod env;
 mod error;
+mod notify;
+mod sql;
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
@@ -21,6 +23,8 @@ use serde::Deserialize;
 
 pub use env::Env;
 pub use error::ConfigError;
+pub use notify::{Columns, Notify, SmtpUrl, Template};
+pub use sql::{Sql, Statement};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -39,6 +43,10 @@ pub struct Config {
     pub mongodb: Mongodb,
     #[serde(default)]
     pub sync: Sync,
+    #[serde(default)]
+    pub notify: Notify,
+    #[serde(default)]
+    pub sql: Sql,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -270,6 +278,7 @@ impl Config {
         if let Some(v) = env.get("MONGODB_DATABASE") {
             self.mongodb.database = v;
         }
+        self.notify.apply_env(env);
     }
 
     /// Checks every value that can be checked without connecting.
@@ -343,6 +352,10 @@ impl Config {
             }
         }
         self.validate_sync()?;
+        let record_apart =
+            self.postgres.ferry_url.is_some() && self.postgres.ferry_url != self.postgres.url;
+        self.notify.validate(record_apart)?;
+        self.sql.validate()?;
         for (kind, o) in &self.kinds {
             let key = |field: &str| format!("kinds.{kind}.{field}");
             if o.max_attempts == Some(0) {

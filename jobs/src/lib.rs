@@ -30,7 +30,9 @@ mod context;
 pub mod diag;
 mod error;
 mod kind;
+pub mod notify;
 mod registry;
+pub mod sql;
 pub mod sync;
 
 pub use backoff::Backoff;
