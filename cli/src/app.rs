@@ -47,6 +47,9 @@ pub enum Command {
     /// Mirror PostgreSQL tables into MongoDB.
     #[command(subcommand)]
     Sync(commands::sync::Command),
+    /// Send notifications: in-app rows and email.
+    #[command(subcommand)]
+    Notify(commands::notify::Command),
 }
 
 pub fn init_tracing(cli: &Cli) {
@@ -124,5 +127,6 @@ pub async fn run(cli: Cli) -> Result<Code> {
         Command::Runs(command) => commands::runs::run(&ctx, command).await,
         Command::Stats => commands::stats::run(&ctx).await,
         Command::Sync(command) => commands::sync::run(&ctx, command).await,
+        Command::Notify(command) => commands::notify::run(&ctx, command).await,
     }
 }

@@ -126,6 +126,21 @@ impl Notify {
         }
     }
 
+    /// The query of audience `name`, or a message naming the audiences there are.
+    pub fn audience(&self, name: &str) -> Result<&str, String> {
+        self.audiences.get(name).map(String::as_str).ok_or_else(|| {
+            let known: Vec<&str> = self.audiences.keys().map(String::as_str).collect();
+            format!(
+                "unknown audience {name:?}; [notify.audiences] has: {}",
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            )
+        })
+    }
+
     /// `table` split into schema (if given) and table name.
     pub fn table_parts(&self) -> Option<(Option<&str>, &str)> {
         let table = self.table.as_deref()?;

@@ -1,5 +1,6 @@
 pub mod enqueue;
 pub mod jobs;
+pub mod notify;
 pub mod runs;
 pub mod stats;
 pub mod sync;

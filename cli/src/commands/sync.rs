@@ -2,12 +2,11 @@ use ferry_jobs::{
     Kind,
     sync::{self, EntityArgs, FullArgs, IncrementalArgs, SyncError, Target},
 };
-use ferry_queue::NewJob;
 use serde_json::json;
 
 use crate::{
     app::Ctx,
-    commands::wait,
+    commands::enqueue::{self, Keys},
     exit::{Code, Exit, Result},
     output,
 };
@@ -63,15 +62,22 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
         Command::Full { tables, wait } => {
             catalog.select(&tables)?;
             warn_unmirrored(&catalog);
-            enqueue(ctx, sync::Full::NAME, &FullArgs { tables }, None, wait).await
+            enqueue::submit(
+                ctx,
+                sync::Full::NAME,
+                &FullArgs { tables },
+                Keys::default(),
+                wait,
+            )
+            .await
         }
         Command::Incremental { tables, wait } => {
             catalog.select(&tables)?;
-            enqueue(
+            enqueue::submit(
                 ctx,
                 sync::Incremental::NAME,
                 &IncrementalArgs { tables },
-                None,
+                Keys::default(),
                 wait,
             )
             .await
@@ -96,7 +102,11 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
             };
             args.key_text(&table)?;
             let coalesce = args.coalesce_key();
-            enqueue(ctx, sync::Entity::NAME, &args, Some(coalesce), false).await
+            let keys = Keys {
+                coalesce: Some(coalesce),
+                ..Keys::default()
+            };
+            enqueue::submit(ctx, sync::Entity::NAME, &args, keys, false).await
         }
         Command::Verify { tables, deep } => {
             let tables = catalog.select(&tables)?;
@@ -233,42 +243,4 @@ fn warn_unmirrored(catalog: &sync::Catalog) {
     for u in &catalog.unmirrored {
         eprintln!("not mirrored: {u}");
     }
-}
-
-async fn enqueue<A: serde::Serialize>(
-    ctx: &Ctx,
-    kind: &str,
-    args: &A,
-    coalesce: Option<String>,
-    wait: bool,
-) -> Result<Code> {
-    let entry = ctx
-        .registry
-        .get(kind)
-        .map_err(|e| Exit::usage(e.to_string()))?;
-    let mut job = NewJob::new(
-        kind,
-        serde_json::to_string(args).unwrap_or_default(),
-        entry.settings().max_attempts,
-    );
-    job.coalesce_key = coalesce;
-    let queue = ctx.queue().await?;
-    let name = entry.settings().queue;
-    let (id, created) = queue.enqueue(name, &[job]).await?[0];
-    if ctx.json {
-        output::json(&json!({ "id": id, "kind": kind, "queue": name, "created": created }));
-    } else {
-        println!(
-            "{id}{}",
-            if created {
-                ""
-            } else {
-                " (already queued for this row)"
-            }
-        );
-    }
-    if wait {
-        return wait::until_done(ctx, &queue, name, id).await;
-    }
-    Ok(Code::Ok)
 }

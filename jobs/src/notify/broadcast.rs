@@ -52,13 +52,9 @@ impl Kind for Broadcast {
     async fn run(&self, args: BroadcastArgs, ctx: JobContext) -> Result<(), JobError> {
         let notifier = ctx.deps.notifier().await?;
         let config = &ctx.deps.config.notify;
-        let Some(audience) = config.audiences.get(&args.audience) else {
-            return Err(JobError::Permanent(format!(
-                "unknown audience {:?}; [notify.audiences] has: {}",
-                args.audience,
-                names(config.audiences.keys())
-            )));
-        };
+        let audience = config
+            .audience(&args.audience)
+            .map_err(JobError::Permanent)?;
         if !notifier.templates.contains(&args.template) {
             // Rendering says which templates exist.
             notifier.templates.render(&args.template, &Value::Null)?;
@@ -180,15 +176,6 @@ impl Kind for Broadcast {
             "broadcast finished"
         );
         Ok(())
-    }
-}
-
-fn names<'a>(keys: impl Iterator<Item = &'a String>) -> String {
-    let names: Vec<&str> = keys.map(String::as_str).collect();
-    if names.is_empty() {
-        "none".into()
-    } else {
-        names.join(", ")
     }
 }
 
