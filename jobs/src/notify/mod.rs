@@ -188,7 +188,7 @@ impl Notifier {
         let mut tx = app.begin().await.map_err(db("begin"))?;
         if self.record.claim_in_app(&mut tx, delivery).await? {
             // Names come from config, checked as plain identifiers, and are quoted. The row
-            // goes through json_populate_record so the user column may be any type
+            // goes through jsonb_populate_record so the user column may be any type
             // (bigint, uuid, text) Postgres can read from JSON.
             let quoted = match schema {
                 Some(s) => format!("\"{s}\".\"{table}\""),
@@ -197,7 +197,7 @@ impl Notifier {
             let c = &n.columns;
             let sql = format!(
                 "INSERT INTO {quoted} (\"{u}\", \"{t}\", \"{b}\")
-                 SELECT \"{u}\", \"{t}\", \"{b}\" FROM json_populate_record(NULL::{quoted}, $1)",
+                 SELECT \"{u}\", \"{t}\", \"{b}\" FROM jsonb_populate_record(NULL::{quoted}, $1)",
                 u = c.user,
                 t = c.title,
                 b = c.body

@@ -61,11 +61,12 @@ impl Templates {
     /// Renders template `name` with `data` (a JSON object).
     pub fn render(&self, name: &str, data: &Value) -> Result<Rendered, JobError> {
         if !self.contains(name) {
-            let known: Vec<String> = self
+            let mut known: Vec<String> = self
                 .env
                 .templates()
                 .filter_map(|(n, _)| n.strip_suffix(".subject").map(str::to_owned))
                 .collect();
+            known.sort();
             return Err(JobError::Permanent(format!(
                 "unknown template {name:?}; [notify.templates] has: {}",
                 if known.is_empty() {
