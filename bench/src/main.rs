@@ -1,6 +1,7 @@
 //! Benchmarks of ferry against the named baselines, measured in the same run.
 //! Run through `bench/run.sh`, which builds release binaries and starts the services.
 
+mod notify;
 mod queue;
 mod sync;
 
@@ -20,6 +21,8 @@ enum Command {
     Queue(queue::Args),
     /// Full sync rows/s against the raw driver and a null sink; peak memory.
     Sync(sync::Args),
+    /// Emails/s from one worker to a local SMTP sink, beside the pooled mailer alone.
+    Notify(notify::Args),
 }
 
 #[tokio::main]
@@ -33,5 +36,6 @@ async fn main() {
     match Cli::parse().command {
         Command::Queue(args) => queue::run(args, root, ferry).await,
         Command::Sync(args) => sync::run(args, ferry).await,
+        Command::Notify(args) => notify::run(args, root, ferry).await,
     }
 }
