@@ -369,7 +369,7 @@ async fn a_broadcast_resumes_after_its_worker_is_killed_and_mails_everyone_once(
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mailed = sink.mails().len();
-        if mailed >= 125 && mailed % 50 != 0 {
+        if mailed >= 125 && !mailed.is_multiple_of(50) {
             break;
         }
         assert!(Instant::now() < deadline, "the broadcast did not get going");
