@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, fmt, time::Duration};
 
 use serde::Deserialize;
 
-use crate::{ConfigError, Env, duration, is_sql_name, positive};
+use crate::{ConfigError, Env, duration, error::listing, is_sql_name, positive};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -129,14 +129,9 @@ impl Notify {
     /// The query of audience `name`, or a message naming the audiences there are.
     pub fn audience(&self, name: &str) -> Result<&str, String> {
         self.audiences.get(name).map(String::as_str).ok_or_else(|| {
-            let known: Vec<&str> = self.audiences.keys().map(String::as_str).collect();
             format!(
                 "unknown audience {name:?}; [notify.audiences] has: {}",
-                if known.is_empty() {
-                    "none".into()
-                } else {
-                    known.join(", ")
-                }
+                listing(self.audiences.keys())
             )
         })
     }

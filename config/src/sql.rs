@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde::Deserialize;
 
-use crate::{ConfigError, duration, is_sql_name};
+use crate::{ConfigError, duration, error::listing, is_sql_name};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -37,12 +37,17 @@ pub enum Statement {
 }
 
 impl Sql {
-    /// The statement called `name` and its timeout.
-    pub fn statement(&self, name: &str) -> Option<(&str, Duration)> {
-        Some(match self.statements.get(name)? {
-            Statement::Text(sql) => (sql.as_str(), self.timeout),
-            Statement::WithTimeout { sql, timeout } => (sql.as_str(), *timeout),
-        })
+    /// The statement called `name` and its timeout, or a message naming the statements there
+    /// are.
+    pub fn statement(&self, name: &str) -> Result<(&str, Duration), String> {
+        match self.statements.get(name) {
+            Some(Statement::Text(sql)) => Ok((sql.as_str(), self.timeout)),
+            Some(Statement::WithTimeout { sql, timeout }) => Ok((sql.as_str(), *timeout)),
+            None => Err(format!(
+                "unknown statement {name:?}; [sql.statements] has: {}",
+                listing(self.statements.keys())
+            )),
+        }
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
@@ -62,7 +67,7 @@ impl Sql {
                     "use letters, digits and underscores",
                 ));
             }
-            let Some((sql, timeout)) = self.statement(name) else {
+            let Ok((sql, timeout)) = self.statement(name) else {
                 continue;
             };
             if sql.trim().is_empty() {
@@ -99,13 +104,14 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.sql.statement("cleanup"),
-            Some(("SELECT cleanup()", Duration::from_secs(10)))
+            Ok(("SELECT cleanup()", Duration::from_secs(10)))
         );
         assert_eq!(
             c.sql.statement("refresh").map(|s| s.1),
-            Some(Duration::from_secs(1800))
+            Ok(Duration::from_secs(1800))
         );
-        assert!(c.sql.statement("nope").is_none());
+        let e = c.sql.statement("nope").unwrap_err();
+        assert!(e.contains("has: cleanup, refresh"), "{e}");
         let e = Config::from_toml_str("[sql.statements]\nx = \"\"\n", &Env::empty()).unwrap_err();
         assert!(e.to_string().contains("sql.statements.x"), "{e}");
     }

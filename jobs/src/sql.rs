@@ -36,17 +36,7 @@ impl Kind for Sql {
     async fn run(&self, args: SqlArgs, ctx: JobContext) -> Result<(), JobError> {
         let config = &ctx.deps.config;
         let name = &args.statement;
-        let Some((sql, timeout)) = config.sql.statement(name) else {
-            let known: Vec<&str> = config.sql.statements.keys().map(String::as_str).collect();
-            return Err(JobError::Permanent(format!(
-                "unknown statement {name:?}; [sql.statements] has: {}",
-                if known.is_empty() {
-                    "none".into()
-                } else {
-                    known.join(", ")
-                }
-            )));
-        };
+        let (sql, timeout) = config.sql.statement(name).map_err(JobError::Permanent)?;
         let url = config.postgres.url.as_deref().ok_or_else(|| {
             JobError::Permanent("sql needs the application database: set DATABASE_URL".into())
         })?;
