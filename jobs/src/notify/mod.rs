@@ -141,21 +141,22 @@ impl Notifier {
         let (Some(to), Some(mailer)) = (to, mailer) else {
             return Ok(Delivered::Sent(None));
         };
-        if !self.record.claim_delivery(&delivery).await? {
+        let mut conn = self.record.delivery_connection().await?;
+        if !Record::claim_delivery(&mut conn, &delivery).await? {
             return Ok(Delivered::Before);
         }
         let id = Uuid::new_v5(&Uuid::NAMESPACE_OID, m.key.as_bytes());
         match mailer.send(to, &id.to_string(), &rendered).await {
             Ok(reply) => {
-                self.record.delivery_sent(m.key, &reply).await?;
+                Record::delivery_sent(&mut conn, m.key, &reply).await?;
                 Ok(Delivered::Sent(Some(reply)))
             }
             Err(e @ (SendError::Refused(_) | SendError::Invalid(_))) => {
-                self.record.delivery_failed(m.key, &e.to_string()).await?;
+                Record::delivery_failed(&mut conn, m.key, &e.to_string()).await?;
                 Err(permanent(e))
             }
             Err(e @ SendError::Deferred(_)) => {
-                self.record.delivery_deferred(m.key, &e.to_string()).await?;
+                Record::delivery_deferred(&mut conn, m.key, &e.to_string()).await?;
                 Err(JobError::Retryable(e.to_string()))
             }
         }
