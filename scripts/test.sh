@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-bash scripts/services.sh up postgres redis mongo
+bash scripts/services.sh up postgres redis mongo smtp
 eval "$(bash scripts/services.sh env)"
 
 cargo fmt --all --check
