@@ -42,24 +42,9 @@ pub struct NewDelivery<'a> {
 }
 
 impl Record {
-    /// A connection to hold from claiming a message to recording its outcome, so the mark
-    /// `sent` follows the server's reply at once instead of waiting for the pool: that wait
-    /// would widen the window in which a crash sends the message twice.
-    pub async fn delivery_connection(
-        &self,
-    ) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>, RecordError> {
-        self.pool
-            .acquire()
-            .await
-            .map_err(RecordError::query("connect for a delivery"))
-    }
-
     /// Records the message if new and claims its email for this attempt. False: it was sent
     /// or refused for good already, and must not be sent.
-    pub async fn claim_delivery(
-        conn: &mut sqlx::PgConnection,
-        d: &NewDelivery<'_>,
-    ) -> Result<bool, RecordError> {
+    pub async fn claim_delivery(&self, d: &NewDelivery<'_>) -> Result<bool, RecordError> {
         let claimed = sqlx::query_scalar::<_, i32>(
             "INSERT INTO notify_deliveries (key, job_id, template, recipient, user_id, state, attempts)
              VALUES ($1, $2, $3, $4, $5, 'sending', 1)
@@ -73,7 +58,7 @@ impl Record {
         .bind(d.template)
         .bind(d.recipient)
         .bind(d.user_id)
-        .fetch_optional(conn)
+        .fetch_optional(&self.pool)
         .await
         .map_err(RecordError::query("claim delivery"))?;
         Ok(claimed.is_some())
@@ -109,38 +94,21 @@ impl Record {
     }
 
     /// The server accepted the message; `reply` is what it said.
-    pub async fn delivery_sent(
-        conn: &mut sqlx::PgConnection,
-        key: &str,
-        reply: &str,
-    ) -> Result<(), RecordError> {
-        Self::delivery_state(conn, key, "sent", reply).await
+    pub async fn delivery_sent(&self, key: &str, reply: &str) -> Result<(), RecordError> {
+        self.delivery_state(key, "sent", reply).await
     }
 
     /// A transient refusal or a network error: the message waits for the job's next attempt.
-    pub async fn delivery_deferred(
-        conn: &mut sqlx::PgConnection,
-        key: &str,
-        reply: &str,
-    ) -> Result<(), RecordError> {
-        Self::delivery_state(conn, key, "queued", reply).await
+    pub async fn delivery_deferred(&self, key: &str, reply: &str) -> Result<(), RecordError> {
+        self.delivery_state(key, "queued", reply).await
     }
 
     /// Refused for good; never sent again.
-    pub async fn delivery_failed(
-        conn: &mut sqlx::PgConnection,
-        key: &str,
-        reply: &str,
-    ) -> Result<(), RecordError> {
-        Self::delivery_state(conn, key, "failed", reply).await
+    pub async fn delivery_failed(&self, key: &str, reply: &str) -> Result<(), RecordError> {
+        self.delivery_state(key, "failed", reply).await
     }
 
-    async fn delivery_state(
-        conn: &mut sqlx::PgConnection,
-        key: &str,
-        state: &str,
-        reply: &str,
-    ) -> Result<(), RecordError> {
+    async fn delivery_state(&self, key: &str, state: &str, reply: &str) -> Result<(), RecordError> {
         sqlx::query(
             "UPDATE notify_deliveries SET state = $2, reply = $3, updated_at = now(),
                     sent_at = CASE WHEN $2 = 'sent' THEN now() END
@@ -149,7 +117,7 @@ impl Record {
         .bind(key)
         .bind(state)
         .bind(reply)
-        .execute(conn)
+        .execute(&self.pool)
         .await
         .map_err(RecordError::query("record delivery"))?;
         Ok(())

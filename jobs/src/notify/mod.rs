@@ -141,22 +141,21 @@ impl Notifier {
         let (Some(to), Some(mailer)) = (to, mailer) else {
             return Ok(Delivered::Sent(None));
         };
-        let mut conn = self.record.delivery_connection().await?;
-        if !Record::claim_delivery(&mut conn, &delivery).await? {
+        if !self.record.claim_delivery(&delivery).await? {
             return Ok(Delivered::Before);
         }
         let id = Uuid::new_v5(&Uuid::NAMESPACE_OID, m.key.as_bytes());
         match mailer.send(to, &id.to_string(), &rendered).await {
             Ok(reply) => {
-                Record::delivery_sent(&mut conn, m.key, &reply).await?;
+                self.record.delivery_sent(m.key, &reply).await?;
                 Ok(Delivered::Sent(Some(reply)))
             }
             Err(e @ (SendError::Refused(_) | SendError::Invalid(_))) => {
-                Record::delivery_failed(&mut conn, m.key, &e.to_string()).await?;
+                self.record.delivery_failed(m.key, &e.to_string()).await?;
                 Err(permanent(e))
             }
             Err(e @ SendError::Deferred(_)) => {
-                Record::delivery_deferred(&mut conn, m.key, &e.to_string()).await?;
+                self.record.delivery_deferred(m.key, &e.to_string()).await?;
                 Err(JobError::Retryable(e.to_string()))
             }
         }
