@@ -3,7 +3,7 @@
 # against the same local services. Usage: bench/run.sh queue|sync|notify [options] (see --help).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bash scripts/services.sh up postgres redis mongo smtp >&2
+bash scripts/services.sh up postgres redis mongo >&2
 eval "$(bash scripts/services.sh env)"
 cargo build --quiet --release -p ferry-cli -p ferry-bench
 exec ./target/release/ferry-bench "$@"

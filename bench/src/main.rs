@@ -36,6 +36,6 @@ async fn main() {
     match Cli::parse().command {
         Command::Queue(args) => queue::run(args, root, ferry).await,
         Command::Sync(args) => sync::run(args, ferry).await,
-        Command::Notify(args) => notify::run(args, root, ferry).await,
+        Command::Notify(args) => notify::run(args, ferry).await,
     }
 }
