@@ -186,13 +186,19 @@ async fn ensure_database(admin_url: &str, url: &str, rows: i64) {
             .unwrap();
     }
     let pool = sqlx::PgPool::connect(url).await.unwrap();
-    let count: Option<i64> = sqlx::query_scalar(
-        "SELECT CASE WHEN to_regclass('public.items') IS NULL THEN NULL
-                ELSE (SELECT count(*) FROM public.items) END",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let table: Option<String> = sqlx::query_scalar("SELECT to_regclass('public.items')::text")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let count: Option<i64> = match table {
+        Some(_) => Some(
+            sqlx::query_scalar("SELECT count(*) FROM public.items")
+                .fetch_one(&pool)
+                .await
+                .unwrap(),
+        ),
+        None => None,
+    };
     if count == Some(rows) {
         return;
     }

@@ -2,6 +2,7 @@
 //! Run through `bench/run.sh`, which builds release binaries and starts the services.
 
 mod backup;
+mod notify;
 mod queue;
 mod sync;
 
@@ -23,6 +24,8 @@ enum Command {
     Sync(sync::Args),
     /// `ferry backup run` to S3 against `pg_dump -Fc > file`; size and peak memory.
     Backup(backup::Args),
+    /// Emails/s from one worker to a local SMTP sink, beside the pooled mailer alone.
+    Notify(notify::Args),
 }
 
 #[tokio::main]
@@ -37,5 +40,6 @@ async fn main() {
         Command::Queue(args) => queue::run(args, root, ferry).await,
         Command::Sync(args) => sync::run(args, ferry).await,
         Command::Backup(args) => backup::run(args, ferry).await,
+        Command::Notify(args) => notify::run(args, ferry).await,
     }
 }

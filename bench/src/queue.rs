@@ -192,7 +192,7 @@ async fn ferry_latency(args: &Args, ferry: &PathBuf) -> (f64, f64) {
     (rank(0.5), rank(0.99))
 }
 
-fn stop(child: &mut std::process::Child) {
+pub(crate) fn stop(child: &mut std::process::Child) {
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
@@ -200,7 +200,7 @@ fn stop(child: &mut std::process::Child) {
     let _ = child.wait();
 }
 
-async fn cleanup(redis_url: &str, prefix: &str) {
+pub(crate) async fn cleanup(redis_url: &str, prefix: &str) {
     let client = redis::Client::open(redis_url).expect("redis url");
     let mut conn = client
         .get_multiplexed_async_connection()

@@ -50,6 +50,9 @@ pub enum Command {
     /// Back up PostgreSQL to an object store, verify, restore and prune.
     #[command(subcommand)]
     Backup(commands::backup::Command),
+    /// Send notifications: in-app rows and email.
+    #[command(subcommand)]
+    Notify(commands::notify::Command),
 }
 
 pub fn init_tracing(cli: &Cli) {
@@ -128,5 +131,6 @@ pub async fn run(cli: Cli) -> Result<Code> {
         Command::Stats => commands::stats::run(&ctx).await,
         Command::Sync(command) => commands::sync::run(&ctx, command).await,
         Command::Backup(command) => commands::backup::run(&ctx, command).await,
+        Command::Notify(command) => commands::notify::run(&ctx, command).await,
     }
 }

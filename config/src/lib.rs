@@ -15,7 +15,9 @@ mod backup;
 mod duration;
 mod env;
 mod error;
+mod notify;
 mod secret;
+mod sql;
 mod store;
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
@@ -25,7 +27,9 @@ use serde::Deserialize;
 pub use backup::{Backup, Retention};
 pub use env::Env;
 pub use error::ConfigError;
+pub use notify::{Columns, Notify, SmtpUrl, Template};
 pub use secret::Secret;
+pub use sql::{Sql, Statement};
 pub use store::{Location, StoreConfig};
 
 /// The whole configuration.
@@ -53,6 +57,10 @@ pub struct Config {
     /// S3 settings from the environment, for stores given by URL alone.
     #[serde(skip)]
     env_store: StoreConfig,
+    #[serde(default)]
+    pub notify: Notify,
+    #[serde(default)]
+    pub sql: Sql,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -292,6 +300,7 @@ impl Config {
         if let Some(v) = env.get("FERRY_AGE_IDENTITY") {
             self.backup.identity = Some(Secret::new(v));
         }
+        self.notify.apply_env(env);
     }
 
     /// The store `spec` names: a key of `[stores]`, or an `s3://` / `file://` URL (S3
@@ -401,6 +410,10 @@ impl Config {
         }
         self.backup.validate()?;
         self.store("backup.target", &self.backup.target)?;
+        let record_apart =
+            self.postgres.ferry_url.is_some() && self.postgres.ferry_url != self.postgres.url;
+        self.notify.validate(record_apart)?;
+        self.sql.validate()?;
         for (kind, o) in &self.kinds {
             let key = |field: &str| format!("kinds.{kind}.{field}");
             if o.max_attempts == Some(0) {

@@ -18,6 +18,8 @@ pub struct Deps {
     pub worker: Arc<str>,
     /// Connected on first use by a sync job.
     pub sync: Arc<tokio::sync::OnceCell<crate::sync::Target>>,
+    /// Built on first use by a notify job.
+    pub notify: Arc<tokio::sync::OnceCell<Arc<crate::notify::Notifier>>>,
 }
 
 impl Deps {
@@ -28,12 +30,23 @@ impl Deps {
             queue,
             worker: Arc::from(worker),
             sync: Arc::default(),
+            notify: Arc::default(),
         }
     }
 
     pub async fn sync_target(&self) -> Result<crate::sync::Target, crate::sync::SyncError> {
         self.sync
             .get_or_try_init(|| crate::sync::Target::connect(&self.config))
+            .await
+            .cloned()
+    }
+
+    /// Templates, the SMTP pool and the application database, shared by notify jobs.
+    pub async fn notifier(&self) -> Result<Arc<crate::notify::Notifier>, JobError> {
+        self.notify
+            .get_or_try_init(|| async {
+                crate::notify::Notifier::new(self.config.clone(), self.record.clone()).map(Arc::new)
+            })
             .await
             .cloned()
     }
@@ -47,6 +60,8 @@ pub struct JobContext {
     /// 1-based; crashes of a worker during an attempt count.
     pub attempt: u32,
     pub max_attempts: u32,
+    /// The key the job was enqueued with (`--key`), if any.
+    pub idempotency_key: Option<String>,
     pub deps: Deps,
     args: Arc<str>,
     cancel: CancellationToken,
@@ -60,6 +75,7 @@ impl JobContext {
             kind: job.kind.clone(),
             attempt: job.attempt,
             max_attempts: job.max_attempts,
+            idempotency_key: job.idempotency_key.clone(),
             deps,
             args: Arc::from(job.args.as_str()),
             cancel: job.cancel.clone(),

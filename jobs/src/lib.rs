@@ -31,7 +31,9 @@ mod context;
 pub mod diag;
 mod error;
 mod kind;
+pub mod notify;
 mod registry;
+pub mod sql;
 pub mod store;
 pub mod sync;
 

@@ -5,6 +5,7 @@
 
 mod audit;
 mod dead;
+mod delivery;
 mod error;
 mod run;
 
@@ -17,6 +18,7 @@ use sqlx::{
 
 pub use audit::AuditEntry;
 pub use dead::{DeadFilter, DeadJob};
+pub use delivery::{DeliveryRow, NewDelivery};
 pub use error::{RecordError, is_transient};
 pub use run::{Lease, Progress, RunRow, RunState};
 

@@ -1,6 +1,8 @@
 //! The test harness: each test gets its own Postgres schema and Redis key prefix, so tests
 //! run in parallel against the shared services and never depend on order.
 
+pub mod smtp;
+
 use std::{
     path::PathBuf,
     process::{Child, Command, Output, Stdio},
@@ -103,8 +105,10 @@ impl TestEnv {
         self.queue.enqueue(&queue, &[job]).await.unwrap()[0].0
     }
 
+    /// The job, on whichever queue its kind travels.
     pub async fn job_record(&self, id: Uuid) -> Option<JobRecord> {
-        self.queue.job("default", id).await.unwrap()
+        let queues: Vec<String> = self.registry.queues().into_iter().collect();
+        self.queue.find(&queues, id).await.unwrap()
     }
 
     /// Polls until `done` holds for the job (on the default queue), or panics after `timeout`.
@@ -212,6 +216,8 @@ impl TestEnv {
             "FERRY_CONFIG",
             "MONGODB_URI",
             "MONGODB_DATABASE",
+            "SMTP_URL",
+            "SMTP_FROM",
         ] {
             cmd.env_remove(var);
         }

@@ -54,7 +54,14 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
             ctx.config
                 .store("backup.target", &ctx.config.backup.target)?;
             backup::selected(&ctx.config, &databases).map_err(|e| Exit::usage(e.to_string()))?;
-            enqueue::submit(ctx, backup::Run::NAME, &RunArgs { databases }, None, wait).await
+            enqueue::submit(
+                ctx,
+                backup::Run::NAME,
+                &RunArgs { databases },
+                enqueue::Keys::default(),
+                wait,
+            )
+            .await
         }
         Command::List { database } => {
             let record = ctx.record().await?;

@@ -183,13 +183,22 @@ fn parse_at(s: &str) -> std::result::Result<i64, String> {
         .map_err(|_| format!("--at {s:?} is neither an RFC 3339 time nor a delay like 30s"))
 }
 
-/// Enqueues one job of a built-in kind for a convenience command, and follows it with
-/// `--wait`. `coalesce` keeps at most one queued job per key.
-pub async fn submit<A: serde::Serialize>(
+/// The keys a job may be enqueued with.
+#[derive(Debug, Default)]
+pub struct Keys {
+    /// The same key returns the first job's id (`--key`).
+    pub idempotency: Option<String>,
+    /// While a job with this key waits, enqueueing again returns it.
+    pub coalesce: Option<String>,
+}
+
+/// Enqueues one job built by a convenience command, prints its id, and with `wait` follows it
+/// to its end.
+pub async fn submit<A: Serialize>(
     ctx: &Ctx,
     kind: &str,
     args: &A,
-    coalesce: Option<String>,
+    keys: Keys,
     wait: bool,
 ) -> Result<Code> {
     let entry = ctx
@@ -201,23 +210,20 @@ pub async fn submit<A: serde::Serialize>(
         serde_json::to_string(args).unwrap_or_default(),
         entry.settings().max_attempts,
     );
-    job.coalesce_key = coalesce;
+    job.idempotency_key = keys.idempotency;
+    job.coalesce_key = keys.coalesce;
     let queue = ctx.queue().await?;
     let name = entry.settings().queue;
     let (id, created) = queue.enqueue(name, &[job]).await?[0];
     if ctx.json {
-        crate::output::json(
-            &serde_json::json!({ "id": id, "kind": kind, "queue": name, "created": created }),
-        );
+        crate::output::json(&Enqueued {
+            id,
+            kind: kind.to_owned(),
+            queue: name.to_owned(),
+            created,
+        });
     } else {
-        println!(
-            "{id}{}",
-            if created {
-                ""
-            } else {
-                " (already queued for this row)"
-            }
-        );
+        println!("{id}{}", if created { "" } else { " (an existing job)" });
     }
     if wait {
         return wait::until_done(ctx, &queue, name, id).await;

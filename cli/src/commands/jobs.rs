@@ -3,7 +3,7 @@ use std::{collections::HashSet, time::Duration};
 use ferry_queue::{
     CancelResult, JobFilter, JobRecord, JobState, NewJob, Queue, RequeueResult, now_us,
 };
-use ferry_record::{DeadFilter, DeadJob, Record};
+use ferry_record::{DeadFilter, DeadJob, DeliveryRow, Record};
 use serde::Serialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -212,9 +212,13 @@ async fn show(ctx: &Ctx, id: Uuid) -> Result<Code> {
         None => Vec::new(),
     };
     let record = ctx.record().await.ok();
-    let (dead, run) = match &record {
-        Some(r) => (r.dead_job(id).await?, r.run(id).await?),
-        None => (None, None),
+    let (dead, run, deliveries) = match &record {
+        Some(r) => (
+            r.dead_job(id).await?,
+            r.run(id).await?,
+            r.deliveries(id, 20).await?,
+        ),
+        None => (None, None, Vec::new()),
     };
     if live.is_none() && dead.is_none() && run.is_none() {
         return Err(Exit::failed(format!(
@@ -222,7 +226,9 @@ async fn show(ctx: &Ctx, id: Uuid) -> Result<Code> {
         )));
     }
     if ctx.json {
-        output::json(&json!({ "job": live, "errors": errors, "dead": dead, "run": run }));
+        output::json(
+            &json!({ "job": live, "errors": errors, "dead": dead, "run": run, "deliveries": deliveries }),
+        );
         return Ok(Code::Ok);
     }
     if let Some(j) = &live {
@@ -300,7 +306,39 @@ async fn show(ctx: &Ctx, id: Uuid) -> Result<Code> {
             r.lease_epoch
         );
     }
+    if let (Some(record), false) = (&record, deliveries.is_empty()) {
+        show_deliveries(record, id, &deliveries).await?;
+    }
     Ok(Code::Ok)
+}
+
+/// A notify job's messages: counts by state, then the first problems and sends.
+async fn show_deliveries(record: &Record, id: Uuid, shown: &[DeliveryRow]) -> Result<()> {
+    let counts = record.delivery_counts(id).await?;
+    let total: i64 = counts.iter().map(|(_, n)| n).sum();
+    let by_state: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    println!("messages  {total}: {}", by_state.join(", "));
+    for d in shown {
+        println!(
+            "message   {} {} (attempts {}{}): {}",
+            d.state,
+            d.recipient
+                .as_deref()
+                .or(d.user_id.as_deref().map(|_| "in-app only"))
+                .unwrap_or(""),
+            d.attempts,
+            if d.in_app_at.is_some() {
+                ", in-app row written"
+            } else {
+                ""
+            },
+            d.reply.as_deref().unwrap_or("-")
+        );
+    }
+    if (shown.len() as i64) < total {
+        println!("          ... {} more", total - shown.len() as i64);
+    }
+    Ok(())
 }
 
 async fn retry(

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::{
     app::Ctx,
-    commands::enqueue,
+    commands::enqueue::{self, Keys},
     exit::{Code, Exit, Result},
     output,
 };
@@ -62,7 +62,14 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
         Command::Full { tables, wait } => {
             catalog.select(&tables)?;
             warn_unmirrored(&catalog);
-            enqueue::submit(ctx, sync::Full::NAME, &FullArgs { tables }, None, wait).await
+            enqueue::submit(
+                ctx,
+                sync::Full::NAME,
+                &FullArgs { tables },
+                Keys::default(),
+                wait,
+            )
+            .await
         }
         Command::Incremental { tables, wait } => {
             catalog.select(&tables)?;
@@ -70,7 +77,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
                 ctx,
                 sync::Incremental::NAME,
                 &IncrementalArgs { tables },
-                None,
+                Keys::default(),
                 wait,
             )
             .await
@@ -95,7 +102,11 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
             };
             args.key_text(&table)?;
             let coalesce = args.coalesce_key();
-            enqueue::submit(ctx, sync::Entity::NAME, &args, Some(coalesce), false).await
+            let keys = Keys {
+                coalesce: Some(coalesce),
+                ..Keys::default()
+            };
+            enqueue::submit(ctx, sync::Entity::NAME, &args, keys, false).await
         }
         Command::Verify { tables, deep } => {
             let tables = catalog.select(&tables)?;

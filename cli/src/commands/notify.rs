@@ -1,0 +1,115 @@
+//! `ferry notify send|broadcast`: enqueue notify jobs, checked first as far as possible
+//! without sending (template, variables, address, audience), so mistakes exit 2 here.
+
+use ferry_jobs::{
+    Kind,
+    notify::{Broadcast, BroadcastArgs, Mailer, Send, SendArgs, Templates},
+};
+use serde_json::Value;
+
+use crate::{
+    app::Ctx,
+    commands::enqueue::{self, Keys},
+    exit::{Code, Exit, Result},
+};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// One notification: an in-app row (--user-id) and/or an email (--to).
+    Send {
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        user_id: Option<String>,
+        /// A name from [notify.templates].
+        #[arg(long)]
+        template: String,
+        /// Template variables, a JSON object.
+        #[arg(long)]
+        data: Option<String>,
+        /// Idempotency key: at most one email and one in-app row per key.
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Mail every recipient of an audience from [notify.audiences], resumably, at notify.rate.
+    Broadcast {
+        #[arg(long)]
+        template: String,
+        #[arg(long)]
+        audience: String,
+        /// Variables for every recipient, a JSON object; each recipient's columns win.
+        #[arg(long)]
+        data: Option<String>,
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
+    let templates = Templates::compile(&ctx.config.notify).map_err(usage)?;
+    match command {
+        Command::Send {
+            to,
+            user_id,
+            template,
+            data,
+            key,
+            wait,
+        } => {
+            let data = parse_data(data.as_deref())?;
+            templates.render(&template, &data).map_err(usage)?;
+            if let Some(to) = &to {
+                Mailer::address(to).map_err(usage)?;
+            }
+            if to.is_none() && user_id.is_none() {
+                return Err(Exit::usage("give --to, --user-id, or both"));
+            }
+            let args = SendArgs {
+                to,
+                user_id: user_id.map(Value::String),
+                template,
+                data,
+            };
+            let keys = Keys {
+                idempotency: key,
+                ..Keys::default()
+            };
+            enqueue::submit(ctx, Send::NAME, &args, keys, wait).await
+        }
+        Command::Broadcast {
+            template,
+            audience,
+            data,
+            wait,
+        } => {
+            let data = parse_data(data.as_deref())?;
+            if !templates.contains(&template) {
+                templates.render(&template, &data).map_err(usage)?;
+            }
+            ctx.config.notify.audience(&audience).map_err(Exit::usage)?;
+            let args = BroadcastArgs {
+                template,
+                audience,
+                data,
+            };
+            enqueue::submit(ctx, Broadcast::NAME, &args, Keys::default(), wait).await
+        }
+    }
+}
+
+fn parse_data(data: Option<&str>) -> Result<Value> {
+    let value: Value = serde_json::from_str(data.unwrap_or("{}"))
+        .map_err(|e| Exit::usage(format!("--data is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(Exit::usage(format!(
+            "--data must be a JSON object, got {value}"
+        )));
+    }
+    Ok(value)
+}
+
+fn usage(e: impl std::fmt::Display) -> Exit {
+    Exit::usage(e.to_string())
+}

@@ -1,0 +1,226 @@
+//! notify: in-app notification rows and email.
+//!
+//! - `notify.send` writes one in-app row (when `user_id` is given) and sends one email (when
+//!   `to` is given), rendered from a configured template.
+//! - `notify.broadcast` mails every recipient of a configured audience query, in chunks with
+//!   a checkpoint, at a configured rate.
+//!
+//! Every message has an idempotency key recorded in ferry's schema before it is sent
+//! (`ferry_record::NewDelivery`): a retry or a resumed broadcast skips messages the server
+//! accepted, and the in-app row is written in the same transaction that marks it written.
+
+mod broadcast;
+mod mailer;
+mod send;
+pub mod template;
+
+use std::{sync::Arc, time::Duration};
+
+use ferry_config::Config;
+use ferry_record::{NewDelivery, Record};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub use broadcast::{Broadcast, BroadcastArgs, BroadcastCheckpoint};
+pub use mailer::{Mailer, SendError};
+pub use send::{Send, SendArgs};
+pub use template::{Rendered, Templates};
+
+use crate::JobError;
+
+/// The queue notify jobs travel on, apart from long data jobs so mail is never stuck behind
+/// them.
+pub const QUEUE: &str = "notify";
+
+/// What notify jobs share in a worker: templates, the SMTP pool, the application database.
+#[derive(Debug)]
+pub struct Notifier {
+    pub templates: Templates,
+    mailer: Option<Mailer>,
+    app: Option<PgPool>,
+    record: Record,
+    config: Arc<Config>,
+}
+
+/// One message to one recipient.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    /// Idempotency key: at most one email and one in-app row per key.
+    pub key: &'a str,
+    pub job_id: Uuid,
+    pub template: &'a str,
+    pub to: Option<&'a str>,
+    pub user_id: Option<&'a Value>,
+    pub data: &'a Value,
+}
+
+/// What became of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    /// The server accepted the email now, with this reply (or there was no email to send).
+    Sent(Option<String>),
+    /// Already done by an earlier attempt: nothing was sent again.
+    Before,
+}
+
+impl Notifier {
+    /// Compiles templates and prepares the SMTP pool and database pool; nothing connects
+    /// until a message needs it.
+    pub fn new(config: Arc<Config>, record: Record) -> Result<Self, JobError> {
+        let n = &config.notify;
+        let templates = Templates::compile(n)?;
+        let mailer = n
+            .smtp_url
+            .as_ref()
+            .map(|url| Mailer::new(url, n.from.as_deref(), n.connections, n.smtp_timeout))
+            .transpose()
+            .map_err(JobError::Permanent)?;
+        let app = config
+            .postgres
+            .url
+            .as_deref()
+            .map(|url| {
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(config.postgres.max_connections)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_lazy(url)
+                    .map_err(|e| JobError::Permanent(format!("DATABASE_URL is not usable: {e}")))
+            })
+            .transpose()?;
+        Ok(Self {
+            templates,
+            mailer,
+            app,
+            record,
+            config,
+        })
+    }
+
+    /// The application database: in-app rows and audience queries.
+    pub fn app(&self) -> Result<&PgPool, JobError> {
+        self.app.as_ref().ok_or_else(|| {
+            JobError::Permanent(
+                "in-app rows and audiences need the application database: set DATABASE_URL".into(),
+            )
+        })
+    }
+
+    /// Renders, writes the in-app row once, and sends the email once.
+    pub async fn deliver(&self, m: &Message<'_>) -> Result<Delivered, JobError> {
+        if m.to.is_none() && m.user_id.is_none() {
+            return Err(JobError::Permanent(
+                "give to (an email address), user_id (an in-app row), or both".into(),
+            ));
+        }
+        // Everything that can be wrong with the message is found before anything is written.
+        let rendered = self.templates.render(m.template, m.data)?;
+        let to = m.to.map(Mailer::address).transpose().map_err(permanent)?;
+        let mailer = match (&to, &self.mailer) {
+            (Some(_), None) => {
+                return Err(JobError::Permanent(
+                    "email needs an SMTP server: set SMTP_URL or notify.smtp_url".into(),
+                ));
+            }
+            (_, mailer) => mailer,
+        };
+        let user_text = m.user_id.map(|u| match u {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+        let delivery = NewDelivery {
+            key: m.key,
+            job_id: m.job_id,
+            template: m.template,
+            recipient: m.to,
+            user_id: user_text.as_deref(),
+        };
+        if let Some(user) = m.user_id {
+            self.in_app(&delivery, user, &rendered).await?;
+        }
+        let (Some(to), Some(mailer)) = (to, mailer) else {
+            return Ok(Delivered::Sent(None));
+        };
+        if !self.record.claim_delivery(&delivery).await? {
+            return Ok(Delivered::Before);
+        }
+        let id = Uuid::new_v5(&Uuid::NAMESPACE_OID, m.key.as_bytes());
+        match mailer.send(to, &id.to_string(), &rendered).await {
+            Ok(reply) => {
+                self.record.delivery_sent(m.key, &reply).await?;
+                Ok(Delivered::Sent(Some(reply)))
+            }
+            Err(e @ (SendError::Refused(_) | SendError::Invalid(_))) => {
+                self.record.delivery_failed(m.key, &e.to_string()).await?;
+                Err(permanent(e))
+            }
+            Err(e @ SendError::Deferred(_)) => {
+                self.record.delivery_deferred(m.key, &e.to_string()).await?;
+                Err(JobError::Retryable(e.to_string()))
+            }
+        }
+    }
+
+    /// Inserts the in-app row unless an earlier attempt did, in one transaction with the mark.
+    async fn in_app(
+        &self,
+        delivery: &NewDelivery<'_>,
+        user: &Value,
+        rendered: &Rendered,
+    ) -> Result<(), JobError> {
+        let n = &self.config.notify;
+        let Some((schema, table)) = n.table_parts() else {
+            return Err(JobError::Permanent(
+                "user_id asks for an in-app notification, but notify.table is not set".into(),
+            ));
+        };
+        let app = self.app()?;
+        let db = |what: &'static str| {
+            move |e: sqlx::Error| {
+                let message = format!("Postgres failed to {what}: {e}");
+                if ferry_record::is_transient(&e) {
+                    JobError::Retryable(message)
+                } else {
+                    JobError::Permanent(message)
+                }
+            }
+        };
+        let mut tx = app.begin().await.map_err(db("begin"))?;
+        if self.record.claim_in_app(&mut tx, delivery).await? {
+            // Names come from config, checked as plain identifiers, and are quoted. The row
+            // goes through jsonb_populate_record so the user column may be any type
+            // (bigint, uuid, text) Postgres can read from JSON.
+            let quoted = match schema {
+                Some(s) => format!("\"{s}\".\"{table}\""),
+                None => format!("\"{table}\""),
+            };
+            let c = &n.columns;
+            let sql = format!(
+                "INSERT INTO {quoted} (\"{u}\", \"{t}\", \"{b}\")
+                 SELECT \"{u}\", \"{t}\", \"{b}\" FROM jsonb_populate_record(NULL::{quoted}, $1)",
+                u = c.user,
+                t = c.title,
+                b = c.body
+            );
+            let row: serde_json::Map<String, Value> = [
+                (c.user.clone(), user.clone()),
+                (c.title.clone(), Value::from(rendered.subject.as_str())),
+                (c.body.clone(), Value::from(rendered.text.as_str())),
+            ]
+            .into_iter()
+            .collect();
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(Value::Object(row))
+                .execute(&mut *tx)
+                .await
+                .map_err(db("insert the in-app notification"))?;
+        }
+        tx.commit()
+            .await
+            .map_err(db("commit the in-app notification"))
+    }
+}
+
+fn permanent(e: SendError) -> JobError {
+    JobError::Permanent(e.to_string())
+}
