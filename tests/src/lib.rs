@@ -111,27 +111,16 @@ impl TestEnv {
         self.queue.find(&queues, id).await.unwrap()
     }
 
-    /// Polls until `done` holds for the job (on the default queue), or panics after `timeout`.
+    /// Polls until `done` holds for the job, or panics after `timeout`.
     pub async fn wait_for(
         &self,
         id: Uuid,
         timeout: Duration,
         done: impl Fn(&JobRecord) -> bool,
     ) -> JobRecord {
-        self.wait_in("default", id, timeout, done).await
-    }
-
-    /// Polls until `done` holds for job `id` on `queue`, or panics after `timeout`.
-    pub async fn wait_in(
-        &self,
-        queue: &str,
-        id: Uuid,
-        timeout: Duration,
-        done: impl Fn(&JobRecord) -> bool,
-    ) -> JobRecord {
         let deadline = Instant::now() + timeout;
         loop {
-            let job = self.queue.job(queue, id).await.unwrap();
+            let job = self.job_record(id).await;
             if let Some(job) = &job
                 && done(job)
             {

@@ -68,8 +68,7 @@ async fn table_hashes(url: &str) -> BTreeMap<String, String> {
 }
 
 async fn wait_backup_job(env: &TestEnv, id: Uuid, done: impl Fn(&JobRecord) -> bool) -> JobRecord {
-    env.wait_in("backup", id, Duration::from_secs(60), done)
-        .await
+    env.wait_for(id, Duration::from_secs(60), done).await
 }
 
 /// Starts a worker, enqueues `backup.run`, and returns the job once it is final.

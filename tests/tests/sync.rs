@@ -326,5 +326,5 @@ async fn wait_job(
     id: uuid::Uuid,
     done: impl Fn(&ferry_queue::JobRecord) -> bool,
 ) -> ferry_queue::JobRecord {
-    env.wait_in("sync", id, Duration::from_secs(60), done).await
+    env.wait_for(id, Duration::from_secs(60), done).await
 }
