@@ -24,6 +24,9 @@ pub struct Args {
     database_url: String,
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
+    /// ferry's zstd level (`backup.level`); the shell pipeline uses the same.
+    #[arg(long, default_value_t = 3)]
+    level: i32,
 }
 
 const DATABASE: &str = "bench_backup";
@@ -50,12 +53,16 @@ pub async fn run(args: Args, ferry: PathBuf) {
         Command::new("bash")
             .arg("-c")
             .arg(format!(
-                "set -o pipefail; pg_dump -Fc -Z0 --dbname='{url}' | zstd -q -3 -T0 -o '{}'",
+                "set -o pipefail; pg_dump -Fc -Z0 --dbname='{url}' | zstd -q -{} -T0 -o '{}'",
+                args.level,
                 zst_file.display()
             ))
             .status()
     });
-    eprintln!("pg_dump -Fc -Z0 | zstd -3 -T0: {shell_secs:.2} s, {shell_bytes} bytes");
+    eprintln!(
+        "pg_dump -Fc -Z0 | zstd -{} -T0: {shell_secs:.2} s, {shell_bytes} bytes",
+        args.level
+    );
 
     let s3 = S3Server::start("bench-backups");
     let tag = format!("{:08x}", rand::random::<u32>());
@@ -63,9 +70,10 @@ pub async fn run(args: Args, ferry: PathBuf) {
     std::fs::write(
         &config,
         format!(
-            "[postgres]\nurl = \"{}\"\nschema = \"bench_backup_ferry\"\n[redis]\nurl = \"{}\"\nprefix = \"bbk{tag}\"\n[backup]\ndatabases = [\"{DATABASE}\"]\ntarget = \"bench\"\n{}",
+            "[postgres]\nurl = \"{}\"\nschema = \"bench_backup_ferry\"\n[redis]\nurl = \"{}\"\nprefix = \"bbk{tag}\"\n[backup]\ndatabases = [\"{DATABASE}\"]\ntarget = \"bench\"\nlevel = {}\n{}",
             args.database_url,
             args.redis_url,
+            args.level,
             s3.store_toml("bench", "bench-backups", SECRET_KEY)
         ),
     )
@@ -125,7 +133,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
     );
     for (name, secs, bytes) in [
         ("pg_dump -Fc > file", plain_secs, plain_bytes),
-        ("pg_dump -Z0 | zstd -3 -T0 > file", shell_secs, shell_bytes),
+        ("pg_dump -Z0 | zstd -T0 > file", shell_secs, shell_bytes),
         ("ferry backup run (to S3)", ferry_secs, ferry_bytes),
     ] {
         println!(
@@ -138,6 +146,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
         "{}",
         json!({
             "rows": args.rows,
+            "level": args.level,
             "pg_dump_fc": { "seconds": plain_secs, "bytes": plain_bytes },
             "shell_zstd": { "seconds": shell_secs, "bytes": shell_bytes },
             "ferry": { "seconds": ferry_secs, "bytes": ferry_bytes, "peak_rss_mb": peak_kb as f64 / 1024.0 },

@@ -16,10 +16,16 @@ use tokio::{io::AsyncReadExt, sync::mpsc};
 use super::postgres::Database;
 use crate::{JobError, store::Upload};
 
-/// S3 wants parts of at least 5 MiB; larger parts mean fewer requests, more memory.
-pub const PART_SIZE: usize = 8 << 20;
+/// S3 wants parts of at least 5 MiB and allows 10,000 of them. Parts start at 5 MiB (memory
+/// is a few parts) and double every 2,000 parts, so an object can reach 300 GiB.
+fn part_size(parts_sent: usize) -> usize {
+    (5 << 20) << (parts_sent / 2000).min(10)
+}
 /// Parts buffered between the compressor and the uploader.
-const PARTS_IN_FLIGHT: usize = 2;
+const PARTS_IN_FLIGHT: usize = 1;
+/// zstd's multi-threaded jobs default to 4x the window (8 MiB at level 3) per worker, for
+/// input and output each; 2 MiB jobs cost a fraction of the memory and almost no ratio.
+const ZSTD_JOB_SIZE: u32 = 2 << 20;
 
 pub struct Compression {
     pub level: i32,
@@ -149,6 +155,7 @@ fn zstd_into<R: io::BufRead, W: Write>(
     encoder.include_checksum(true)?;
     if threads > 1 {
         encoder.multithread(threads)?;
+        encoder.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB_SIZE))?;
     }
     io::copy(&mut input, &mut encoder)?;
     encoder.finish()
@@ -158,6 +165,9 @@ fn zstd_into<R: io::BufRead, W: Write>(
 struct PartWriter {
     tx: mpsc::Sender<Bytes>,
     buf: Vec<u8>,
+    /// The size of the part being filled.
+    limit: usize,
+    parts: usize,
     hasher: Sha256,
     bytes: u64,
 }
@@ -166,14 +176,18 @@ impl PartWriter {
     fn new(tx: mpsc::Sender<Bytes>) -> Self {
         Self {
             tx,
-            buf: Vec::with_capacity(PART_SIZE),
+            buf: Vec::with_capacity(part_size(0)),
+            limit: part_size(0),
+            parts: 0,
             hasher: Sha256::new(),
             bytes: 0,
         }
     }
 
     fn send(&mut self) -> io::Result<()> {
-        let part = std::mem::replace(&mut self.buf, Vec::with_capacity(PART_SIZE));
+        self.parts += 1;
+        self.limit = part_size(self.parts);
+        let part = std::mem::replace(&mut self.buf, Vec::with_capacity(self.limit));
         self.tx
             .blocking_send(Bytes::from(part))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))
@@ -192,11 +206,11 @@ impl PartWriter {
 
 impl Write for PartWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(PART_SIZE - self.buf.len());
+        let n = data.len().min(self.limit - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
         self.hasher.update(&data[..n]);
         self.bytes += n as u64;
-        if self.buf.len() == PART_SIZE {
+        if self.buf.len() == self.limit {
             self.send()?;
         }
         Ok(n)
