@@ -76,6 +76,7 @@ impl Registry {
         registry.register(sync::Chunk);
         registry.register(sync::Incremental);
         registry.register(sync::Entity);
+        registry.register(sync::Verify);
         registry.register(backup::Run);
         registry.register(backup::Verify);
         registry.register(backup::Prune);

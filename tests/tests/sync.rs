@@ -328,3 +328,65 @@ async fn wait_job(
 ) -> ferry_queue::JobRecord {
     env.wait_for(id, Duration::from_secs(60), done).await
 }
+
+/// A deep verify run as a job saves its place after every page: stopped part-way, the next
+/// worker resumes from the last page, and the report counts each row exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deep_verify_job_resumes_from_its_last_page() {
+    let env =
+        TestEnv::new(&SCHOOL.replace("[sync]", "[sync]\nchunk_size = 2\npages_per_chunk = 100"))
+            .await;
+    env.load_school().await;
+    let worker = env.start_worker();
+    ok(&env.ferry(&["sync", "full", "--wait"]));
+    worker.stop().await;
+    let gone = env
+        .mongo()
+        .await
+        .collection::<bson::Document>("courses")
+        .delete_one(bson::doc! {})
+        .await
+        .unwrap();
+    assert_eq!(gone.deleted_count, 1);
+
+    let id = env.enqueue("sync.verify", r#"{"deep": true}"#).await;
+    let mut worker = env.spawn_worker_process("verify");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while env
+        .record
+        .run(id)
+        .await
+        .unwrap()
+        .is_none_or(|r| r.done == 0)
+    {
+        assert!(Instant::now() < deadline, "the verify did not start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    signal(&worker, "TERM");
+    assert!(worker.wait().unwrap().success());
+    let stopped = env.record.run(id).await.unwrap().unwrap();
+    assert_eq!(stopped.state, "interrupted", "{stopped:?}");
+
+    let worker = env.start_worker();
+    let job = env
+        .wait_for(id, Duration::from_secs(60), |j| j.state.is_final())
+        .await;
+    worker.stop().await;
+    assert_eq!(job.state, JobState::Dead, "{job:?}");
+    assert!(job.last_error.unwrap().contains("courses"));
+    let run = env.record.run(id).await.unwrap().unwrap();
+    assert!(
+        run.resumed_from.is_some(),
+        "the second attempt started over"
+    );
+    let reports = run.checkpoint.unwrap()["done"].as_array().unwrap().clone();
+    let sum = |field: &str| -> u64 { reports.iter().map(|r| r[field].as_u64().unwrap()).sum() };
+    let rows: u64 = reports
+        .iter()
+        .map(|r| r["source_rows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(sum("compared"), rows, "rows compared twice or skipped");
+    assert_eq!(sum("missing_count"), 1);
+    assert!(stopped.done < rows as i64);
+    env.cleanup().await;
+}

@@ -1,6 +1,6 @@
 use ferry_jobs::{
     Kind,
-    sync::{self, EntityArgs, FullArgs, IncrementalArgs, SyncError, Target},
+    sync::{self, EntityArgs, FullArgs, IncrementalArgs, SyncError, Target, VerifyArgs},
 };
 use serde_json::json;
 
@@ -35,6 +35,10 @@ pub enum Command {
         tables: Vec<String>,
         #[arg(long)]
         deep: bool,
+        /// Run as a `sync.verify` job that checkpoints every page (resumable; for large
+        /// tables), follow it, and leave the report in `ferry runs show ID`.
+        #[arg(long)]
+        job: bool,
     },
     /// Install change-capture triggers so writes and deletes reach the mirror within seconds.
     InstallTriggers {
@@ -108,7 +112,12 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
             };
             enqueue::submit(ctx, sync::Entity::NAME, &args, keys, false).await
         }
-        Command::Verify { tables, deep } => {
+        Command::Verify { tables, deep, job } if job => {
+            catalog.select(&tables)?;
+            let args = VerifyArgs { tables, deep };
+            enqueue::submit(ctx, sync::Verify::NAME, &args, Keys::default(), true).await
+        }
+        Command::Verify { tables, deep, .. } => {
             let tables = catalog.select(&tables)?;
             let reports = sync::verify::verify(&target, &ctx.config, &tables, deep).await?;
             let ok = reports.iter().all(|r| r.ok());

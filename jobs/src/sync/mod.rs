@@ -38,6 +38,7 @@ pub use chunk::{Chunk, ChunkArgs};
 pub use entity::{Entity, EntityArgs};
 pub use full::{Full, FullArgs};
 pub use incremental::{Incremental, IncrementalArgs};
+pub use verify::{Verify, VerifyArgs};
 
 use crate::{JobContext, JobError};
 
