@@ -113,7 +113,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
         .unwrap();
     let ferry_secs = started.elapsed().as_secs_f64();
     assert!(status.success(), "ferry backup run failed");
-    let peak_kb = peak_rss_kb(worker.id());
+    let peak_kb = crate::peak_rss_kb(worker.id());
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(worker.id().to_string())
@@ -166,17 +166,6 @@ fn timed(
     let secs = started.elapsed().as_secs_f64();
     assert!(status.success(), "{} failed", file.display());
     (secs, std::fs::metadata(file).map(|m| m.len()).unwrap_or(0))
-}
-
-fn peak_rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// A database with `rows` rows of mixed types, made once and reused.

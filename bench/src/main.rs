@@ -43,3 +43,15 @@ async fn main() {
         Command::Notify(args) => notify::run(args, ferry).await,
     }
 }
+
+/// A process's peak resident memory (VmHWM) in KiB; 0 if it cannot be read.
+fn peak_rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}

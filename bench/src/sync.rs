@@ -198,18 +198,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
             .expect("sync");
         let secs = started.elapsed().as_secs_f64();
         assert!(status.success(), "ferry sync full failed");
-        let peak = std::fs::read_to_string(format!("/proc/{}/status", worker.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines().find(|l| l.starts_with("VmHWM")).map(|l| {
-                    l.split_whitespace()
-                        .nth(1)
-                        .unwrap_or("0")
-                        .parse::<u64>()
-                        .unwrap_or(0)
-                })
-            })
-            .unwrap_or(0);
+        let peak = crate::peak_rss_kb(worker.id());
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(worker.id().to_string())

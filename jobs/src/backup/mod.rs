@@ -30,6 +30,18 @@ pub fn store_of(config: &Config, m: &Manifest) -> Result<Store, JobError> {
     Ok(Store::open(&store)?)
 }
 
+/// Dumps and test restores of large databases take hours, and one at a time per worker is
+/// what the database server and the disk can bear.
+fn long_job() -> Settings {
+    Settings {
+        queue: QUEUE,
+        max_attempts: 3,
+        timeout: Duration::from_secs(6 * 3600),
+        concurrency: Some(1),
+        ..Settings::default()
+    }
+}
+
 /// `backup.run`: every configured database (or those named), each its own checkpointed step.
 pub struct Run;
 
@@ -61,13 +73,7 @@ impl Kind for Run {
     type Args = RunArgs;
 
     fn defaults() -> Settings {
-        Settings {
-            queue: QUEUE,
-            max_attempts: 3,
-            timeout: Duration::from_secs(6 * 3600),
-            concurrency: Some(1),
-            ..Settings::default()
-        }
+        long_job()
     }
 
     async fn run(&self, args: RunArgs, ctx: JobContext) -> Result<(), JobError> {
@@ -270,13 +276,7 @@ impl Kind for Verify {
     type Args = VerifyArgs;
 
     fn defaults() -> Settings {
-        Settings {
-            queue: QUEUE,
-            max_attempts: 3,
-            timeout: Duration::from_secs(6 * 3600),
-            concurrency: Some(1),
-            ..Settings::default()
-        }
+        long_job()
     }
 
     async fn run(&self, args: VerifyArgs, ctx: JobContext) -> Result<(), JobError> {
