@@ -78,22 +78,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
         ),
     )
     .unwrap();
-    let ferry_cmd = |a: &[&str]| {
-        let mut c = Command::new(&ferry);
-        c.arg("--config")
-            .arg(&config)
-            .args(a)
-            .env("FERRY_LOG", "warn");
-        for v in [
-            "DATABASE_URL",
-            "REDIS_URL",
-            "FERRY_SCHEMA",
-            "FERRY_REDIS_PREFIX",
-        ] {
-            c.env_remove(v);
-        }
-        c
-    };
+    let ferry_cmd = |a: &[&str]| crate::ferry_command(&ferry, &config, a);
     assert!(
         ferry_cmd(&["migrate"])
             .stdout(Stdio::null())
@@ -114,11 +99,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
     let ferry_secs = started.elapsed().as_secs_f64();
     assert!(status.success(), "ferry backup run failed");
     let peak_kb = crate::peak_rss_kb(worker.id());
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(worker.id().to_string())
-        .status();
-    let _ = worker.wait();
+    crate::queue::stop(&mut worker);
     let listed = ferry_cmd(&["--json", "backup", "list"]).output().unwrap();
     let list: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap_or_default();
     let ferry_bytes = list[0]["bytes"].as_u64().unwrap_or(0);

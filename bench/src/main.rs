@@ -6,7 +6,7 @@ mod notify;
 mod queue;
 mod sync;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
@@ -54,4 +54,28 @@ fn peak_rss_kb(pid: u32) -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// `ferry --config CONFIG ARGS...` with every environment override of config removed, so the
+/// measured process sees the benchmark's config and nothing else; logs at warn.
+fn ferry_command(ferry: &Path, config: &Path, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(ferry);
+    cmd.arg("--config")
+        .arg(config)
+        .args(args)
+        .env("FERRY_LOG", "warn");
+    for var in [
+        "DATABASE_URL",
+        "FERRY_DATABASE_URL",
+        "FERRY_SCHEMA",
+        "REDIS_URL",
+        "FERRY_REDIS_PREFIX",
+        "MONGODB_URI",
+        "MONGODB_DATABASE",
+        "SMTP_URL",
+        "SMTP_FROM",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
 }

@@ -4,7 +4,7 @@
 
 use std::{
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -79,22 +79,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
         ),
     )
     .expect("write config");
-    let ferry_cmd = |args: &[&str]| {
-        let mut cmd = Command::new(&ferry);
-        cmd.arg("--config").arg(&config).args(args);
-        for var in [
-            "DATABASE_URL",
-            "REDIS_URL",
-            "SMTP_URL",
-            "SMTP_FROM",
-            "FERRY_SCHEMA",
-            "FERRY_REDIS_PREFIX",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.env("FERRY_LOG", "warn");
-        cmd
-    };
+    let ferry_cmd = |args: &[&str]| crate::ferry_command(&ferry, &config, args);
     let migrated = ferry_cmd(&["migrate"])
         .stdout(Stdio::null())
         .status()

@@ -3,12 +3,7 @@
 //! (b) a null sink (read + map + encode, no writes); with the worker's peak memory at two
 //! table sizes.
 
-use std::{
-    path::PathBuf,
-    process::{Command, Stdio},
-    sync::Arc,
-    time::Instant,
-};
+use std::{path::PathBuf, process::Stdio, sync::Arc, time::Instant};
 
 use bson::RawDocumentBuf;
 use ferry_config::{Config, Env};
@@ -161,24 +156,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
         );
         let path = std::env::temp_dir().join(format!("ferry-bench-sync-{tag}.toml"));
         std::fs::write(&path, text).expect("write config");
-        let ferry_cmd = |a: &[&str]| {
-            let mut c = Command::new(&ferry);
-            c.arg("--config")
-                .arg(&path)
-                .args(a)
-                .env("FERRY_LOG", "warn");
-            for v in [
-                "DATABASE_URL",
-                "REDIS_URL",
-                "MONGODB_URI",
-                "MONGODB_DATABASE",
-                "FERRY_SCHEMA",
-                "FERRY_REDIS_PREFIX",
-            ] {
-                c.env_remove(v);
-            }
-            c
-        };
+        let ferry_cmd = |a: &[&str]| crate::ferry_command(&ferry, &path, a);
         assert!(
             ferry_cmd(&["migrate"])
                 .stdout(Stdio::null())
@@ -199,11 +177,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
         let secs = started.elapsed().as_secs_f64();
         assert!(status.success(), "ferry sync full failed");
         let peak = crate::peak_rss_kb(worker.id());
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(worker.id().to_string())
-            .status();
-        let _ = worker.wait();
+        crate::queue::stop(&mut worker);
         let _ = target.mongo.client().database(&db).drop().await;
         let _ = std::fs::remove_file(&path);
         eprintln!(
