@@ -167,6 +167,7 @@ impl Store {
                     .await
                     .map_err(|e| self.error("start an upload", key, e))?;
                 Ok(Upload::S3 {
+                    s3: s3.clone(),
                     store: self.clone(),
                     key: key.to_owned(),
                     path,
@@ -246,6 +247,8 @@ impl Store {
 /// An upload in progress: parts in order, then `complete` or `abort`.
 pub enum Upload {
     S3 {
+        s3: Arc<AmazonS3>,
+        /// For its URL in errors, and to abort.
         store: Store,
         key: String,
         path: Path,
@@ -273,15 +276,13 @@ impl Upload {
     pub async fn put(&mut self, data: Bytes) -> Result<(), StoreError> {
         match self {
             Self::S3 {
+                s3,
                 store,
                 key,
                 path,
                 id,
                 parts,
             } => {
-                let Backend::S3 { s3, .. } = &store.backend else {
-                    unreachable!("an S3 upload belongs to an S3 store")
-                };
                 let part = s3
                     .put_part(path, id, parts.len(), PutPayload::from_bytes(data))
                     .await
@@ -304,15 +305,13 @@ impl Upload {
     pub async fn complete(self) -> Result<(), StoreError> {
         match self {
             Self::S3 {
+                s3,
                 store,
                 key,
                 path,
                 id,
                 parts,
             } => {
-                let Backend::S3 { s3, .. } = &store.backend else {
-                    unreachable!("an S3 upload belongs to an S3 store")
-                };
                 s3.complete_multipart(&path, &id, parts)
                     .await
                     .map_err(|e| store.error("complete the upload", &key, e))?;
