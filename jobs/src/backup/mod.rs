@@ -7,7 +7,10 @@ mod postgres;
 pub mod restore;
 pub mod retention;
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet, btree_map::Entry},
+    time::Duration,
+};
 
 use chrono::Utc;
 use ferry_config::Config;
@@ -367,6 +370,8 @@ pub async fn prune(
     let all = manifest::list(pool, None).await?;
     let databases: BTreeSet<&str> = all.iter().map(|m| m.database.as_str()).collect();
     let mut report = PruneReport::default();
+    // One client per store, not per deleted object.
+    let mut stores: BTreeMap<&str, Store> = BTreeMap::new();
     for database in databases {
         let mine: Vec<&Manifest> = all.iter().filter(|m| m.database == database).collect();
         let candidates: Vec<retention::Candidate> = mine
@@ -384,7 +389,11 @@ pub async fn prune(
                 continue;
             }
             if !dry_run {
-                store_of(config, m)?.delete(&m.object_key).await?;
+                let store = match stores.entry(m.store.as_str()) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(store_of(config, m)?),
+                };
+                store.delete(&m.object_key).await?;
                 manifest::mark_deleted(pool, m.id).await?;
                 tracing::info!(backup = %m.id, key = %m.object_key, "backup pruned");
             }

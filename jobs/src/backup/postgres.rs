@@ -174,20 +174,24 @@ pub async fn server_version(conn: &mut PgConnection) -> Result<(String, u32), sq
     Ok((text, num.parse::<u32>().unwrap_or(0) / 10_000))
 }
 
-/// Rows per ordinary table (partitions included, partitioned parents not, so nothing is
-/// counted twice), keyed by `schema.table`.
-pub async fn row_counts(conn: &mut PgConnection) -> Result<BTreeMap<String, i64>, sqlx::Error> {
-    let tables: Vec<(String, String)> = sqlx::query_as(
+/// Every ordinary table (partitions included, partitioned parents not, so nothing is counted
+/// twice) outside the system schemas: its `schema.table` name and its quoted form.
+pub async fn tables(conn: &mut PgConnection) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
         "SELECT n.nspname || '.' || c.relname,
                 quote_ident(n.nspname) || '.' || quote_ident(c.relname)
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
          WHERE c.relkind = 'r' AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
          ORDER BY 1",
     )
-    .fetch_all(&mut *conn)
-    .await?;
+    .fetch_all(conn)
+    .await
+}
+
+/// Rows per table of [`tables`], keyed by `schema.table`.
+pub async fn row_counts(conn: &mut PgConnection) -> Result<BTreeMap<String, i64>, sqlx::Error> {
     let mut counts = BTreeMap::new();
-    for (name, quoted) in tables {
+    for (name, quoted) in tables(&mut *conn).await? {
         // `quoted` comes from the catalog through quote_ident, not from outside.
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT count(*) FROM {quoted}"

@@ -322,7 +322,7 @@ pub async fn restore(
         }
         Err(e) => return Err(postgres::connect_error(&target, e)),
     };
-    let existing = postgres::row_counts(&mut conn)
+    let existing = postgres::tables(&mut conn)
         .await
         .map_err(|e| JobError::Retryable(format!("inspecting {}: {e}", target.name)))?;
     if !existing.is_empty() {
