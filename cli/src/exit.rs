@@ -84,3 +84,10 @@ impl From<ferry_worker::WorkerError> for Exit {
 }
 
 pub type Result<T, E = Exit> = std::result::Result<T, E>;
+
+/// Work a command ran in-process (verify, restore, prune) failed the way a job would.
+impl From<ferry_jobs::JobError> for Exit {
+    fn from(e: ferry_jobs::JobError) -> Self {
+        Self::failed(e.to_string())
+    }
+}

@@ -1,5 +1,5 @@
 use ferry_jobs::{
-    JobError, Kind,
+    Kind,
     backup::{self, RunArgs, manifest},
 };
 use serde_json::json;
@@ -40,12 +40,6 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-}
-
-impl From<JobError> for Exit {
-    fn from(e: JobError) -> Self {
-        Exit::failed(e.to_string())
-    }
 }
 
 pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
