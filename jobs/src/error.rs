@@ -23,6 +23,18 @@ pub enum JobError {
     Interrupted,
 }
 
+impl JobError {
+    /// A Postgres failure, said as `message`: retried when the database was unreachable or
+    /// busy, permanent otherwise (bad SQL, a constraint, a missing table).
+    pub fn db(message: String, e: &sqlx::Error) -> Self {
+        if ferry_record::is_transient(e) {
+            Self::Retryable(message)
+        } else {
+            Self::Permanent(message)
+        }
+    }
+}
+
 /// Lets the call site state intent: `.retryable()?`, `.permanent()?`.
 pub trait ResultExt<T> {
     fn retryable(self) -> Result<T, JobError>;

@@ -72,10 +72,5 @@ impl Kind for Sql {
 }
 
 fn classify(name: &str, what: &str, e: &sqlx::Error) -> JobError {
-    let message = format!("statement {name}: failed to {what}: {e}");
-    if ferry_record::is_transient(e) {
-        JobError::Retryable(message)
-    } else {
-        JobError::Permanent(message)
-    }
+    JobError::db(format!("statement {name}: failed to {what}: {e}"), e)
 }

@@ -41,14 +41,7 @@ impl Manifest {
 }
 
 fn db(what: &'static str) -> impl Fn(sqlx::Error) -> JobError {
-    move |e| {
-        let message = format!("cannot {what} in the backup manifest: {e}");
-        if ferry_record::is_transient(&e) {
-            JobError::Retryable(message)
-        } else {
-            JobError::Permanent(message)
-        }
-    }
+    move |e| JobError::db(format!("cannot {what} in the backup manifest: {e}"), &e)
 }
 
 /// Records a finished backup. A retry of a job whose insert landed finds its row and keeps it.

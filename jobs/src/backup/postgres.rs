@@ -108,8 +108,7 @@ pub fn connect_error(db: &Database, e: sqlx::Error) -> JobError {
         sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("28")) => {
             JobError::Permanent(format!("{message}; check the user and password"))
         }
-        e if ferry_record::is_transient(e) => JobError::Retryable(message),
-        _ => JobError::Permanent(message),
+        e => JobError::db(message, e),
     }
 }
 

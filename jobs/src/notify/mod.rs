@@ -176,14 +176,7 @@ impl Notifier {
         };
         let app = self.app()?;
         let db = |what: &'static str| {
-            move |e: sqlx::Error| {
-                let message = format!("Postgres failed to {what}: {e}");
-                if ferry_record::is_transient(&e) {
-                    JobError::Retryable(message)
-                } else {
-                    JobError::Permanent(message)
-                }
-            }
+            move |e: sqlx::Error| JobError::db(format!("Postgres failed to {what}: {e}"), &e)
         };
         let mut tx = app.begin().await.map_err(db("begin"))?;
         if self.record.claim_in_app(&mut tx, delivery).await? {
