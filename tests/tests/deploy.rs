@@ -41,10 +41,16 @@ fn compose_env(service: &str) -> BTreeMap<String, String> {
         .args(["--env-file", ".env.example", "config"])
         .output()
         .expect("docker-compose (scripts/check-deploy.sh installs it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let env = yaml_values(
         &out.stdout,
-        &format!("print(json.dumps(yaml.safe_load(sys.stdin)['services']['{service}']['environment']))"),
+        &format!(
+            "print(json.dumps(yaml.safe_load(sys.stdin)['services']['{service}']['environment']))"
+        ),
     );
     serde_json::from_value(env).unwrap()
 }
@@ -79,17 +85,36 @@ fn the_shipped_config_loads_with_the_environment_compose_and_kubernetes_give() {
         let env = Env::from_pairs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let config = Config::from_toml_str(&toml, &env)
             .unwrap_or_else(|e| panic!("{source}: deploy/ferry.toml does not load: {e}"));
-        assert_eq!(config.postgres.url.as_ref(), vars.get("DATABASE_URL"), "{source}");
+        assert_eq!(
+            config.postgres.url.as_ref(),
+            vars.get("DATABASE_URL"),
+            "{source}"
+        );
         assert_eq!(Some(&config.redis.url), vars.get("REDIS_URL"), "{source}");
-        assert_eq!(config.mongodb.uri.as_ref(), vars.get("MONGODB_URI"), "{source}");
-        assert_eq!(Some(&config.mongodb.database), vars.get("MONGODB_DATABASE"), "{source}");
+        assert_eq!(
+            config.mongodb.uri.as_ref(),
+            vars.get("MONGODB_URI"),
+            "{source}"
+        );
+        assert_eq!(
+            Some(&config.mongodb.database),
+            vars.get("MONGODB_DATABASE"),
+            "{source}"
+        );
         let store = config
             .store("backup.target", &config.backup.target)
             .unwrap_or_else(|e| panic!("{source}: backup target: {e}"));
         assert_eq!(store.endpoint.as_ref(), vars.get("S3_ENDPOINT"), "{source}");
-        assert_eq!(store.access_key_id.as_ref(), vars.get("AWS_ACCESS_KEY_ID"), "{source}");
+        assert_eq!(
+            store.access_key_id.as_ref(),
+            vars.get("AWS_ACCESS_KEY_ID"),
+            "{source}"
+        );
         assert!(store.secret_access_key.is_some(), "{source}: no S3 secret");
-        assert!(config.notify.smtp_url.is_some(), "{source}: SMTP_URL not read");
+        assert!(
+            config.notify.smtp_url.is_some(),
+            "{source}: SMTP_URL not read"
+        );
     }
 }
 
@@ -151,7 +176,11 @@ async fn worker_healthcheck_follows_the_workers_heartbeat() {
         ("FERRY_HEALTH_MAX_AGE_MS", "1500"),
     ];
     let before = healthcheck("worker", &vars);
-    assert_eq!(before.status.code(), Some(1), "healthy before any worker ran");
+    assert_eq!(
+        before.status.code(),
+        Some(1),
+        "healthy before any worker ran"
+    );
 
     let mut worker = env.spawn_worker_process("health");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -169,7 +198,10 @@ async fn worker_healthcheck_follows_the_workers_heartbeat() {
         if !out.status.success() {
             break out;
         }
-        assert!(killed.elapsed() < Duration::from_secs(5), "still healthy 5 s after SIGKILL");
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "still healthy 5 s after SIGKILL"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(after.status.code(), Some(1));
