@@ -1,19 +1,20 @@
 //! The deployment files against the real thing: the configuration docker-compose.yml and the
-//! Kubernetes manifests hand ferry loads, Postgres connections honour `sslmode` (managed
-//! servers require TLS), and the container healthcheck follows a real worker's heartbeat.
+//! Kubernetes manifests hand ferry loads, Postgres connections honour `sslmode` and Redis
+//! speaks TLS with `rediss://` (managed services require TLS), and the container healthcheck
+//! follows a real worker's heartbeat.
 
 use std::{
     collections::BTreeMap,
     io::{Read, Write},
     net::TcpListener,
-    path::PathBuf,
-    process::{Command, Output},
+    path::{Path, PathBuf},
+    process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
 
 use ferry_config::{Config, Env};
 use ferry_record::Record;
-use ferry_tests::{TestEnv, database_url, redis_url, signal};
+use ferry_tests::{TestEnv, WorkerProcess, database_url, redis_url, signal};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -24,8 +25,8 @@ fn root() -> PathBuf {
 fn yaml_values(yaml: &[u8], script: &str) -> serde_json::Value {
     let mut child = Command::new("python3")
         .args(["-c", &format!("import json, sys, yaml\n{script}")])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
         .spawn()
         .expect("python3");
     child.stdin.take().unwrap().write_all(yaml).unwrap();
@@ -248,4 +249,147 @@ fn api_healthcheck_wants_200_from_healthz() {
     let refused = healthcheck("api", &[("FERRY_HEALTH_PORT", port.as_str())]);
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("nothing listens"));
+}
+
+/// A Redis of the test's own that speaks only TLS, with a certificate for `localhost` signed
+/// by a CA made for the test. Stopped when dropped.
+struct TlsRedis {
+    server: WorkerProcess,
+    port: u16,
+    ca: PathBuf,
+}
+
+impl TlsRedis {
+    fn start(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let status = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .stderr(Stdio::null())
+                .status()
+                .expect("openssl");
+            assert!(status.success(), "openssl {args:?}");
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let ca = [
+            "-subj",
+            "/CN=ferry test CA",
+            "-days",
+            "1",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ];
+        openssl(&[&["req", "-x509"], &ec[..], &ca[..]].concat());
+        let csr = [
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ];
+        openssl(&[&["req"], &ec[..], &csr[..]].concat());
+        std::fs::write(dir.join("san.ext"), "subjectAltName=DNS:localhost\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ]);
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = WorkerProcess(
+            Command::new("redis-server")
+                .args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                ])
+                .args([
+                    "--tls-cert-file",
+                    "server.pem",
+                    "--tls-key-file",
+                    "server.key",
+                ])
+                .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
+                .args(["--save", "", "--appendonly", "no"])
+                .current_dir(dir)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "TLS redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            server,
+            port,
+            ca: dir.join("ca.pem"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_runs_jobs_and_checks_the_certificate() {
+    let env = TestEnv::new("").await;
+    let redis = TlsRedis::start(&std::env::temp_dir().join(format!("ferry-{}-tls", env.name)));
+    let url = format!("rediss://localhost:{}", redis.port);
+    let tls = |args: &[&str]| {
+        let mut cmd = env.command(args);
+        cmd.env("REDIS_URL", &url).env("SSL_CERT_FILE", &redis.ca);
+        cmd
+    };
+
+    let worker = WorkerProcess(tls(&["worker"]).stderr(Stdio::null()).spawn().unwrap());
+    let out = tls(&["enqueue", "noop", "--wait"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "noop over TLS: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tls(&["stats", "--json"]).output().unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["by_kind"]["noop"]["succeeded"], 1, "{stats}");
+
+    // The same server without its CA among the trusted roots: refused, not downgraded.
+    let out = env
+        .command(&["stats"])
+        .env("REDIS_URL", &url)
+        .env_remove("SSL_CERT_FILE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "an unknown CA was accepted");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.to_lowercase().contains("certificate"), "{stderr}");
+    drop(worker);
+    drop(redis.server);
+    env.cleanup().await;
 }
