@@ -40,7 +40,7 @@ ENV PATH="/usr/lib/postgresql/${PG_MAJOR}/bin:${PATH}" \
     FERRY_LOG_FORMAT=json
 
 COPY --from=build /usr/local/bin/ferry /usr/local/bin/ferry
-COPY deploy/healthcheck.sh /usr/local/bin/ferry-healthcheck
+COPY --chmod=755 deploy/healthcheck.sh /usr/local/bin/ferry-healthcheck
 
 USER ferry
 WORKDIR /var/lib/ferry
