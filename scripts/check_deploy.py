@@ -108,8 +108,10 @@ def check_compose(raw, resolved):
     worker = services.get("worker", {})
     check("container_name" not in worker, "compose: worker has container_name: cannot scale")
     check("ports" not in worker, "compose: worker publishes ports: cannot scale")
+    # Compose durations: 45s, 1m30s, 2m.
     grace = str(worker.get("stop_grace_period", "10s"))
-    seconds = int(grace[:-1]) * (60 if grace.endswith("m") else 1) if grace[:-1].isdigit() else 0
+    unit = {"h": 3600, "m": 60, "s": 1}
+    seconds = sum(int(n) * unit[u] for n, u in re.findall(r"(\d+)([hms])", grace))
     check(seconds >= 35, "compose: worker stop_grace_period must exceed shutdown_grace (30 s)")
 
     # Secrets only as ${VAR} references, as written in the file.
