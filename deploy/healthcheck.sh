@@ -22,7 +22,8 @@ case $role in
     port=${FERRY_HEALTH_PORT:-8080}
     # bash's /dev/tcp: the image needs no HTTP client.
     { exec 3<>"/dev/tcp/127.0.0.1/$port"; } 2>/dev/null || unhealthy "nothing listens on port $port"
-    printf 'GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n' >&3
+    request=$'GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n'
+    printf '%s' "$request" >&3
     status=""
     read -r -t 5 _ status _ <&3
     [[ $status == 200 ]] || unhealthy "GET /healthz answered ${status:-nothing} (want 200)"

@@ -214,16 +214,22 @@ async fn worker_healthcheck_follows_the_workers_heartbeat() {
     env.cleanup().await;
 }
 
-/// Answers each of `replies` to one request on a free port.
+/// Answers each of `replies` to one request on a free port, after reading the request's
+/// head as an HTTP server does (closing with unread input would reset the connection).
 fn http_server(replies: Vec<&'static str>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for reply in replies {
             let (mut conn, _) = listener.accept().unwrap();
-            let mut request = [0u8; 1024];
-            let n = conn.read(&mut request).unwrap();
-            assert!(String::from_utf8_lossy(&request[..n]).starts_with("GET /healthz "));
+            let mut head = Vec::new();
+            let mut buf = [0u8; 256];
+            while !head.ends_with(b"\r\n\r\n") {
+                let n = conn.read(&mut buf).unwrap();
+                assert!(n > 0, "request ended early: {head:?}");
+                head.extend_from_slice(&buf[..n]);
+            }
+            assert!(head.starts_with(b"GET /healthz "), "{head:?}");
             conn.write_all(reply.as_bytes()).unwrap();
         }
     });
@@ -238,7 +244,8 @@ fn api_healthcheck_wants_200_from_healthz() {
     ])
     .to_string();
     let vars = [("FERRY_HEALTH_PORT", port.as_str())];
-    assert!(healthcheck("api", &vars).status.success());
+    let ok = healthcheck("api", &vars);
+    assert!(ok.status.success(), "{:?}", ok);
     let unavailable = healthcheck("api", &vars);
     assert_eq!(unavailable.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unavailable.stderr).contains("answered 503"));
