@@ -20,10 +20,24 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// A YAML document's value at `path`, as JSON, read by python3 with PyYAML (installed by
-/// scripts/check-deploy.sh, which scripts/test.sh runs first).
+/// A python3 that has PyYAML: the first on PATH, or Debian's, which gets python3-yaml with the
+/// docker-compose that scripts/check-deploy.sh (run first by scripts/test.sh) installs.
+fn python() -> &'static str {
+    ["python3", "/usr/bin/python3"]
+        .into_iter()
+        .find(|p| {
+            Command::new(p)
+                .args(["-c", "import yaml"])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .expect("no python3 with PyYAML: run scripts/check-deploy.sh first")
+}
+
+/// What `script` prints as JSON about the YAML documents on its stdin.
 fn yaml_values(yaml: &[u8], script: &str) -> serde_json::Value {
-    let mut child = Command::new("python3")
+    let mut child = Command::new(python())
         .args(["-c", &format!("import json, sys, yaml\n{script}")])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
