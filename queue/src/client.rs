@@ -85,6 +85,12 @@ impl Queue {
         prefix: &str,
         keep_finished: Duration,
     ) -> Result<Self, QueueError> {
+        if url.starts_with("rediss://") {
+            // redis's TLS asks rustls for the process-wide crypto provider, and with both ring
+            // and aws-lc-rs in the dependency tree rustls picks none by itself. Err: another
+            // was installed first, which serves as well.
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        }
         let client = redis::Client::open(url).map_err(|e| QueueError::BadUrl(e.to_string()))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(3)))
