@@ -63,8 +63,10 @@ impl SmtpSink {
 
     /// Every message accepted so far.
     pub fn mails(&self) -> Vec<Mail> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        // The sink may be in the middle of writing a line: only finished lines count.
+        let finished = text.rfind('\n').map_or("", |end| &text[..end]);
+        finished
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect()
