@@ -237,6 +237,17 @@ impl Queue {
         Ok(None)
     }
 
+    /// When worker `consumer` last proved itself alive on `queue`, in ms since the epoch;
+    /// `None` once the queue has forgotten it.
+    pub async fn worker_seen(&self, queue: &str, consumer: &str) -> Result<Option<i64>, QueueError> {
+        let mut conn = self.conn();
+        let score: Option<f64> = conn
+            .zscore(self.keys(queue).workers, consumer)
+            .await
+            .map_err(QueueError::redis("read worker heartbeat"))?;
+        Ok(score.map(|ms| ms as i64))
+    }
+
     /// Every failed attempt of a job, oldest first.
     pub async fn attempt_errors(
         &self,

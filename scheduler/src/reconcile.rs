@@ -1,0 +1,107 @@
+//! The run reconciler: a long run whose heartbeat stopped, whose job Redis no longer holds
+//! and whose worker is gone is re-queued under its own id, so a worker resumes it from its
+//! Postgres checkpoint (`open_run` takes a new lease epoch; the old one is fenced out).
+//!
+//! A run is left alone while Redis still holds its job (waiting, retrying, or running: a
+//! crashed worker's entry is re-queued by the queue itself after `worker.reclaim_after`), while
+//! the worker holding its lease still heartbeats (a slow step between checkpoints), and once
+//! it is archived as dead. Re-queueing is one Lua call that does nothing when the job exists,
+//! so replicas may reconcile at once.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use ferry_config::Config;
+use ferry_jobs::Registry;
+use ferry_queue::{NewJob, Queue, RequeueResult};
+use ferry_record::Record;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{Clock, SchedulerError};
+
+/// Runs looked at per pass; the oldest first.
+const BATCH: i64 = 200;
+
+pub struct Reconciler {
+    record: Record,
+    queue: Queue,
+    registry: Arc<Registry>,
+    after: TimeDelta,
+    every: Duration,
+    worker_timeout: TimeDelta,
+}
+
+impl Reconciler {
+    pub fn new(record: Record, queue: Queue, registry: Arc<Registry>, config: &Config) -> Self {
+        let delta = |d: Duration| TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX);
+        Self {
+            record,
+            queue,
+            registry,
+            after: delta(config.scheduler.reconcile_after),
+            every: config.scheduler.reconcile_every,
+            worker_timeout: delta(config.worker.reclaim_after),
+        }
+    }
+
+    pub async fn run(&self, clock: Arc<dyn Clock>, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            if let Err(e) = self.once(clock.now()).await {
+                tracing::warn!(error = %e, "reconciling runs failed; trying again");
+            }
+            crate::pause(self.every, &shutdown).await;
+        }
+    }
+
+    /// One pass; returns the runs re-dispatched.
+    pub async fn once(&self, now: DateTime<Utc>) -> Result<Vec<Uuid>, SchedulerError> {
+        let stale: Vec<(Uuid, String, serde_json::Value, Option<String>)> = sqlx::query_as(
+            "SELECT id, kind, args, lease_owner FROM runs
+             WHERE state IN ('running', 'interrupted') AND heartbeat_at < $1
+             ORDER BY heartbeat_at LIMIT $2",
+        )
+        .bind(now - self.after)
+        .bind(BATCH)
+        .fetch_all(self.record.pool())
+        .await
+        .map_err(SchedulerError::db("find silent runs"))?;
+        let mut redispatched = Vec::new();
+        for (id, kind, args, owner) in stale {
+            let Ok(entry) = self.registry.get(&kind) else {
+                tracing::warn!(run = %id, kind, "a silent run of a kind this build does not know; left alone");
+                continue;
+            };
+            let settings = entry.settings();
+            if self.queue.job(settings.queue, id).await?.is_some() {
+                continue;
+            }
+            if let Some(owner) = &owner
+                && let Some(seen) = self.queue.worker_seen(settings.queue, owner).await?
+                && now.timestamp_millis() - seen < self.worker_timeout.num_milliseconds()
+            {
+                continue;
+            }
+            if self.record.dead_job(id).await?.is_some() {
+                continue;
+            }
+            let job = NewJob {
+                id,
+                ..NewJob::new(kind.as_str(), args.to_string(), settings.max_attempts)
+            };
+            if self.queue.requeue(settings.queue, &job).await? == RequeueResult::Requeued {
+                tracing::warn!(run = %id, kind, owner = owner.as_deref().unwrap_or("-"), "run was silent and Redis had lost its job; re-dispatched to resume from its checkpoint");
+                self.record
+                    .audit(
+                        "scheduler",
+                        "run.redispatch",
+                        Some(&id.to_string()),
+                        serde_json::json!({"kind": kind, "lease_owner": owner}),
+                    )
+                    .await?;
+                redispatched.push(id);
+            }
+        }
+        Ok(redispatched)
+    }
+}
