@@ -97,7 +97,23 @@ impl Schedule {
 
     /// The parsed cron expression.
     pub fn cron(&self) -> Result<cron::Schedule, String> {
-        cron::Schedule::from_str(&self.cron).map_err(|e| format!("{:?} is not a cron expression ({e})", self.cron))
+        let fields = self.cron.split_whitespace().count();
+        if !(6..=7).contains(&fields) {
+            return Err(format!("{:?} has {fields} fields, not 6 or 7", self.cron));
+        }
+        cron::Schedule::from_str(&self.cron).map_err(|e| {
+            // The parser's message is the expression with a caret under the first bad spot.
+            // The parser's message is the expression, a caret under the first bad spot, and
+            // sometimes a reason.
+            let message = e.to_string();
+            let mut lines = message.lines().skip(1);
+            let at = lines.next().and_then(|l| l.find('^')).map_or(String::new(), |at| {
+                format!(" from character {}", at + 1)
+            });
+            let why: Vec<&str> = lines.map(str::trim).filter(|l| !l.is_empty()).collect();
+            let why = if why.is_empty() { String::new() } else { format!(": {}", why.join(" ")) };
+            format!("{:?} is not a cron expression (bad{at}{why})", self.cron)
+        })
     }
 
     /// The parsed time zone.
@@ -206,6 +222,9 @@ mod tests {
         let e = load(&format!("{base}cron = \"0 2 * * *\"\n")).unwrap_err();
         assert!(e.key.contains("schedule[0] (nightly).cron"), "{e}");
         assert!(e.fix.contains("seconds first"), "{e}");
+        assert!(e.problem.contains("has 5 fields"), "{e}");
+        let e = load(&format!("{base}cron = \"0 0 25 * * *\"\n")).unwrap_err();
+        assert!(e.problem.contains("not a cron expression"), "{e}");
         let e = load(&format!("{base}cron = \"0 0 2 * * *\"\ntimezone = \"Mars/Olympus\"\n"))
             .unwrap_err();
         assert!(e.to_string().contains("schedule[0] (nightly).timezone"), "{e}");
