@@ -107,11 +107,16 @@ impl Schedule {
             // sometimes a reason.
             let message = e.to_string();
             let mut lines = message.lines().skip(1);
-            let at = lines.next().and_then(|l| l.find('^')).map_or(String::new(), |at| {
-                format!(" from character {}", at + 1)
-            });
+            let at = lines
+                .next()
+                .and_then(|l| l.find('^'))
+                .map_or(String::new(), |at| format!(" from character {}", at + 1));
             let why: Vec<&str> = lines.map(str::trim).filter(|l| !l.is_empty()).collect();
-            let why = if why.is_empty() { String::new() } else { format!(": {}", why.join(" ")) };
+            let why = if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", why.join(" "))
+            };
             format!("{:?} is not a cron expression (bad{at}{why})", self.cron)
         })
     }
@@ -164,7 +169,11 @@ impl Scheduler {
             ("scheduler.reconcile_every", self.reconcile_every),
         ] {
             if d.is_zero() {
-                return Err(ConfigError::new(key, "is zero", "give a duration such as \"10s\""));
+                return Err(ConfigError::new(
+                    key,
+                    "is zero",
+                    "give a duration such as \"10s\"",
+                ));
             }
         }
         if self.catch_up_limit == 0 {
@@ -209,7 +218,10 @@ mod tests {
         )
         .unwrap();
         let (a, b) = (&c.schedules[0], &c.schedules[1]);
-        assert_eq!((a.timezone.as_str(), a.catch_up, a.enabled), ("UTC", CatchUp::Latest, true));
+        assert_eq!(
+            (a.timezone.as_str(), a.catch_up, a.enabled),
+            ("UTC", CatchUp::Latest, true)
+        );
         assert_eq!(a.args, serde_json::json!({}));
         assert_eq!((b.catch_up, b.enabled), (CatchUp::All, false));
         assert_eq!(b.args, serde_json::json!({"ms": 5}));
@@ -225,14 +237,24 @@ mod tests {
         assert!(e.problem.contains("has 5 fields"), "{e}");
         let e = load(&format!("{base}cron = \"0 0 25 * * *\"\n")).unwrap_err();
         assert!(e.problem.contains("not a cron expression"), "{e}");
-        let e = load(&format!("{base}cron = \"0 0 2 * * *\"\ntimezone = \"Mars/Olympus\"\n"))
-            .unwrap_err();
-        assert!(e.to_string().contains("schedule[0] (nightly).timezone"), "{e}");
+        let e = load(&format!(
+            "{base}cron = \"0 0 2 * * *\"\ntimezone = \"Mars/Olympus\"\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("schedule[0] (nightly).timezone"),
+            "{e}"
+        );
         assert!(e.to_string().contains("Mars/Olympus"), "{e}");
-        let e = load(&format!("{base}cron = \"0 0 2 * * *\"\ncatch_up = \"some\"\n")).unwrap_err();
+        let e = load(&format!(
+            "{base}cron = \"0 0 2 * * *\"\ncatch_up = \"some\"\n"
+        ))
+        .unwrap_err();
         assert!(e.to_string().contains("some"), "{e}");
-        let e = load(&format!("{base}cron = \"0 0 2 * * *\"\n{base}cron = \"0 0 3 * * *\"\n"))
-            .unwrap_err();
+        let e = load(&format!(
+            "{base}cron = \"0 0 2 * * *\"\n{base}cron = \"0 0 3 * * *\"\n"
+        ))
+        .unwrap_err();
         assert!(e.to_string().contains("schedule[1] (nightly).name"), "{e}");
         let e = load("[scheduler]\ncatch_up_limit = 0\n").unwrap_err();
         assert!(e.to_string().contains("scheduler.catch_up_limit"), "{e}");

@@ -239,7 +239,11 @@ impl Queue {
 
     /// When worker `consumer` last proved itself alive on `queue`, in ms since the epoch;
     /// `None` once the queue has forgotten it.
-    pub async fn worker_seen(&self, queue: &str, consumer: &str) -> Result<Option<i64>, QueueError> {
+    pub async fn worker_seen(
+        &self,
+        queue: &str,
+        consumer: &str,
+    ) -> Result<Option<i64>, QueueError> {
         let mut conn = self.conn();
         let score: Option<f64> = conn
             .zscore(self.keys(queue).workers, consumer)

@@ -41,7 +41,11 @@ pub fn instant(tz: Tz, wall: NaiveDateTime) -> DateTime<Utc> {
         LocalResult::None => {
             // In a gap: walk forward a minute at a time (transitions fall on whole minutes) to
             // the first wall time that exists. No zone has skipped more than a day.
-            let mut probe = wall.with_second(0).unwrap_or(wall).with_nanosecond(0).unwrap_or(wall);
+            let mut probe = wall
+                .with_second(0)
+                .unwrap_or(wall)
+                .with_nanosecond(0)
+                .unwrap_or(wall);
             for _ in 0..(26 * 60) {
                 probe += TimeDelta::minutes(1);
                 if let Some(at) = tz.from_local_datetime(&probe).earliest() {
@@ -113,13 +117,27 @@ mod tests {
     #[test]
     fn every_quarter_hour_through_both_transitions_fires_each_wall_time_once() {
         let berlin = chrono_tz::Europe::Berlin;
-        let spring = fires("0 */15 * * * *", berlin, "2026-03-29T00:40:00Z", "2026-03-29T01:20:00Z");
+        let spring = fires(
+            "0 */15 * * * *",
+            berlin,
+            "2026-03-29T00:40:00Z",
+            "2026-03-29T01:20:00Z",
+        );
         // 01:45 CET, then the gap: 02:00..02:45 all land on 03:00 CEST, which fires once.
         assert_eq!(
             spring,
-            ["2026-03-29T01:45:00+01:00", "2026-03-29T03:00:00+02:00", "2026-03-29T03:15:00+02:00"]
+            [
+                "2026-03-29T01:45:00+01:00",
+                "2026-03-29T03:00:00+02:00",
+                "2026-03-29T03:15:00+02:00"
+            ]
         );
-        let autumn = fires("0 */15 * * * *", berlin, "2026-10-25T00:10:00Z", "2026-10-25T02:20:00Z");
+        let autumn = fires(
+            "0 */15 * * * *",
+            berlin,
+            "2026-10-25T00:10:00Z",
+            "2026-10-25T02:20:00Z",
+        );
         // 02:00-03:00 is repeated: its wall times fire in the first pass (CEST) only, so
         // nothing fires from 00:45 to 02:00 UTC.
         assert_eq!(
@@ -143,15 +161,27 @@ mod tests {
             "2026-11-01T06:10:00Z",
             "2026-11-01T07:20:00Z",
         );
-        assert_eq!(got, ["2026-11-01T02:00:00-05:00", "2026-11-01T02:15:00-05:00"]);
+        assert_eq!(
+            got,
+            ["2026-11-01T02:00:00-05:00", "2026-11-01T02:15:00-05:00"]
+        );
     }
 
     #[test]
     fn fires_are_strictly_after_the_start() {
-        let got = fires("* * * * * *", chrono_tz::UTC, "2026-01-01T00:00:00.500Z", "2026-01-01T00:00:03Z");
+        let got = fires(
+            "* * * * * *",
+            chrono_tz::UTC,
+            "2026-01-01T00:00:00.500Z",
+            "2026-01-01T00:00:03Z",
+        );
         assert_eq!(
             got,
-            ["2026-01-01T00:00:01+00:00", "2026-01-01T00:00:02+00:00", "2026-01-01T00:00:03+00:00"]
+            [
+                "2026-01-01T00:00:01+00:00",
+                "2026-01-01T00:00:02+00:00",
+                "2026-01-01T00:00:03+00:00"
+            ]
         );
     }
 }

@@ -59,7 +59,13 @@ pub fn plan(config: &Config, registry: &Registry) -> Result<Vec<Planned>, Config
                 format!("give the arguments kind {} takes (see the README)", s.kind),
             )
         })?;
-        let invalid = |key: &str, problem: String| ConfigError::new(s.key(i, key), problem, "see the Scheduler section of the README");
+        let invalid = |key: &str, problem: String| {
+            ConfigError::new(
+                s.key(i, key),
+                problem,
+                "see the Scheduler section of the README",
+            )
+        };
         out.push(Planned {
             cron: s.cron().map_err(|p| invalid("cron", p))?,
             tz: s.tz().map_err(|p| invalid("timezone", p))?,
@@ -116,7 +122,11 @@ impl Fires {
     /// Records schedules seen for the first time as checked up to `now`: a new schedule
     /// starts with its next fire, not with a catch-up of its past.
     pub async fn register(&self, now: DateTime<Utc>) -> Result<(), SchedulerError> {
-        let names: Vec<&str> = self.planned.iter().map(|p| p.schedule.name.as_str()).collect();
+        let names: Vec<&str> = self
+            .planned
+            .iter()
+            .map(|p| p.schedule.name.as_str())
+            .collect();
         sqlx::query(
             "INSERT INTO schedules (name, checked_until) SELECT unnest($1::text[]), $2
              ON CONFLICT (name) DO NOTHING",
@@ -241,13 +251,16 @@ impl Fires {
                 if id != *claimed_id {
                     // An earlier claim of this fire enqueued it and then failed to commit:
                     // the key returned its job, which is the one to record.
-                    sqlx::query("UPDATE schedule_fires SET job_id = $3 WHERE schedule = $1 AND fire_time = $2")
-                        .bind(name)
-                        .bind(at)
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(SchedulerError::db("record fire"))?;
+                    sqlx::query(
+                        "UPDATE schedule_fires SET job_id = $3
+                         WHERE schedule = $1 AND fire_time = $2",
+                    )
+                    .bind(name)
+                    .bind(at)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(SchedulerError::db("record fire"))?;
                 }
                 report.enqueued.push((name.clone(), *at, id));
             }
@@ -296,7 +309,8 @@ impl Fires {
         let ids: Vec<Uuid> = fires.iter().map(|_| Uuid::now_v7()).collect();
         let mut claimed: Vec<(DateTime<Utc>, Uuid)> = sqlx::query_as(
             "INSERT INTO schedule_fires (schedule, fire_time, job_id, late, claimed_by, claimed_at)
-             SELECT $1, t, j, l, $2, $3 FROM unnest($4::timestamptz[], $5::uuid[], $6::bool[]) AS f(t, j, l)
+             SELECT $1, t, j, l, $2, $3
+             FROM unnest($4::timestamptz[], $5::uuid[], $6::bool[]) AS f(t, j, l)
              ON CONFLICT (schedule, fire_time) DO NOTHING
              RETURNING fire_time, job_id",
         )

@@ -69,7 +69,7 @@ impl Reconciler {
         let mut redispatched = Vec::new();
         for (id, kind, args, owner) in stale {
             let Ok(entry) = self.registry.get(&kind) else {
-                tracing::warn!(run = %id, kind, "a silent run of a kind this build does not know; left alone");
+                tracing::warn!(run = %id, kind, "silent run of a kind unknown here; left alone");
                 continue;
             };
             let settings = entry.settings();
@@ -90,7 +90,12 @@ impl Reconciler {
                 ..NewJob::new(kind.as_str(), args.to_string(), settings.max_attempts)
             };
             if self.queue.requeue(settings.queue, &job).await? == RequeueResult::Requeued {
-                tracing::warn!(run = %id, kind, owner = owner.as_deref().unwrap_or("-"), "run was silent and Redis had lost its job; re-dispatched to resume from its checkpoint");
+                tracing::warn!(
+                    run = %id,
+                    kind,
+                    owner = owner.as_deref().unwrap_or("-"),
+                    "silent run whose job Redis lost: re-dispatched to resume from its checkpoint"
+                );
                 self.record
                     .audit(
                         "scheduler",

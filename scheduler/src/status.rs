@@ -120,7 +120,11 @@ pub async fn set_paused(
     .execute(record.pool())
     .await
     .map_err(SchedulerError::db("pause schedule"))?;
-    let action = if paused { "schedule.pause" } else { "schedule.resume" };
+    let action = if paused {
+        "schedule.pause"
+    } else {
+        "schedule.resume"
+    };
     record
         .audit(actor, action, Some(name), serde_json::json!({}))
         .await?;

@@ -17,7 +17,13 @@ fn at(s: &str) -> DateTime<Utc> {
 /// A scheduler replica driven by hand: `tick(now)` is the injected clock.
 fn replica(env: &TestEnv, name: &str) -> Fires {
     let planned = plan(&env.config, &env.registry).unwrap();
-    Fires::new(planned, env.record.clone(), env.queue.clone(), &env.config, name)
+    Fires::new(
+        planned,
+        env.record.clone(),
+        env.queue.clone(),
+        &env.config,
+        name,
+    )
 }
 
 async fn noop_jobs(env: &TestEnv) -> Vec<JobRecord> {
@@ -61,7 +67,10 @@ async fn three_replicas_enqueue_each_fire_of_a_per_second_schedule_once() {
         signal(r, "TERM");
     }
     for r in &mut replicas {
-        assert!(r.wait().unwrap().success(), "a scheduler did not stop cleanly");
+        assert!(
+            r.wait().unwrap().success(),
+            "a scheduler did not stop cleanly"
+        );
     }
 
     let fires = fire_rows(&env, "tick").await;
@@ -85,7 +94,10 @@ async fn three_replicas_enqueue_each_fire_of_a_per_second_schedule_once() {
         .map(|j| j.idempotency_key.clone().unwrap())
         .collect();
     assert_eq!(keys.len(), jobs.len());
-    assert!(keys.iter().all(|k| k.starts_with("schedule:tick:")), "{keys:?}");
+    assert!(
+        keys.iter().all(|k| k.starts_with("schedule:tick:")),
+        "{keys:?}"
+    );
 
     let out = env.ferry(&["--json", "schedules", "ls"]);
     assert!(out.status.success(), "{out:?}");
@@ -114,7 +126,11 @@ async fn replicas_ticking_at_once_enqueue_every_fire_exactly_once() {
         let now = start + TimeDelta::milliseconds(i * 1000 + 3);
         // Replica c's clock runs 400 ms behind.
         let ticks = replicas.iter().enumerate().map(|(n, r)| {
-            let skew = if n == 2 { TimeDelta::milliseconds(400) } else { TimeDelta::zero() };
+            let skew = if n == 2 {
+                TimeDelta::milliseconds(400)
+            } else {
+                TimeDelta::zero()
+            };
             r.tick(now - skew)
         });
         for report in futures::future::join_all(ticks).await {
@@ -167,9 +183,14 @@ async fn after_five_minutes_down_latest_enqueues_one_all_five_skip_none() {
     assert_eq!((r.missed, r.skipped), (0, 0));
 
     let planned = plan(&env.config, &env.registry).unwrap();
-    let status = statuses(&planned, &env.record, &env.queue, at("2026-06-01T12:06:01Z"))
-        .await
-        .unwrap();
+    let status = statuses(
+        &planned,
+        &env.record,
+        &env.queue,
+        at("2026-06-01T12:06:01Z"),
+    )
+    .await
+    .unwrap();
     let row = |name: &str| {
         let s = status.iter().find(|s| s.name == name).unwrap();
         (s.fires, s.missed, s.skipped)
@@ -202,15 +223,28 @@ async fn a_paused_schedule_neither_fires_nor_catches_up() {
     assert_eq!(r, TickReport::default());
     let out = env.ferry(&["--json", "schedules", "ls"]);
     let ls: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((&ls[0]["paused"], &ls[0]["next_fire"]), (&serde_json::json!(true), &serde_json::Value::Null));
+    assert_eq!(
+        (&ls[0]["paused"], &ls[0]["next_fire"]),
+        (&serde_json::json!(true), &serde_json::Value::Null)
+    );
 
-    assert!(env.ferry(&["schedules", "resume", "minutely"]).status.success());
-    let r = fires.tick(base + TimeDelta::milliseconds(4 * 60_000 + 100)).await.unwrap();
+    assert!(
+        env.ferry(&["schedules", "resume", "minutely"])
+            .status
+            .success()
+    );
+    let r = fires
+        .tick(base + TimeDelta::milliseconds(4 * 60_000 + 100))
+        .await
+        .unwrap();
     assert_eq!(fired(&r, "minutely"), [base + TimeDelta::minutes(4)]);
     assert_eq!(r.missed, 0);
     let out = env.ferry(&["schedules", "pause", "nightly"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("configured: minutely"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("configured: minutely"),
+        "{out:?}"
+    );
     let audit = env.record.audit_log(10).await.unwrap();
     let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
     assert_eq!(actions, ["schedule.resume", "schedule.pause"]);
@@ -238,7 +272,11 @@ async fn lose_redis(env: &TestEnv) {
         .await
         .unwrap();
     assert!(!keys.is_empty());
-    let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,7 +304,10 @@ async fn a_run_whose_job_redis_lost_and_whose_worker_died_resumes_from_its_check
         .await;
     assert_eq!(job.state, JobState::Succeeded, "{job:?}");
     let run = env.record.run(id).await.unwrap().unwrap();
-    assert_eq!((run.state.as_str(), run.lease_epoch, run.done), ("succeeded", 2, 40));
+    assert_eq!(
+        (run.state.as_str(), run.lease_epoch, run.done),
+        ("succeeded", 2, 40)
+    );
     let resumed: SleepCheckpoint = serde_json::from_value(run.resumed_from.unwrap()).unwrap();
     assert!(
         resumed.steps_done >= at_kill.done as u32 && resumed.steps_done >= 5,
@@ -367,11 +408,21 @@ fn refused(schedule: &str) -> String {
 #[test]
 fn bad_schedules_stop_the_scheduler_before_it_connects() {
     let e = refused("cron = \"0 2 * * *\"\nkind = \"backup.run\"\n");
-    assert!(e.contains(".cron") && e.contains("5 fields") && e.contains("seconds first"), "{e}");
-    let e = refused("cron = \"0 0 2 * * *\"\ntimezone = \"Europe/Berlim\"\nkind = \"backup.run\"\n");
-    assert!(e.contains(".timezone") && e.contains("Europe/Berlim") && e.contains("IANA"), "{e}");
+    assert!(
+        e.contains(".cron") && e.contains("5 fields") && e.contains("seconds first"),
+        "{e}"
+    );
+    let e =
+        refused("cron = \"0 0 2 * * *\"\ntimezone = \"Europe/Berlim\"\nkind = \"backup.run\"\n");
+    assert!(
+        e.contains(".timezone") && e.contains("Europe/Berlim") && e.contains("IANA"),
+        "{e}"
+    );
     let e = refused("cron = \"0 0 2 * * *\"\nkind = \"bakup.run\"\n");
-    assert!(e.contains(".kind") && e.contains("bakup.run") && e.contains("backup.run"), "{e}");
+    assert!(
+        e.contains(".kind") && e.contains("bakup.run") && e.contains("backup.run"),
+        "{e}"
+    );
     let e = refused("cron = \"0 0 2 * * *\"\nkind = \"sleep\"\nargs = { ms = \"soon\" }\n");
     assert!(e.contains(".args"), "{e}");
 }

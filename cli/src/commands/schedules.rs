@@ -22,15 +22,22 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
     match command {
         Command::Ls => {
             let queue = ctx.queue().await?;
-            let statuses =
-                ferry_scheduler::statuses(&planned, &record, &queue, Utc::now()).await?;
+            let statuses = ferry_scheduler::statuses(&planned, &record, &queue, Utc::now()).await?;
             if ctx.json {
                 output::json(&statuses);
                 return Ok(Code::Ok);
             }
             let mut t = output::table(&[
-                "name", "cron", "timezone", "kind", "state", "next fire", "last fire",
-                "outcome", "missed", "skipped",
+                "name",
+                "cron",
+                "timezone",
+                "kind",
+                "state",
+                "next fire",
+                "last fire",
+                "outcome",
+                "missed",
+                "skipped",
             ]);
             for s in &statuses {
                 let state = match (s.enabled, s.paused) {
@@ -60,7 +67,11 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
             let names: Vec<&str> = planned.iter().map(|p| p.schedule.name.as_str()).collect();
             Err(Exit::usage(format!(
                 "no schedule {name:?} in config; configured: {}",
-                if names.is_empty() { "none".into() } else { names.join(", ") }
+                if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                }
             )))
         }
         Command::Pause { name } => {
