@@ -336,19 +336,29 @@ impl TestEnv {
         let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
             .execute(self.record.pool())
             .await;
-        if let Ok(client) = redis::Client::open(redis_url())
-            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-        {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{}:*", self.name))
-                .query_async(&mut conn)
-                .await
-                .unwrap_or_default();
-            for chunk in keys.chunks(500) {
-                let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
-            }
-        }
+        let _ = self.delete_redis_keys().await;
         let _ = std::fs::remove_file(&self.config_path);
+    }
+
+    /// Deletes every Redis key of this test's install, as a flush or a failover without AOF
+    /// would; other installs sharing the server keep theirs. Returns how many went.
+    pub async fn forget_redis(&self) -> usize {
+        self.delete_redis_keys()
+            .await
+            .expect("Redis must run for tests")
+    }
+
+    async fn delete_redis_keys(&self) -> redis::RedisResult<usize> {
+        let client = redis::Client::open(redis_url())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.name))
+            .query_async(&mut conn)
+            .await?;
+        for chunk in keys.chunks(500) {
+            let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
+        }
+        Ok(keys.len())
     }
 }
 

@@ -261,24 +261,6 @@ impl TruncMinutes for DateTime<Utc> {
     }
 }
 
-/// Deletes every Redis key of this test's install, as a flush (or a failover without AOF)
-/// would; other installs sharing the server are untouched.
-async fn lose_redis(env: &TestEnv) {
-    let client = redis::Client::open(ferry_tests::redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", env.name))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(!keys.is_empty());
-    let _: () = redis::cmd("DEL")
-        .arg(&keys)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_job_redis_lost_and_whose_worker_died_resumes_from_its_checkpoint() {
     let env =
@@ -292,7 +274,7 @@ async fn a_run_whose_job_redis_lost_and_whose_worker_died_resumes_from_its_check
     }
     signal(&first, "KILL");
     first.wait().unwrap();
-    lose_redis(&env).await;
+    assert!(env.forget_redis().await > 0);
     assert!(env.job_record(id).await.is_none());
     let at_kill = env.record.run(id).await.unwrap().unwrap();
     assert_eq!(at_kill.state, "running");
