@@ -5,8 +5,10 @@
 //! A run is left alone while Redis still holds its job (waiting, retrying, or running: a
 //! crashed worker's entry is re-queued by the queue itself after `worker.reclaim_after`), while
 //! the worker holding its lease still heartbeats (a slow step between checkpoints), and once
-//! it is archived as dead. Re-queueing is one Lua call that does nothing when the job exists,
-//! so replicas may reconcile at once.
+//! it is archived as dead. Runs silent for longer than `worker.keep_finished` are left alone
+//! too: Redis forgets finished jobs after that, so a missing job no longer proves a loss.
+//! Re-queueing is one Lua call that does nothing when the job exists, so replicas may
+//! reconcile at once.
 
 use std::{sync::Arc, time::Duration};
 
@@ -30,6 +32,7 @@ pub struct Reconciler {
     after: TimeDelta,
     every: Duration,
     worker_timeout: TimeDelta,
+    keep_finished: TimeDelta,
 }
 
 impl Reconciler {
@@ -42,6 +45,7 @@ impl Reconciler {
             after: delta(config.scheduler.reconcile_after),
             every: config.scheduler.reconcile_every,
             worker_timeout: delta(config.worker.reclaim_after),
+            keep_finished: delta(config.worker.keep_finished),
         }
     }
 
@@ -58,10 +62,11 @@ impl Reconciler {
     pub async fn once(&self, now: DateTime<Utc>) -> Result<Vec<Uuid>, SchedulerError> {
         let stale: Vec<(Uuid, String, serde_json::Value, Option<String>)> = sqlx::query_as(
             "SELECT id, kind, args, lease_owner FROM runs
-             WHERE state IN ('running', 'interrupted') AND heartbeat_at < $1
-             ORDER BY heartbeat_at LIMIT $2",
+             WHERE state IN ('running', 'interrupted') AND heartbeat_at < $1 AND heartbeat_at > $2
+             ORDER BY heartbeat_at LIMIT $3",
         )
         .bind(now - self.after)
+        .bind(now - self.keep_finished)
         .bind(BATCH)
         .fetch_all(self.record.pool())
         .await

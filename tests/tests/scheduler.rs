@@ -337,12 +337,20 @@ async fn the_reconciler_leaves_runs_alone_while_redis_or_their_worker_has_them()
     // Its job is gone and so is its worker.
     let lost = Uuid::now_v7();
     open(lost, "worker-gone").await;
-    // Recent: its worker may still be starting it.
-    let fresh = Uuid::now_v7();
+    // Silent for longer than Redis keeps finished jobs: its missing job proves nothing.
+    let ancient = Uuid::now_v7();
+    open(ancient, "worker-gone").await;
     sqlx::query("UPDATE runs SET heartbeat_at = now() - interval '1 minute'")
         .execute(env.record.pool())
         .await
         .unwrap();
+    sqlx::query("UPDATE runs SET heartbeat_at = now() - interval '25 hours' WHERE id = $1")
+        .bind(ancient)
+        .execute(env.record.pool())
+        .await
+        .unwrap();
+    // Recent: its worker may still be starting it.
+    let fresh = Uuid::now_v7();
     open(fresh, "worker-gone").await;
 
     let reconciler = Reconciler::new(
