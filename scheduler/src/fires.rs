@@ -145,6 +145,9 @@ impl Fires {
 
     /// Handles every fire due by `now`.
     pub async fn tick(&self, now: DateTime<Utc>) -> Result<TickReport, SchedulerError> {
+        if self.planned.is_empty() {
+            return Ok(TickReport::default());
+        }
         let names: Vec<&str> = self
             .planned
             .iter()

@@ -144,6 +144,28 @@ async fn replicas_ticking_at_once_enqueue_every_fire_exactly_once() {
 }
 
 #[tokio::test]
+async fn a_fire_enqueued_by_a_replica_that_died_before_committing_is_not_enqueued_again() {
+    let env =
+        TestEnv::new("[[schedule]]\nname = \"tick\"\ncron = \"* * * * * *\"\nkind = \"noop\"\n")
+            .await;
+    let fires = replica(&env, "survivor");
+    fires.register(at("2026-06-01T12:00:00Z")).await.unwrap();
+    // The dead replica's enqueue reached Redis; its claim in Postgres was rolled back.
+    let (queue, mut job) = env.job("noop", "{}");
+    job.idempotency_key = Some("schedule:tick:2026-06-01T12:00:01.000Z".into());
+    let first = env.queue.enqueue(&queue, &[job]).await.unwrap()[0].0;
+
+    let r = fires.tick(at("2026-06-01T12:00:01.005Z")).await.unwrap();
+    assert_eq!(
+        r.enqueued,
+        [("tick".into(), at("2026-06-01T12:00:01Z"), first)]
+    );
+    assert_eq!(fire_rows(&env, "tick").await[0].1, first);
+    assert_eq!(noop_jobs(&env).await.len(), 1);
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn after_five_minutes_down_latest_enqueues_one_all_five_skip_none() {
     let schedules: String = ["latest", "all", "skip"]
         .iter()
