@@ -390,6 +390,50 @@ async fn the_reconciler_leaves_runs_alone_while_redis_or_their_worker_has_them()
     env.cleanup().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_scheduler_relays_move_every_captured_change_into_one_waiting_job_per_row() {
+    let env = TestEnv::new("[sync]\nrelay_interval = \"50ms\"\n").await;
+    let schedulers: Vec<_> = (0..3).map(|_| env.start_scheduler()).collect();
+    // 5,000 captured changes to 500 rows, as triggers would write them.
+    sqlx::query(
+        "INSERT INTO sync_changes (table_name, key, op)
+         SELECT 'public.items', jsonb_build_object('id', i % 500), 'UPDATE'
+         FROM generate_series(1, 5000) i",
+    )
+    .execute(env.record.pool())
+    .await
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_changes")
+            .fetch_one(env.record.pool())
+            .await
+            .unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{left} changes not relayed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for s in schedulers {
+        s.stop().await;
+    }
+    let filter = JobFilter {
+        kind: Some("sync.entity".into()),
+        ..JobFilter::default()
+    };
+    let jobs = env.queue.list("sync", &filter).await.unwrap();
+    let rows: BTreeSet<String> = jobs
+        .iter()
+        .map(|j| j.args["key"]["id"].to_string())
+        .collect();
+    assert_eq!((jobs.len(), rows.len()), (500, 500));
+    env.cleanup().await;
+}
+
 /// `ferry scheduler` with one bad `[[schedule]]` and unreachable services: it must refuse
 /// before connecting, with exit 2, naming the schedule and the fix.
 fn refused(schedule: &str) -> String {
