@@ -14,6 +14,18 @@ use chrono::{DateTime, LocalResult, NaiveDateTime, TimeDelta, TimeZone, Timelike
 use chrono_tz::Tz;
 
 /// Fire instants strictly after `after`, in order, without repeats.
+///
+/// ```
+/// use std::str::FromStr;
+///
+/// let nightly = cron::Schedule::from_str("0 30 2 * * *").unwrap();
+/// let after = "2026-03-28T12:00:00Z".parse().unwrap();
+/// let next = ferry_scheduler::fires_after(&nightly, chrono_tz::Europe::Berlin, after)
+///     .next()
+///     .unwrap();
+/// // 02:30 does not exist in Berlin that night: the fire is at 03:00 CEST.
+/// assert_eq!(next.to_rfc3339(), "2026-03-29T01:00:00+00:00");
+/// ```
 pub fn fires_after(
     cron: &cron::Schedule,
     tz: Tz,
@@ -34,7 +46,7 @@ pub fn fires_after(
 }
 
 /// The instant a wall time in `tz` stands for, with the rules of the module comment.
-pub fn instant(tz: Tz, wall: NaiveDateTime) -> DateTime<Utc> {
+fn instant(tz: Tz, wall: NaiveDateTime) -> DateTime<Utc> {
     match tz.from_local_datetime(&wall) {
         LocalResult::Single(at) => at.with_timezone(&Utc),
         LocalResult::Ambiguous(first, _) => first.with_timezone(&Utc),

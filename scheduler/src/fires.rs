@@ -355,7 +355,7 @@ impl Fires {
 }
 
 /// The idempotency key of a fire: the same for every replica.
-pub fn fire_key(schedule: &str, at: DateTime<Utc>) -> String {
+fn fire_key(schedule: &str, at: DateTime<Utc>) -> String {
     format!(
         "schedule:{schedule}:{}",
         at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

@@ -20,7 +20,7 @@ use ferry_queue::Queue;
 use ferry_record::Record;
 use tokio_util::sync::CancellationToken;
 
-pub use calendar::{fires_after, instant};
+pub use calendar::fires_after;
 pub use clock::{Clock, SystemClock};
 pub use fires::{Fires, Planned, TickReport, plan};
 pub use reconcile::Reconciler;
