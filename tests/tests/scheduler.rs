@@ -229,6 +229,57 @@ async fn after_five_minutes_down_latest_enqueues_one_all_five_skip_none() {
     env.cleanup().await;
 }
 
+/// A clock the test moves by hand.
+struct ManualClock(std::sync::Mutex<DateTime<Utc>>);
+
+impl ferry_scheduler::Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_scheduler_reads_its_injected_clock() {
+    let env = TestEnv::new(
+        "[scheduler]\ntick = \"50ms\"\n[[schedule]]\nname = \"minutely\"\ncron = \"0 * * * * *\"\nkind = \"noop\"\ncatch_up = \"all\"\n",
+    )
+    .await;
+    let clock = std::sync::Arc::new(ManualClock(std::sync::Mutex::new(at(
+        "2026-06-01T12:00:30Z",
+    ))));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(ferry_scheduler::run_with_clock(
+        env.config.clone(),
+        clock.clone(),
+        shutdown.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(noop_jobs(&env).await.is_empty());
+    // Three minutes pass in no time: 12:01, 12:02 and 12:03 were missed, and all catch up.
+    *clock.0.lock().unwrap() = at("2026-06-01T12:03:40Z");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while noop_jobs(&env).await.len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "no catch-up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    run.await.unwrap().unwrap();
+    let fires: Vec<DateTime<Utc>> = fire_rows(&env, "minutely")
+        .await
+        .iter()
+        .map(|f| f.0)
+        .collect();
+    assert_eq!(
+        fires,
+        [
+            at("2026-06-01T12:01:00Z"),
+            at("2026-06-01T12:02:00Z"),
+            at("2026-06-01T12:03:00Z")
+        ]
+    );
+    env.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_paused_schedule_neither_fires_nor_catches_up() {
     let env = TestEnv::new(
