@@ -363,6 +363,31 @@ impl Queue {
         })
     }
 
+    /// Re-queues a job recorded as running whose worker has not been seen since
+    /// `alive_after_ms` and whose stream entry is gone, so the queue's reclaim cannot recover
+    /// it. Returns whether it did; otherwise the job is missing, not running, its worker is
+    /// alive, or its entry is still pending (the reclaim's to handle).
+    pub async fn revive(
+        &self,
+        queue: &str,
+        id: Uuid,
+        alive_after_ms: i64,
+    ) -> Result<bool, QueueError> {
+        let keys = self.keys(queue);
+        let mut conn = self.conn();
+        let reply: String = scripts::REVIVE
+            .key(&keys.stream)
+            .arg(&keys.base)
+            .arg(GROUP)
+            .arg(id.to_string())
+            .arg(now_us() / 1000)
+            .arg(alive_after_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(QueueError::redis("revive job"))?;
+        Ok(reply == "requeued")
+    }
+
     pub async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError> {
         let keys = self.keys(queue);
         let mut conn = self.conn();

@@ -1,11 +1,12 @@
-//! The run reconciler: a long run whose heartbeat stopped, whose job Redis no longer holds
-//! and whose worker is gone is re-queued under its own id, so a worker resumes it from its
-//! Postgres checkpoint (`open_run` takes a new lease epoch; the old one is fenced out).
+//! The run reconciler: a long run whose heartbeat stopped and whose worker is gone, while
+//! Redis lost its job (or the job's stream entry, so the queue's own reclaim cannot see it),
+//! is re-queued under its own id, and a worker resumes it from its Postgres checkpoint
+//! (`open_run` takes a new lease epoch; the old one is fenced out).
 //!
-//! A run is left alone while Redis still holds its job (waiting, retrying, or running: a
-//! crashed worker's entry is re-queued by the queue itself after `worker.reclaim_after`), while
-//! the worker holding its lease still heartbeats (a slow step between checkpoints), and once
-//! it is archived as dead. Runs silent for longer than `worker.keep_finished` are left alone
+//! A run is left alone while Redis still holds its job waiting, retrying or finished, or
+//! running with its entry pending (a crashed worker's entry is re-queued by the queue itself
+//! after `worker.reclaim_after`); while the worker holding it still heartbeats (a slow step
+//! between checkpoints); and once it is archived as dead. Runs silent for longer than `worker.keep_finished` are left alone
 //! too: Redis forgets finished jobs after that, so a missing job no longer proves a loss.
 //! Re-queueing is one Lua call that does nothing when the job exists, so replicas may
 //! reconcile at once.
@@ -15,7 +16,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, TimeDelta, Utc};
 use ferry_config::Config;
 use ferry_jobs::Registry;
-use ferry_queue::{NewJob, Queue, RequeueResult};
+use ferry_queue::{JobState, NewJob, Queue, RequeueResult};
 use ferry_record::Record;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -77,41 +78,72 @@ impl Reconciler {
                 tracing::warn!(run = %id, kind, "silent run of a kind unknown here; left alone");
                 continue;
             };
-            let settings = entry.settings();
-            if self.queue.job(settings.queue, id).await?.is_some() {
-                continue;
-            }
-            if let Some(owner) = &owner
-                && let Some(seen) = self.queue.worker_seen(settings.queue, owner).await?
-                && now.timestamp_millis() - seen < self.worker_timeout.num_milliseconds()
-            {
-                continue;
-            }
-            if self.record.dead_job(id).await?.is_some() {
-                continue;
-            }
-            let job = NewJob {
-                id,
-                ..NewJob::new(kind.as_str(), args.to_string(), settings.max_attempts)
+            let queue = entry.settings().queue;
+            let alive_after = (now - self.worker_timeout).timestamp_millis();
+            let redispatched_how = match self.queue.job(queue, id).await? {
+                // Running on a worker that is gone, its stream entry lost: the queue's reclaim
+                // cannot see it.
+                Some(job) if job.state == JobState::Running => self
+                    .queue
+                    .revive(queue, id, alive_after)
+                    .await?
+                    .then_some("its worker is gone and Redis lost its stream entry"),
+                // Waiting, retrying or finished: the queue has it.
+                Some(_) => None,
+                None => self
+                    .lost(queue, id, &kind, &args, owner.as_deref(), alive_after)
+                    .await?
+                    .then_some("Redis lost its job"),
             };
-            if self.queue.requeue(settings.queue, &job).await? == RequeueResult::Requeued {
+            if let Some(how) = redispatched_how {
                 tracing::warn!(
                     run = %id,
                     kind,
                     owner = owner.as_deref().unwrap_or("-"),
-                    "silent run whose job Redis lost: re-dispatched to resume from its checkpoint"
+                    "silent run re-dispatched to resume from its checkpoint: {how}"
                 );
                 self.record
                     .audit(
                         "scheduler",
                         "run.redispatch",
                         Some(&id.to_string()),
-                        serde_json::json!({"kind": kind, "lease_owner": owner}),
+                        serde_json::json!({"kind": kind, "lease_owner": owner, "why": how}),
                     )
                     .await?;
                 redispatched.push(id);
             }
         }
         Ok(redispatched)
+    }
+
+    /// Re-queues the run of a job Redis no longer holds, unless the worker holding its lease
+    /// still heartbeats or the job is archived as dead.
+    async fn lost(
+        &self,
+        queue: &str,
+        id: Uuid,
+        kind: &str,
+        args: &serde_json::Value,
+        owner: Option<&str>,
+        alive_after: i64,
+    ) -> Result<bool, SchedulerError> {
+        if let Some(owner) = owner
+            && let Some(seen) = self.queue.worker_seen(queue, owner).await?
+            && seen > alive_after
+        {
+            return Ok(false);
+        }
+        if self.record.dead_job(id).await?.is_some() {
+            return Ok(false);
+        }
+        let max_attempts = self
+            .registry
+            .get(kind)
+            .map_or(1, |e| e.settings().max_attempts);
+        let job = NewJob {
+            id,
+            ..NewJob::new(kind, args.to_string(), max_attempts)
+        };
+        Ok(self.queue.requeue(queue, &job).await? == RequeueResult::Requeued)
     }
 }

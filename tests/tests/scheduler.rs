@@ -334,8 +334,25 @@ impl TruncMinutes for DateTime<Utc> {
     }
 }
 
+/// What Redis loses while a long job runs, besides its worker.
+enum Loss {
+    /// Every key of the install: a flush, or a failover without AOF.
+    Everything,
+    /// The job's stream entry only; its hash still says running.
+    StreamEntry,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_whose_job_redis_lost_and_whose_worker_died_resumes_from_its_checkpoint() {
+    killed_and_lost(Loss::Everything).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_stream_entry_redis_lost_and_whose_worker_died_resumes_from_its_checkpoint() {
+    killed_and_lost(Loss::StreamEntry).await;
+}
+
+async fn killed_and_lost(loss: Loss) {
     let env =
         TestEnv::new("[scheduler]\nreconcile_after = \"1s\"\nreconcile_every = \"300ms\"\n").await;
     let id = env.enqueue("sleep", r#"{"ms": 8000, "steps": 40}"#).await;
@@ -347,8 +364,31 @@ async fn a_run_whose_job_redis_lost_and_whose_worker_died_resumes_from_its_check
     }
     signal(&first, "KILL");
     first.wait().unwrap();
-    assert!(env.forget_redis().await > 0);
-    assert!(env.job_record(id).await.is_none());
+    match loss {
+        Loss::Everything => {
+            assert!(env.forget_redis().await > 0);
+            assert!(env.job_record(id).await.is_none());
+        }
+        Loss::StreamEntry => {
+            let client = redis::Client::open(ferry_tests::redis_url()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let keys = env.queue.keys("default");
+            let entry: String = redis::cmd("HGET")
+                .arg(keys.job(&id.to_string()))
+                .arg("eid")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let deleted: i64 = redis::cmd("XDEL")
+                .arg(&keys.stream)
+                .arg(&entry)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(deleted, 1);
+            assert_eq!(env.job_record(id).await.unwrap().state, JobState::Running);
+        }
+    }
     let at_kill = env.record.run(id).await.unwrap().unwrap();
     assert_eq!(at_kill.state, "running");
 
@@ -370,10 +410,14 @@ async fn a_run_whose_job_redis_lost_and_whose_worker_died_resumes_from_its_check
         at_kill.done
     );
     let audit = env.record.audit_log(10).await.unwrap();
+    let why = match loss {
+        Loss::Everything => "Redis lost its job",
+        Loss::StreamEntry => "Redis lost its stream entry",
+    };
     assert!(
-        audit
-            .iter()
-            .any(|a| a.action == "run.redispatch" && a.target.as_deref() == Some(&id.to_string())),
+        audit.iter().any(|a| a.action == "run.redispatch"
+            && a.target.as_deref() == Some(&id.to_string())
+            && a.details["why"].as_str().is_some_and(|w| w.contains(why))),
         "{audit:?}"
     );
     for p in [&scheduler, &second] {
@@ -410,6 +454,24 @@ async fn the_reconciler_leaves_runs_alone_while_redis_or_their_worker_has_them()
     // Its job is gone and so is its worker.
     let lost = Uuid::now_v7();
     open(lost, "worker-gone").await;
+    // Recorded as running by a worker that is gone, its stream entry lost.
+    let entry_lost = env.enqueue("sleep", &args.to_string()).await;
+    open(entry_lost, "worker-gone").await;
+    // Recorded as running by a worker that still heartbeats.
+    let running = env.enqueue("sleep", &args.to_string()).await;
+    open(running, "worker-alive").await;
+    for (id, worker) in [(entry_lost, "worker-gone"), (running, "worker-alive")] {
+        let _: () = redis::cmd("HSET")
+            .arg(env.queue.keys("default").job(&id.to_string()))
+            .arg(
+                &[
+                    "state", "running", "worker", worker, "eid", "1-1", "attempts", "1",
+                ][..],
+            )
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
     // Silent for longer than Redis keeps finished jobs: its missing job proves nothing.
     let ancient = Uuid::now_v7();
     open(ancient, "worker-gone").await;
@@ -432,10 +494,22 @@ async fn the_reconciler_leaves_runs_alone_while_redis_or_their_worker_has_them()
         env.registry.clone(),
         &env.config,
     );
-    assert_eq!(reconciler.once(Utc::now()).await.unwrap(), [lost]);
-    let job = env.job_record(lost).await.unwrap();
-    assert_eq!((job.state, job.kind.as_str()), (JobState::Queued, "sleep"));
-    assert_eq!(job.args, args);
+    let redispatched: BTreeSet<Uuid> = reconciler
+        .once(Utc::now())
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(redispatched, BTreeSet::from([lost, entry_lost]));
+    for id in [lost, entry_lost] {
+        let job = env.job_record(id).await.unwrap();
+        assert_eq!((job.state, job.kind.as_str()), (JobState::Queued, "sleep"));
+        assert_eq!(job.args, args);
+    }
+    assert_eq!(
+        env.job_record(running).await.unwrap().state,
+        JobState::Running
+    );
     // The job exists now: a second pass, or another replica, does nothing.
     assert!(reconciler.once(Utc::now()).await.unwrap().is_empty());
     env.cleanup().await;
