@@ -10,6 +10,10 @@ use ferry_scheduler::{Fires, Reconciler, TickReport, plan, statuses};
 use ferry_tests::{TestEnv, ferry_bin, signal};
 use uuid::Uuid;
 
+/// A per-second schedule of no-op jobs.
+const EVERY_SECOND: &str =
+    "[[schedule]]\nname = \"tick\"\ncron = \"* * * * * *\"\nkind = \"noop\"\n";
+
 fn at(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
@@ -55,9 +59,7 @@ fn fired(report: &TickReport, schedule: &str) -> Vec<DateTime<Utc>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_enqueue_each_fire_of_a_per_second_schedule_once() {
-    let env =
-        TestEnv::new("[[schedule]]\nname = \"tick\"\ncron = \"* * * * * *\"\nkind = \"noop\"\n")
-            .await;
+    let env = TestEnv::new(EVERY_SECOND).await;
     let mut replicas: Vec<_> = ["a", "b", "c"]
         .iter()
         .map(|label| env.spawn_scheduler_process(label))
@@ -115,9 +117,7 @@ async fn three_replicas_enqueue_each_fire_of_a_per_second_schedule_once() {
 
 #[tokio::test]
 async fn replicas_ticking_at_once_enqueue_every_fire_exactly_once() {
-    let env =
-        TestEnv::new("[[schedule]]\nname = \"tick\"\ncron = \"* * * * * *\"\nkind = \"noop\"\n")
-            .await;
+    let env = TestEnv::new(EVERY_SECOND).await;
     let replicas = [replica(&env, "a"), replica(&env, "b"), replica(&env, "c")];
     let start = at("2026-06-01T12:00:00Z");
     replicas[0].register(start).await.unwrap();
@@ -145,9 +145,7 @@ async fn replicas_ticking_at_once_enqueue_every_fire_exactly_once() {
 
 #[tokio::test]
 async fn a_fire_enqueued_by_a_replica_that_died_before_committing_is_not_enqueued_again() {
-    let env =
-        TestEnv::new("[[schedule]]\nname = \"tick\"\ncron = \"* * * * * *\"\nkind = \"noop\"\n")
-            .await;
+    let env = TestEnv::new(EVERY_SECOND).await;
     let fires = replica(&env, "survivor");
     fires.register(at("2026-06-01T12:00:00Z")).await.unwrap();
     // The dead replica's enqueue reached Redis; its claim in Postgres was rolled back.
