@@ -176,6 +176,13 @@ impl Scheduler {
                 ));
             }
         }
+        if self.late_after < self.tick * 2 {
+            return Err(ConfigError::new(
+                "scheduler.late_after",
+                "is shorter than two ticks, so fires handled on time could count as missed",
+                "make it at least 2 x scheduler.tick (default 30s with a 1s tick)",
+            ));
+        }
         if self.catch_up_limit == 0 {
             return Err(ConfigError::new(
                 "scheduler.catch_up_limit",
@@ -256,6 +263,8 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.to_string().contains("schedule[1] (nightly).name"), "{e}");
+        let e = load("[scheduler]\ntick = \"20s\"\n").unwrap_err();
+        assert!(e.to_string().contains("scheduler.late_after"), "{e}");
         let e = load("[scheduler]\ncatch_up_limit = 0\n").unwrap_err();
         assert!(e.to_string().contains("scheduler.catch_up_limit"), "{e}");
     }
