@@ -2,9 +2,10 @@
 # Sets up local services and runs ferry end to end on local defaults:
 #  1. sync: seeds a school database (the seeds' schema), mirrors it into MongoDB with a
 #     chunked full sync, verifies every document, installs change capture, changes rows and
-#     shows the mirror following;
+#     shows the mirror following (the scheduler relays the captured changes);
 #  2. the queue: a job that retries then succeeds, one that dies, and a checkpointing long job
-#     whose worker is killed with SIGKILL and which a second worker resumes.
+#     whose worker is killed with SIGKILL and which a second worker resumes;
+#  3. the scheduler: a schedule firing every 5 seconds, shown by `ferry schedules ls`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -22,8 +23,12 @@ schemas = ["school_demo"]
 [[sync.table]]
 name = "school_demo.profiles"
 exclude_columns = ["password_hash"]
+[[schedule]]
+name = "every-5s"
+cron = "*/5 * * * * *"
+kind = "noop"
 TOML
-cleanup() { kill "${W1:-}" "${W2:-}" 2>/dev/null || true; }
+cleanup() { kill "${W1:-}" "${W2:-}" "${S1:-}" 2>/dev/null || true; }
 trap cleanup EXIT
 
 echo "== seed the school database (schema school_demo) and migrate ferry's schema"
@@ -32,6 +37,8 @@ psql -q "$DATABASE_URL" -c 'DROP SCHEMA IF EXISTS school_demo CASCADE; CREATE SC
 ferry migrate
 echo "== worker 1 (logs in $logs)"
 "$FERRY" --config "$config" worker >"$logs/w1.log" 2>&1 & W1=$!
+echo "== scheduler (cron fires, change relay, run reconciler)"
+"$FERRY" --config "$config" scheduler >"$logs/s1.log" 2>&1 & S1=$!
 sleep 1
 
 echo "== what will be mirrored"
@@ -61,4 +68,6 @@ echo "   then resumes the long job from its checkpoint"
 while ! ferry jobs show "$long" | grep 'state     succeeded' >/dev/null; do sleep 1; done
 ferry runs show "$long"
 echo "== stats"; ferry stats
+echo "== schedules"; ferry schedules ls
+kill -TERM "$S1"; wait "$S1" && echo "== scheduler stopped cleanly on SIGTERM (exit 0)"; S1=""
 kill -TERM "$W2"; wait "$W2" && echo "== worker 2 stopped cleanly on SIGTERM (exit 0)"; W2=""

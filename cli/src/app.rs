@@ -34,6 +34,11 @@ pub enum Command {
     Migrate,
     /// Run a worker until SIGTERM or Ctrl-C.
     Worker(commands::worker::Args),
+    /// Run cron fires, the change relay and the run reconciler until SIGTERM or Ctrl-C.
+    Scheduler,
+    /// Cron schedules: next and last fire, outcome, missed fires; pause and resume.
+    #[command(subcommand)]
+    Schedules(commands::schedules::Command),
     /// Enqueue one job, or many from JSON lines.
     Enqueue(commands::enqueue::Args),
     /// List, inspect, re-queue and cancel jobs.
@@ -125,6 +130,8 @@ pub async fn run(cli: Cli) -> Result<Code> {
             Ok(Code::Ok)
         }
         Command::Worker(args) => commands::worker::run(&ctx, args).await,
+        Command::Scheduler => commands::scheduler::run(&ctx).await,
+        Command::Schedules(command) => commands::schedules::run(&ctx, command).await,
         Command::Enqueue(args) => commands::enqueue::run(&ctx, args).await,
         Command::Jobs(command) => commands::jobs::run(&ctx, command).await,
         Command::Runs(command) => commands::runs::run(&ctx, command).await,

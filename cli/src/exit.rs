@@ -83,6 +83,18 @@ impl From<ferry_worker::WorkerError> for Exit {
     }
 }
 
+impl From<ferry_scheduler::SchedulerError> for Exit {
+    fn from(e: ferry_scheduler::SchedulerError) -> Self {
+        use ferry_scheduler::SchedulerError as E;
+        match e {
+            E::Config(e) => e.into(),
+            E::Record(e) => e.into(),
+            E::Queue(e) => e.into(),
+            e => Self::failed(e.to_string()),
+        }
+    }
+}
+
 pub type Result<T, E = Exit> = std::result::Result<T, E>;
 
 /// Work a command ran in-process (verify, restore, prune) failed the way a job would.

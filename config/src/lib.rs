@@ -16,6 +16,7 @@ mod duration;
 mod env;
 mod error;
 mod notify;
+mod schedule;
 mod secret;
 mod sql;
 mod store;
@@ -28,6 +29,7 @@ pub use backup::{Backup, Retention};
 pub use env::Env;
 pub use error::ConfigError;
 pub use notify::{Columns, Notify, SmtpUrl, Template};
+pub use schedule::{CatchUp, Schedule, Scheduler};
 pub use secret::Secret;
 pub use sql::{Sql, Statement};
 pub use store::{Location, StoreConfig};
@@ -61,6 +63,11 @@ pub struct Config {
     pub notify: Notify,
     #[serde(default)]
     pub sql: Sql,
+    #[serde(default)]
+    pub scheduler: Scheduler,
+    /// Cron schedules, `[[schedule]]` in the file.
+    #[serde(default, rename = "schedule")]
+    pub schedules: Vec<Schedule>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -106,7 +113,7 @@ pub struct Sync {
     pub overlap: Duration,
     /// Most bulk writes to MongoDB at once, across every worker.
     pub max_writers: usize,
-    /// How often a worker moves trigger-captured changes into `sync.entity` jobs.
+    /// How often the scheduler moves trigger-captured changes into `sync.entity` jobs.
     #[serde(with = "duration")]
     pub relay_interval: Duration,
     #[serde(rename = "table")]
@@ -414,6 +421,7 @@ impl Config {
             self.postgres.ferry_url.is_some() && self.postgres.ferry_url != self.postgres.url;
         self.notify.validate(record_apart)?;
         self.sql.validate()?;
+        schedule::validate(&self.scheduler, &self.schedules)?;
         for (kind, o) in &self.kinds {
             let key = |field: &str| format!("kinds.{kind}.{field}");
             if o.max_attempts == Some(0) {

@@ -243,6 +243,21 @@ impl Queue {
         Ok(None)
     }
 
+    /// When worker `consumer` last proved itself alive on `queue`, in ms since the epoch;
+    /// `None` once the queue has forgotten it.
+    pub async fn worker_seen(
+        &self,
+        queue: &str,
+        consumer: &str,
+    ) -> Result<Option<i64>, QueueError> {
+        let mut conn = self.conn();
+        let score: Option<f64> = conn
+            .zscore(self.keys(queue).workers, consumer)
+            .await
+            .map_err(QueueError::redis("read worker heartbeat"))?;
+        Ok(score.map(|ms| ms as i64))
+    }
+
     /// Every failed attempt of a job, oldest first.
     pub async fn attempt_errors(
         &self,
@@ -352,6 +367,31 @@ impl Queue {
             "now" => RequeueResult::RunNow,
             other => RequeueResult::Unchanged(other.parse().unwrap_or(JobState::Queued)),
         })
+    }
+
+    /// Re-queues a job recorded as running whose worker has not been seen since
+    /// `alive_after_ms` and whose stream entry is gone, so the queue's reclaim cannot recover
+    /// it. Returns whether it did; otherwise the job is missing, not running, its worker is
+    /// alive, or its entry is still pending (the reclaim's to handle).
+    pub async fn revive(
+        &self,
+        queue: &str,
+        id: Uuid,
+        alive_after_ms: i64,
+    ) -> Result<bool, QueueError> {
+        let keys = self.keys(queue);
+        let mut conn = self.conn();
+        let reply: String = scripts::REVIVE
+            .key(&keys.stream)
+            .arg(&keys.base)
+            .arg(GROUP)
+            .arg(id.to_string())
+            .arg(now_us() / 1000)
+            .arg(alive_after_ms)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(QueueError::redis("revive job"))?;
+        Ok(reply == "requeued")
     }
 
     pub async fn stats(&self, queue: &str) -> Result<QueueStats, QueueError> {

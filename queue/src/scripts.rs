@@ -25,3 +25,4 @@ script!(HEARTBEAT, "heartbeat.lua");
 script!(RECLAIM, "reclaim.lua");
 script!(CANCEL, "cancel.lua");
 script!(REQUEUE, "requeue.lua");
+script!(REVIVE, "revive.lua");

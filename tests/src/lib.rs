@@ -163,26 +163,44 @@ impl TestEnv {
     /// A worker in this process; stop it with [`InProcessWorker::stop`].
     pub fn start_worker(&self) -> InProcessWorker {
         let token = CancellationToken::new();
-        let join = tokio::spawn(ferry_worker::run(
+        let run = ferry_worker::run(
             self.config.clone(),
             ferry_worker::Options::default(),
             token.clone(),
-        ));
+        );
+        let join = tokio::spawn(async move { run.await.map_err(|e| e.to_string()) });
         InProcessWorker { token, join }
+    }
+
+    /// A scheduler (fires, change relay, reconciler) in this process; stop it like a worker.
+    pub fn start_scheduler(&self) -> InProcessWorker {
+        let token = CancellationToken::new();
+        let run = ferry_scheduler::run(self.config.clone(), token.clone());
+        let join = tokio::spawn(async move { run.await.map_err(|e| e.to_string()) });
+        InProcessWorker { token, join }
+    }
+
+    /// `ferry scheduler` as a child process, like [`TestEnv::spawn_worker_process`].
+    pub fn spawn_scheduler_process(&self, label: &str) -> WorkerProcess {
+        self.spawn_process("scheduler", label)
+    }
+
+    fn spawn_process(&self, command: &str, label: &str) -> WorkerProcess {
+        let log = std::env::temp_dir().join(format!("ferry-{}-{label}.log", self.name));
+        let log = std::fs::File::create(log).unwrap();
+        WorkerProcess(
+            self.command(&[command])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("start ferry {command}: {e}")),
+        )
     }
 
     /// `ferry worker` as a child process, logging to a file named after the test. Killed when
     /// dropped, so a failing test leaves no worker behind.
     pub fn spawn_worker_process(&self, label: &str) -> WorkerProcess {
-        let log = std::env::temp_dir().join(format!("ferry-{}-{label}.log", self.name));
-        let log = std::fs::File::create(log).unwrap();
-        WorkerProcess(
-            self.command(&["worker"])
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("start ferry worker"),
-        )
+        self.spawn_process("worker", label)
     }
 
     /// Runs the `ferry` command against this environment.
@@ -318,19 +336,29 @@ impl TestEnv {
         let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
             .execute(self.record.pool())
             .await;
-        if let Ok(client) = redis::Client::open(redis_url())
-            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-        {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{}:*", self.name))
-                .query_async(&mut conn)
-                .await
-                .unwrap_or_default();
-            for chunk in keys.chunks(500) {
-                let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
-            }
-        }
+        let _ = self.delete_redis_keys().await;
         let _ = std::fs::remove_file(&self.config_path);
+    }
+
+    /// Deletes every Redis key of this test's install, as a flush or a failover without AOF
+    /// would; other installs sharing the server keep theirs. Returns how many went.
+    pub async fn forget_redis(&self) -> usize {
+        self.delete_redis_keys()
+            .await
+            .expect("Redis must run for tests")
+    }
+
+    async fn delete_redis_keys(&self) -> redis::RedisResult<usize> {
+        let client = redis::Client::open(redis_url())?;
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.name))
+            .query_async(&mut conn)
+            .await?;
+        for chunk in keys.chunks(500) {
+            let _: () = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await?;
+        }
+        Ok(keys.len())
     }
 }
 
@@ -358,9 +386,10 @@ impl Drop for WorkerProcess {
     }
 }
 
+/// A worker or scheduler running in this process.
 pub struct InProcessWorker {
     token: CancellationToken,
-    join: JoinHandle<Result<(), ferry_worker::WorkerError>>,
+    join: JoinHandle<Result<(), String>>,
 }
 
 impl InProcessWorker {

@@ -79,23 +79,6 @@ fn output(out: &std::process::Output) -> String {
     )
 }
 
-/// Drops this test's Redis keys, as `worker.keep_finished` or a Redis failover would: only
-/// the durable record still knows which keys were sent.
-async fn forget_queue(env: &TestEnv) {
-    let client = redis::Client::open(ferry_tests::redis_url()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:*", env.name))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let _: () = redis::cmd("DEL")
-        .arg(keys)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-}
-
 fn welcome(k: usize) -> Value {
     json!({
         "to": format!("user{k}@ferry.test"),
@@ -124,7 +107,9 @@ async fn twenty_sends_with_fifteen_keys_make_fifteen_emails_and_fifteen_rows() {
 
     // The queue forgot the keys; the same five keys enqueued again become new jobs, and the
     // delivery record keeps them from sending or writing anything.
-    forget_queue(&env).await;
+    // As `worker.keep_finished` or a Redis failover would: only the durable record still
+    // knows which keys were sent.
+    env.forget_redis().await;
     let worker = env.start_worker();
     for k in 0..5 {
         let id = send(&env, welcome(k), Some(&format!("welcome-{k}"))).await;

@@ -117,7 +117,8 @@ async fn writes_and_deletes_reach_the_mirror_by_incremental_sync_and_by_triggers
     let (equal, report) = verify_deep(&env).await;
     assert!(equal, "{report:#}");
 
-    // With triggers: every write is relayed into coalesced sync.entity jobs.
+    // With triggers: every write is relayed (by the scheduler) into coalesced sync.entity jobs.
+    let scheduler = env.start_scheduler();
     ok(&env.ferry(&["sync", "install-triggers"]));
     env.sql(
         "UPDATE profiles SET full_name = 'Zoë Ångström' WHERE id = (SELECT min(id::text)::uuid FROM profiles);
@@ -158,6 +159,7 @@ async fn writes_and_deletes_reach_the_mirror_by_incremental_sync_and_by_triggers
     // the worker keeps up (9 to 123 seen); it must stay far below one job per update.
     assert!(jobs < 300, "1000 updates made {jobs} sync.entity jobs");
     eprintln!("1000 updates to one row -> {jobs} sync.entity jobs");
+    scheduler.stop().await;
     worker.stop().await;
     env.cleanup().await;
 }

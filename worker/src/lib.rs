@@ -62,9 +62,6 @@ pub async fn run(
     let concurrency = options.concurrency.unwrap_or(config.worker.concurrency);
     tracing::info!(worker = %id, queues = ?queues, concurrency, "worker starting");
 
-    if config.mongodb.uri.is_some() && config.postgres.url.is_some() {
-        tokio::spawn(relay_loop(deps.clone(), shutdown.clone()));
-    }
     let mut running = Vec::new();
     for name in &queues {
         let backend = StreamBackend::start(
@@ -104,27 +101,6 @@ pub async fn run(
     futures::future::try_join_all(running).await?;
     tracing::info!(worker = %id, "worker stopped");
     Ok(())
-}
-
-/// Relays trigger-captured changes into `sync.entity` jobs until shutdown. Every worker runs
-/// it; `SKIP LOCKED` lets replicas share the work.
-async fn relay_loop(deps: Deps, shutdown: CancellationToken) {
-    let every = deps.config.sync.relay_interval;
-    while !shutdown.is_cancelled() {
-        let mut pause = every;
-        match ferry_jobs::sync::relay::relay_once(&deps.record, &deps.queue).await {
-            Ok((0, _)) => {}
-            Ok((changes, jobs)) => {
-                tracing::debug!(changes, jobs, "relayed captured changes");
-                pause = Duration::ZERO;
-            }
-            Err(e) => tracing::warn!(error = %e, "relaying captured changes failed"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = shutdown.cancelled() => {}
-        }
-    }
 }
 
 fn choose_queues(

@@ -3,6 +3,8 @@ pub mod enqueue;
 pub mod jobs;
 pub mod notify;
 pub mod runs;
+pub mod scheduler;
+pub mod schedules;
 pub mod stats;
 pub mod sync;
 pub mod wait;

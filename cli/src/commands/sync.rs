@@ -183,7 +183,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
                     .await?;
             }
             println!(
-                "change capture installed on {} tables; workers relay changes into sync.entity jobs",
+                "change capture installed on {} tables; the scheduler (ferry scheduler) relays changes into sync.entity jobs",
                 tables.len()
             );
             Ok(Code::Ok)

@@ -31,7 +31,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<Code> {
     Ok(Code::Ok)
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

@@ -7,7 +7,8 @@
 //!   overlap window for rows committed late; tables without change triggers get a key sweep
 //!   that removes documents whose rows are gone.
 //! - `sync.entity` syncs one row on write (coalesced: one waiting job per row); a missing row
-//!   deletes its document. Triggers feed a change table that workers relay into these jobs.
+//!   deletes its document. Triggers feed a change table that the scheduler relays into these
+//!   jobs.
 //! - `verify` compares counts, and with `deep` every document, naming keys that differ.
 
 pub mod catalog;

@@ -1,6 +1,6 @@
 //! Change capture: AFTER INSERT/UPDATE/DELETE row triggers on mirrored tables append each
-//! changed key to `sync_changes` in ferry's schema; workers relay them into `sync.entity` jobs.
-//! Needs ferry's schema in the application database.
+//! changed key to `sync_changes` in ferry's schema; the scheduler relays them into
+//! `sync.entity` jobs. Needs ferry's schema in the application database.
 
 use sqlx::PgPool;
 
