@@ -15,6 +15,7 @@ mod backup;
 mod duration;
 mod env;
 mod error;
+mod files;
 mod notify;
 mod secret;
 mod sql;
@@ -27,6 +28,7 @@ use serde::Deserialize;
 pub use backup::{Backup, Retention};
 pub use env::Env;
 pub use error::ConfigError;
+pub use files::Files;
 pub use notify::{Columns, Notify, SmtpUrl, Template};
 pub use secret::Secret;
 pub use sql::{Sql, Statement};
@@ -61,6 +63,8 @@ pub struct Config {
     pub notify: Notify,
     #[serde(default)]
     pub sql: Sql,
+    #[serde(default)]
+    pub files: Files,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -414,6 +418,7 @@ impl Config {
             self.postgres.ferry_url.is_some() && self.postgres.ferry_url != self.postgres.url;
         self.notify.validate(record_apart)?;
         self.sql.validate()?;
+        self.files.validate()?;
         for (kind, o) in &self.kinds {
             let key = |field: &str| format!("kinds.{kind}.{field}");
             if o.max_attempts == Some(0) {

@@ -1,0 +1,254 @@
+//! One object from source to destination: skipped when already identical, else streamed in
+//! parts of bounded size, hashed on the way (sha256 for the ledger, MD5 to check the ETag the
+//! destination computed), and recorded only after the destination confirmed the bytes.
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use md5::{Digest as _, Md5};
+use object_store::PutPayload;
+use sha2::{Digest as _, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{
+    Side,
+    ledger::{self, Done, Pair},
+};
+use crate::{
+    JobError,
+    store::{Listed, StoreError},
+};
+
+/// Sizes that bound a copy's memory: one part (or one whole small object) per transfer.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    pub threshold: u64,
+    pub part: u64,
+}
+
+impl Sizes {
+    /// S3 allows 10,000 parts: a larger object gets larger parts.
+    fn part_for(&self, size: u64) -> u64 {
+        self.part.max(size.div_ceil(10_000).next_multiple_of(1 << 20))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Copied { bytes: u64 },
+    Skipped,
+    /// Deleted from the source after it was listed.
+    Gone,
+}
+
+pub struct Copy<'a> {
+    pub pool: &'a PgPool,
+    pub pair: &'a Pair,
+    pub from: &'a Side,
+    pub to: &'a Side,
+    pub sizes: Sizes,
+    pub run_id: Uuid,
+}
+
+impl Copy<'_> {
+    /// Copies `object` (listed at the source) unless the destination already holds it.
+    pub async fn one(&self, object: &Listed) -> Result<Outcome, JobError> {
+        let rel = self.from.relative(&object.key);
+        let dest_key = self.to.key(rel);
+        let prior = ledger::get(self.pool, self.pair, rel).await?;
+        if let Some(p) = &prior
+            && let Some(id) = &p.upload_id
+        {
+            // An earlier attempt died mid-upload: its parts would stay billed forever.
+            self.to.store.abort_upload(&dest_key, id).await?;
+            ledger::aborted(self.pool, self.pair, rel).await?;
+        }
+        let at_dest = self.to.store.head(&dest_key).await?;
+        if let Some(dest) = &at_dest
+            && identical(object, prior.as_ref(), dest)
+        {
+            ledger::skipped(
+                self.pool,
+                self.pair,
+                &Done {
+                    key: rel,
+                    size: object.size,
+                    source_etag: object.e_tag.as_deref(),
+                    dest_etag: dest.e_tag.as_deref(),
+                    sha256: None,
+                    run_id: self.run_id,
+                },
+            )
+            .await?;
+            return Ok(Outcome::Skipped);
+        }
+        let fetched = match self.from.store.get_with_attributes(&object.key).await {
+            Ok(f) => f,
+            Err(StoreError::NotFound { .. }) => return Ok(Outcome::Gone),
+            Err(e) => return Err(e.into()),
+        };
+        let size = fetched.meta.size;
+        let mut reader = Reader {
+            body: fetched.body,
+            pending: Bytes::new(),
+            sha256: Sha256::new(),
+            read: 0,
+        };
+        let (dest_etag, expected) = if size <= self.sizes.threshold {
+            let mut md5 = Md5::new();
+            let data = reader.next_part(size as usize, &mut md5).await?;
+            let expected = hex(&md5.finalize());
+            let etag = self
+                .to
+                .store
+                .put_with_attributes(&dest_key, PutPayload::from_bytes(data), fetched.attributes)
+                .await?;
+            (etag, expected)
+        } else {
+            let mut upload = self
+                .to
+                .store
+                .begin_upload_with(&dest_key, fetched.attributes)
+                .await?;
+            if let Some(id) = upload.id() {
+                ledger::uploading(self.pool, self.pair, rel, size, id, self.run_id).await?;
+            }
+            let part = self.sizes.part_for(size) as usize;
+            let mut part_hashes = Md5::new();
+            let mut parts = 0;
+            let sent: Result<(), JobError> = async {
+                while reader.read < size {
+                    let mut md5 = Md5::new();
+                    let want = part.min((size - reader.read) as usize);
+                    let data = reader.next_part(want, &mut md5).await?;
+                    part_hashes.update(md5.finalize());
+                    parts += 1;
+                    upload.put(data).await?;
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = sent {
+                if upload.abort().await {
+                    ledger::aborted(self.pool, self.pair, rel).await?;
+                }
+                return Err(e);
+            }
+            let etag = upload.complete().await?;
+            (etag, format!("{}-{parts}", hex(&part_hashes.finalize())))
+        };
+        if reader.read != size || !reader.exhausted().await? {
+            return Err(JobError::Retryable(format!(
+                "{}: {} changed while it was copied (read {} of {size} bytes)",
+                self.from.store.url, object.key, reader.read
+            )));
+        }
+        check_etag(self.to, &dest_key, dest_etag.as_deref(), &expected, size).await?;
+        let sha256 = format!("{:x}", reader.sha256.finalize());
+        ledger::copied(
+            self.pool,
+            self.pair,
+            &Done {
+                key: rel,
+                size,
+                source_etag: fetched.meta.e_tag.as_deref(),
+                dest_etag: dest_etag.as_deref(),
+                sha256: Some(&sha256),
+                run_id: self.run_id,
+            },
+        )
+        .await?;
+        Ok(Outcome::Copied { bytes: size })
+    }
+}
+
+/// Identical when the ledger's copy of this very source version is still at the destination,
+/// or, without a ledger row, when both stores report the same size and ETag (an ETag is the
+/// MD5 of the bytes, or of the part MD5s for a multipart upload of the same layout).
+fn identical(source: &Listed, prior: Option<&ledger::Entry>, dest: &Listed) -> bool {
+    if let Some(p) = prior
+        && p.state != "uploading"
+        && p.size as u64 == source.size
+        && p.source_etag == source.e_tag
+    {
+        return dest.size == source.size && dest.e_tag.is_some() && dest.e_tag == p.dest_etag;
+    }
+    dest.size == source.size && dest.e_tag.is_some() && dest.e_tag == source.e_tag
+}
+
+/// The destination's ETag must be the MD5 the bytes sent give. Stores whose ETag is no MD5
+/// (encrypted with KMS, some S3 clones) are checked by size instead.
+async fn check_etag(
+    to: &Side,
+    key: &str,
+    got: Option<&str>,
+    expected: &str,
+    size: u64,
+) -> Result<(), JobError> {
+    let got = got.map(|e| e.trim_matches('"').to_ascii_lowercase());
+    match got {
+        Some(etag) if etag == expected => Ok(()),
+        Some(etag) if looks_like_md5(&etag) => Err(JobError::Retryable(format!(
+            "{}: {key} was stored with ETag {etag}, but the bytes sent give {expected}",
+            to.store.url
+        ))),
+        _ => match to.store.head(key).await? {
+            Some(h) if h.size == size => Ok(()),
+            h => Err(JobError::Retryable(format!(
+                "{}: {key} holds {:?} bytes after the copy, expected {size}",
+                to.store.url,
+                h.map(|h| h.size)
+            ))),
+        },
+    }
+}
+
+fn looks_like_md5(etag: &str) -> bool {
+    let hash = etag.split_once('-').map_or(etag, |(h, _)| h);
+    hash.len() == 32 && hash.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The source body cut into parts of an exact size, every byte hashed once.
+struct Reader {
+    body: futures::stream::BoxStream<'static, Result<Bytes, StoreError>>,
+    pending: Bytes,
+    sha256: Sha256,
+    read: u64,
+}
+
+impl Reader {
+    /// The next `len` bytes (fewer only if the body ends), in one buffer of that size.
+    async fn next_part(&mut self, len: usize, md5: &mut Md5) -> Result<Bytes, JobError> {
+        let mut buf = BytesMut::with_capacity(len);
+        while buf.len() < len {
+            if self.pending.is_empty() {
+                match self.body.next().await {
+                    Some(chunk) => self.pending = chunk?,
+                    None => break,
+                }
+            }
+            let take = self.pending.len().min(len - buf.len());
+            let chunk = self.pending.split_to(take);
+            buf.extend_from_slice(&chunk);
+        }
+        self.sha256.update(&buf);
+        md5.update(&buf);
+        self.read += buf.len() as u64;
+        Ok(buf.freeze())
+    }
+
+    /// Whether the body has ended: a source that sends more than it listed has changed.
+    async fn exhausted(&mut self) -> Result<bool, JobError> {
+        if !self.pending.is_empty() {
+            return Ok(false);
+        }
+        match self.body.next().await {
+            None => Ok(true),
+            Some(chunk) => Ok(chunk?.is_empty() && self.body.next().await.is_none()),
+        }
+    }
+}
