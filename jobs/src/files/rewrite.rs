@@ -308,3 +308,17 @@ pub async fn rewritten(
     .await
     .map_err(db("reading rewritten values".into()))
 }
+
+/// Restores every URL `run_id` rewrote, column by column; returns what each got back.
+pub async fn rollback_run(
+    pool: &PgPool,
+    run_id: Uuid,
+    chunk: usize,
+) -> Result<std::collections::BTreeMap<String, Rollback>, JobError> {
+    let mut done = std::collections::BTreeMap::new();
+    for target in targets(pool, run_id).await? {
+        let column = Column::resolve(pool, &target).await?;
+        done.insert(target, column.rollback(pool, run_id, chunk).await?);
+    }
+    Ok(done)
+}
