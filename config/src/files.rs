@@ -40,6 +40,9 @@ impl Files {
                 "use 5 or more",
             ));
         }
-        crate::positive("files.multipart_threshold_mib", self.multipart_threshold_mib)
+        crate::positive(
+            "files.multipart_threshold_mib",
+            self.multipart_threshold_mib,
+        )
     }
 }

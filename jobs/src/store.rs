@@ -199,7 +199,9 @@ impl Store {
     ) -> BoxStream<'static, Result<Listed, StoreError>> {
         let under = (!prefix.is_empty()).then(|| self.path(prefix.trim_end_matches('/')));
         let listing = match after {
-            Some(after) => self.objects.list_with_offset(under.as_ref(), &self.path(after)),
+            Some(after) => self
+                .objects
+                .list_with_offset(under.as_ref(), &self.path(after)),
             None => self.objects.list(under.as_ref()),
         };
         let this = self.clone();

@@ -93,13 +93,9 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
                 )
                 .await;
             }
-            let (queue, name, id, _) = enqueue::enqueue_one(
-                ctx,
-                files::Migrate::NAME,
-                &args,
-                enqueue::Keys::default(),
-            )
-            .await?;
+            let (queue, name, id, _) =
+                enqueue::enqueue_one(ctx, files::Migrate::NAME, &args, enqueue::Keys::default())
+                    .await?;
             eprintln!("{id}");
             let code = wait::until_done(ctx, &queue, name, id).await?;
             print_status(ctx, id).await?;

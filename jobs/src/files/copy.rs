@@ -29,13 +29,16 @@ pub struct Sizes {
 impl Sizes {
     /// S3 allows 10,000 parts: a larger object gets larger parts.
     fn part_for(&self, size: u64) -> u64 {
-        self.part.max(size.div_ceil(10_000).next_multiple_of(1 << 20))
+        self.part
+            .max(size.div_ceil(10_000).next_multiple_of(1 << 20))
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    Copied { bytes: u64 },
+    Copied {
+        bytes: u64,
+    },
     Skipped,
     /// Deleted from the source after it was listed.
     Gone,
