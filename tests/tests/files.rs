@@ -12,10 +12,10 @@ use ferry_tests::{
     TestEnv, moto,
     s3::{ACCESS_KEY, S3Server, SECRET_KEY},
 };
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::{
-    Attribute, AttributeValue, Attributes, GetOptions, ObjectStore, aws::AmazonS3Builder,
-    path::Path,
+    Attribute, AttributeValue, Attributes, GetOptions, ObjectStore, ObjectStoreExt,
+    aws::AmazonS3Builder, path::Path,
 };
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -62,10 +62,10 @@ fn attributes(i: usize) -> Attributes {
         "video/mp4",
     ];
     a.insert(Attribute::ContentType, types[i % types.len()].into());
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         a.insert(Attribute::CacheControl, "public, max-age=3600".into());
     }
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         a.insert(
             Attribute::ContentDisposition,
             AttributeValue::from(format!("attachment; filename=\"file{i}.bin\"")),
@@ -109,7 +109,7 @@ async fn fill(bucket: &moto::Bucket, prefix: &str, small: usize, large: &[usize]
         });
     }
     let puts = objects.iter().enumerate().map(|(i, o)| {
-        let multipart = o.data.len() > 5 * MIB && i % 2 == 0;
+        let multipart = o.data.len() > 5 * MIB && i.is_multiple_of(2);
         bucket.put(&o.key, o.data.clone(), o.attributes.clone(), multipart)
     });
     futures::stream::iter(puts)
@@ -118,8 +118,6 @@ async fn fill(bucket: &moto::Bucket, prefix: &str, small: usize, large: &[usize]
         .await;
     objects
 }
-
-use futures::StreamExt;
 
 fn dest_client(s3: &S3Server) -> object_store::aws::AmazonS3 {
     AmazonS3Builder::new()
@@ -343,7 +341,8 @@ async fn migrates_verifies_rewrites_and_rolls_back() {
     bucket.remove().await;
 }
 
-async fn copied_rows(env: &TestEnv) -> BTreeMap<String, chrono_like::Micros> {
+/// Keys the ledger calls copied, with when (microseconds since the epoch).
+async fn copied_rows(env: &TestEnv) -> BTreeMap<String, i64> {
     sqlx::query_as::<_, (String, i64)>(
         "SELECT key, (extract(epoch FROM copied_at) * 1000000)::bigint FROM files_objects
           WHERE state = 'copied'",
@@ -353,11 +352,6 @@ async fn copied_rows(env: &TestEnv) -> BTreeMap<String, chrono_like::Micros> {
     .unwrap()
     .into_iter()
     .collect()
-}
-
-/// copied_at as microseconds since the epoch.
-mod chrono_like {
-    pub type Micros = i64;
 }
 
 async fn run_checkpoint(env: &TestEnv, id: Uuid) -> Value {
@@ -519,7 +513,7 @@ async fn missing_bucket_and_refused_credentials_are_permanent() {
 }
 
 /// Every object the ledger calls copied is at the destination, whole.
-async fn ledger_is_true(env: &TestEnv, s3: &S3Server, from: &str) {
+async fn ledger_is_true(env: &TestEnv, s3: &S3Server) {
     let client = dest_client(s3);
     let rows: Vec<(String, i64)> =
         sqlx::query_as("SELECT key, size FROM files_objects WHERE state = 'copied'")
@@ -529,7 +523,6 @@ async fn ledger_is_true(env: &TestEnv, s3: &S3Server, from: &str) {
     for (key, size) in rows {
         let path = Path::from(format!("site/moved/{key}"));
         let head = client.head(&path).await;
-        let _ = from;
         assert_eq!(
             head.map(|m| m.size as i64).ok(),
             Some(size),
@@ -537,8 +530,6 @@ async fn ledger_is_true(env: &TestEnv, s3: &S3Server, from: &str) {
         );
     }
 }
-
-use object_store::ObjectStoreExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_destination_is_retried_and_the_ledger_stays_true() {
@@ -568,13 +559,13 @@ async fn failing_destination_is_retried_and_the_ledger_stays_true() {
     let error = job.last_error.clone().unwrap_or_default();
     assert!(error.contains("cannot"), "{error}");
     s3.restart();
-    ledger_is_true(&env, &s3, "f").await;
+    ledger_is_true(&env, &s3).await;
     let job = env
         .wait_for(id, Duration::from_secs(90), |j| j.state.is_final())
         .await;
     assert_eq!(job.state, JobState::Succeeded, "{job:?}");
     assert_copied(&s3, "f", &objects).await;
-    ledger_is_true(&env, &s3, "f").await;
+    ledger_is_true(&env, &s3).await;
     worker.stop().await;
     env.cleanup().await;
     bucket.remove().await;
@@ -630,7 +621,9 @@ async fn full_destination_fails_retryably_and_reports_only_what_is_there() {
         (JobState::Dead, 2),
         "retried until the last attempt: {job:?}"
     );
-    ledger_is_true(&env, &s3, "full").await;
+    let error = job.last_error.clone().unwrap_or_default();
+    assert!(error.contains("cannot write"), "{error}");
+    ledger_is_true(&env, &s3).await;
     let copied = copied_rows(&env).await.len();
     assert!(copied < 6, "{copied} objects cannot fit in 8 MiB");
     worker.stop().await;
