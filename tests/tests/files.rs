@@ -632,3 +632,145 @@ async fn full_destination_fails_retryably_and_reports_only_what_is_there() {
     env.cleanup().await;
     bucket.remove().await;
 }
+
+/// A plain HTTP server over s3s-fs's directory: the destination's public_url, served the way
+/// a CDN or a public bucket would serve it. Killed when dropped.
+struct Http(std::process::Child, u16);
+
+impl Http {
+    fn serve(dir: &std::path::Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .arg(dir)
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "http.server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self(child, port)
+    }
+}
+
+impl Drop for Http {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_urls_fail_the_run_and_rollback_restores_them() {
+    let bucket = moto::Bucket::create(&bucket_name());
+    let s3 = S3Server::start("media");
+    let http = Http::serve(&s3.dir);
+    let served = format!("http://127.0.0.1:{}/media/site", http.1);
+    let text = config(&bucket.name, &s3, SECRET_KEY, "").replace(
+        &format!("public_url = \"{}/media/site\"", s3.endpoint()),
+        &format!("public_url = \"{served}\""),
+    );
+    let env = TestEnv::new(&text).await;
+    let objects = fill(&bucket, "u", 5, &[]).await;
+    let src_base = format!(
+        "https://project.supabase.co/storage/v1/object/public/{}",
+        bucket.name
+    );
+    env.sql("CREATE TABLE docs (tenant int, id int, file text, PRIMARY KEY (tenant, id))")
+        .await;
+    for (i, o) in objects.iter().enumerate() {
+        let url = url_of(&src_base, &o.key);
+        env.sql(&format!(
+            "INSERT INTO docs VALUES ({}, {i}, '{url}')",
+            i % 2
+        ))
+        .await;
+    }
+    // A URL whose object was never in the source bucket.
+    env.sql(&format!(
+        "INSERT INTO docs VALUES (9, 9, '{src_base}/u/missing.png')"
+    ))
+    .await;
+    let column = format!("{}.docs.file", env.app_schema());
+    let before = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
+        "SELECT string_agg(file, ' ' ORDER BY tenant, id) FROM {}.docs",
+        env.app_schema()
+    )))
+    .fetch_one(env.record.pool())
+    .await
+    .unwrap();
+
+    let worker = env.start_worker();
+    let out = env.ferry(&[
+        "--json",
+        "files",
+        "migrate",
+        "--from",
+        "src:u",
+        "--to",
+        "dst:moved",
+        "--rewrite",
+        &column,
+        "--check-http",
+        "--wait",
+    ]);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{summary}");
+    assert_eq!(summary["copied"], objects.len(), "{summary}");
+    assert_eq!(summary["rewritten"], objects.len() + 1);
+    assert_eq!(summary["checked"], objects.len() + 1);
+    assert_eq!(summary["unreachable"], 1, "{summary}");
+    let sample = summary["unreachable_sample"][0].as_str().unwrap();
+    assert!(sample.contains("missing.png"), "{sample}");
+    let error = summary["error"].as_str().unwrap();
+    assert!(error.contains("ferry files rollback"), "{error}");
+
+    // Served objects answer over HTTP; stop the server and every one fails the check.
+    drop(http);
+    let out = env.ferry(&[
+        "--json",
+        "files",
+        "rollback",
+        summary["id"].as_str().unwrap(),
+    ]);
+    let back = json_of(&out);
+    assert_eq!(back[&column]["restored"], objects.len() + 1, "{back}");
+    let after = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!(
+        "SELECT string_agg(file, ' ' ORDER BY tenant, id) FROM {}.docs",
+        env.app_schema()
+    )))
+    .fetch_one(env.record.pool())
+    .await
+    .unwrap();
+    assert_eq!(after, before);
+
+    // Rewritten again with nothing serving the public URL: every URL is unreachable.
+    let out = env.ferry(&[
+        "--json",
+        "files",
+        "migrate",
+        "--from",
+        "src:u",
+        "--to",
+        "dst:moved",
+        "--rewrite",
+        &column,
+        "--check-http",
+        "--wait",
+    ]);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["copied"], 0, "{summary}");
+    assert_eq!(summary["unreachable"], objects.len() + 1, "{summary}");
+
+    worker.stop().await;
+    env.cleanup().await;
+    bucket.remove().await;
+}

@@ -29,6 +29,9 @@ pub enum Command {
         /// Objects copied at once (default files.transfers).
         #[arg(long)]
         transfers: Option<usize>,
+        /// Also fetch every rewritten URL over HTTP: the destination's public_url is served.
+        #[arg(long)]
+        check_http: bool,
         /// Print the plan (objects, bytes, rows to rewrite) and change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -48,6 +51,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
             to,
             rewrite,
             transfers,
+            check_http,
             dry_run,
             wait,
         } => {
@@ -56,6 +60,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
                 to,
                 rewrite,
                 transfers,
+                check_http,
             };
             let plan = Plan::open(&ctx.config, &args).map_err(|e| Exit::usage(e.to_string()))?;
             if !args.rewrite.is_empty() || dry_run {

@@ -42,6 +42,9 @@ pub struct MigrateArgs {
     /// Objects copied at once (default `files.transfers`).
     #[serde(default)]
     pub transfers: Option<usize>,
+    /// Also fetch every rewritten URL over HTTP (the destination's public_url is served).
+    #[serde(default)]
+    pub check_http: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,7 +198,8 @@ async fn migrate(
         lease.save(cp, cp.progress()).await?;
     }
     if cp.phase == Phase::Check {
-        cp.reach = reach::check(pool, lease.id(), &plan.to, plan.transfers).await?;
+        cp.reach =
+            reach::check(pool, lease.id(), &plan.to, plan.transfers, plan.check_http).await?;
         cp.phase = Phase::Done;
         lease.save(cp, cp.progress()).await?;
     }

@@ -16,6 +16,7 @@ pub struct Plan {
     pub transfers: usize,
     pub rewrite: Vec<String>,
     pub rewrite_chunk: usize,
+    pub check_http: bool,
 }
 
 /// The dry run's report.
@@ -66,6 +67,7 @@ impl Plan {
             transfers,
             rewrite: args.rewrite.clone(),
             rewrite_chunk: files.rewrite_chunk,
+            check_http: args.check_http,
         };
         plan.url_prefixes(!plan.rewrite.is_empty())?;
         Ok(plan)

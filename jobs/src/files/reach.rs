@@ -1,4 +1,7 @@
-//! Reachability: every rewritten URL must name an object the destination holds.
+//! Reachability: every rewritten URL must name an object the destination holds, and, when
+//! asked (`check_http`), answer a plain HTTP request the way a browser would fetch it.
+
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt, stream};
 use percent_encoding::percent_decode_str;
@@ -16,7 +19,7 @@ const SAMPLE: usize = 20;
 pub struct Report {
     pub checked: u64,
     pub unreachable: u64,
-    /// Up to 20 of them, with the column they are in.
+    /// Up to 20 of them, with the column they are in and why.
     pub sample: Vec<String>,
 }
 
@@ -28,14 +31,25 @@ pub fn key_of(url: &str, public_url: &str) -> Option<String> {
     Some(percent_decode_str(rest).decode_utf8_lossy().into_owned())
 }
 
-/// Checks every URL `run_id` rewrote against the destination, `transfers` at a time.
+/// Checks every URL `run_id` rewrote against the destination, `transfers` at a time; with
+/// `http`, each is also fetched (HEAD) and must answer 2xx.
 pub async fn check(
     pool: &PgPool,
     run_id: Uuid,
     to: &Side,
     transfers: usize,
+    http: bool,
 ) -> Result<Report, JobError> {
     let public_url = to.public_url.as_deref().unwrap_or_default();
+    let client = http
+        .then(|| {
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .map_err(|e| JobError::Permanent(format!("cannot build an HTTP client: {e}")))
+        })
+        .transpose()?;
+    let client = &client;
     let mut report = Report::default();
     let mut after: Option<(String, Value)> = None;
     loop {
@@ -44,27 +58,42 @@ pub async fn check(
             return Ok(report);
         };
         after = Some((target.clone(), key.clone()));
-        let results: Vec<(String, bool)> = stream::iter(page)
+        let results: Vec<(String, Option<String>)> = stream::iter(page)
             .map(|(target, _, url)| async move {
-                let found = match key_of(&url, public_url) {
+                let problem = match key_of(&url, public_url) {
                     // The side's public URL ends with its prefix; the rest is relative to it.
-                    Some(rel) => to.store.head(&to.key(&rel)).await?.is_some(),
-                    None => false,
+                    Some(rel) => match to.store.head(&to.key(&rel)).await? {
+                        None => Some("not in the store".to_owned()),
+                        Some(_) => match client {
+                            Some(c) => answers(c, &url).await,
+                            None => None,
+                        },
+                    },
+                    None => Some(format!("not under {public_url}")),
                 };
-                Ok::<_, JobError>((format!("{target}: {url}"), found))
+                Ok::<_, JobError>((format!("{target}: {url}"), problem))
             })
             .buffer_unordered(transfers)
             .try_collect()
             .await?;
-        for (what, found) in results {
+        for (what, problem) in results {
             report.checked += 1;
-            if !found {
+            if let Some(problem) = problem {
                 report.unreachable += 1;
                 if report.sample.len() < SAMPLE {
-                    report.sample.push(what);
+                    report.sample.push(format!("{what} ({problem})"));
                 }
             }
         }
+    }
+}
+
+/// Why the URL does not answer, or None when it does (2xx).
+async fn answers(client: &reqwest::Client, url: &str) -> Option<String> {
+    match client.head(url).send().await {
+        Ok(r) if r.status().is_success() => None,
+        Ok(r) => Some(format!("HTTP {}", r.status())),
+        Err(e) => Some(format!("no answer: {e}")),
     }
 }
 
