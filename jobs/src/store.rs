@@ -137,13 +137,15 @@ impl Store {
         }
     }
 
+    /// The path of `key`, taken as the store's key itself: `Path::from` would percent-encode
+    /// `%` and non-ASCII letters into a different key. Only a key object_store cannot hold
+    /// (an empty or `..` segment) is encoded.
     fn path(&self, key: &str) -> Path {
-        match &self.backend {
-            Backend::S3 { prefix, .. } if !prefix.is_empty() => {
-                Path::from(format!("{prefix}/{key}"))
-            }
-            _ => Path::from(key),
-        }
+        let full = match &self.backend {
+            Backend::S3 { prefix, .. } if !prefix.is_empty() => format!("{prefix}/{key}"),
+            _ => key.to_owned(),
+        };
+        Path::parse(&full).unwrap_or_else(|_| Path::from(full))
     }
 
     fn error(&self, what: &'static str, key: &str, e: object_store::Error) -> StoreError {

@@ -73,7 +73,7 @@ impl Bucket {
     /// Writes `data` at `key` with `attributes`; above 5 MiB as a multipart upload of 5 MiB
     /// parts when `multipart`.
     pub async fn put(&self, key: &str, data: Bytes, attributes: Attributes, multipart: bool) {
-        let path = Path::from(key);
+        let path = Path::parse(key).unwrap();
         if !multipart {
             let opts = PutOptions {
                 attributes,
@@ -100,7 +100,10 @@ impl Bucket {
     }
 
     pub async fn delete(&self, key: &str) {
-        self.client.delete(&Path::from(key)).await.unwrap();
+        self.client
+            .delete(&Path::parse(key).unwrap())
+            .await
+            .unwrap();
     }
 
     /// Deletes every object, then the bucket.

@@ -84,7 +84,8 @@ fn random_bytes(len: usize) -> Bytes {
     Bytes::from(v)
 }
 
-/// `small` objects of up to 300 kB (one empty, one with a space in its key) and `large` ones
+/// `small` objects of up to 300 kB (one empty, one with spaces in its key, one with non-ASCII
+/// letters) and `large` ones
 /// from 6 MiB up, every second of those uploaded to the source in parts.
 async fn fill(bucket: &moto::Bucket, prefix: &str, small: usize, large: &[usize]) -> Vec<Object> {
     let mut objects = Vec::new();
@@ -92,6 +93,7 @@ async fn fill(bucket: &moto::Bucket, prefix: &str, small: usize, large: &[usize]
         let key = match i {
             0 => format!("{prefix}/empty.txt"),
             1 => format!("{prefix}/user 1/photo one.png"),
+            2 => format!("{prefix}/été/ünïcode.png"),
             _ => format!("{prefix}/{}/file-{i:04}.bin", i % 7),
         };
         let len = if i == 0 { 0 } else { (i * 7919) % 300_000 };
@@ -144,7 +146,10 @@ async fn assert_copied(s3: &S3Server, from: &str, objects: &[Object]) {
     let client = dest_client(s3);
     for o in objects {
         let got = client
-            .get_opts(&Path::from(dest_key(&o.key, from)), GetOptions::default())
+            .get_opts(
+                &Path::parse(dest_key(&o.key, from)).unwrap(),
+                GetOptions::default(),
+            )
             .await
             .unwrap_or_else(|e| panic!("{} is not at the destination: {e}", o.key));
         let attributes = got.attributes.clone();
@@ -521,7 +526,7 @@ async fn ledger_is_true(env: &TestEnv, s3: &S3Server) {
             .await
             .unwrap();
     for (key, size) in rows {
-        let path = Path::from(format!("site/moved/{key}"));
+        let path = Path::parse(format!("site/moved/{key}")).unwrap();
         let head = client.head(&path).await;
         assert_eq!(
             head.map(|m| m.size as i64).ok(),
@@ -571,21 +576,37 @@ async fn failing_destination_is_retried_and_the_ledger_stays_true() {
     bucket.remove().await;
 }
 
+/// A tmpfs mounted over a directory, unmounted when dropped (also when a test fails).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Option<Self> {
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+            .then(|| Self(dir.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// A destination whose disk fills up: s3s-fs over an 8 MiB tmpfs (needs root to mount; the
 /// test says so and passes vacuously elsewhere).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_destination_fails_retryably_and_reports_only_what_is_there() {
     let mut s3 = S3Server::start("media");
     s3.kill();
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
-        .arg(&s3.dir)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !mounted {
+    let Some(_tmpfs) = Tmpfs::mount(&s3.dir, "8m") else {
         eprintln!("SKIPPED: cannot mount a tmpfs here (not root)");
         return;
-    }
+    };
     std::fs::create_dir_all(s3.dir.join("media")).unwrap();
     s3.restart();
     let bucket = moto::Bucket::create(&bucket_name());
@@ -628,7 +649,6 @@ async fn full_destination_fails_retryably_and_reports_only_what_is_there() {
     assert!(copied < 6, "{copied} objects cannot fit in 8 MiB");
     worker.stop().await;
     s3.kill();
-    let _ = std::process::Command::new("umount").arg(&s3.dir).status();
     env.cleanup().await;
     bucket.remove().await;
 }
