@@ -13,12 +13,13 @@ CREATE TABLE files_objects (
     sha256       text,                  -- of the bytes copied
     state        text        NOT NULL CHECK (state IN ('uploading', 'copied', 'skipped')),
     upload_id    text,                  -- an open multipart upload, aborted by the next attempt
-    run_id       uuid        NOT NULL,
+    run_id       uuid        NOT NULL,  -- the run that last copied or skipped it
+    copied_by    uuid,                  -- the run that last wrote its bytes
     copied_at    timestamptz,           -- when bytes were last written; a skip leaves it
     updated_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (source, destination, key)
 );
-CREATE INDEX files_objects_run ON files_objects (run_id, state);
+CREATE INDEX files_objects_run ON files_objects (run_id);
 
 -- The value of a rewritten column before and after, keyed by the row's primary key as JSON.
 CREATE TABLE files_rewrites (

@@ -224,6 +224,8 @@ async fn migrates_verifies_rewrites_and_rolls_back() {
     let mut values: Vec<String> = objects.iter().map(|o| url_of(&src_base, &o.key)).collect();
     values.push("https://elsewhere.example.com/a.png".into());
     values.push(format!("{src_base}/other/keep.txt"));
+    // Shares the prefix's first letters only.
+    values.push(format!("{src_base}/uploads-old/a.png"));
     env.sql("CREATE TABLE attachments (id bigserial PRIMARY KEY, url text, note text)")
         .await;
     for v in &values {
@@ -415,6 +417,9 @@ async fn killed_worker_resumes_and_copies_nothing_twice() {
     );
     let cp = run_checkpoint(&env, id).await;
     assert_eq!(cp["phase"], "done");
+    // Counted from the ledger: every object once, across both attempts.
+    assert_eq!(cp["copied"], objects.len(), "{cp}");
+    assert_eq!(cp["skipped"], 0, "{cp}");
 
     // A second run copies 0 objects.
     let rerun = env.enqueue("files.migrate", args).await;

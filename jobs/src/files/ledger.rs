@@ -99,12 +99,13 @@ pub struct Done<'a> {
 pub async fn copied(pool: &PgPool, pair: &Pair, d: &Done<'_>) -> Result<(), JobError> {
     sqlx::query(
         "INSERT INTO files_objects (source, destination, key, size, source_etag, dest_etag,
-                                    sha256, state, run_id, copied_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'copied', $8, now())
+                                    sha256, state, run_id, copied_by, copied_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'copied', $8, $8, now())
          ON CONFLICT (source, destination, key) DO UPDATE SET
             size = EXCLUDED.size, source_etag = EXCLUDED.source_etag,
             dest_etag = EXCLUDED.dest_etag, sha256 = EXCLUDED.sha256, state = 'copied',
-            upload_id = NULL, run_id = EXCLUDED.run_id, copied_at = now(), updated_at = now()",
+            upload_id = NULL, run_id = EXCLUDED.run_id, copied_by = EXCLUDED.run_id,
+            copied_at = now(), updated_at = now()",
     )
     .bind(&pair.source)
     .bind(&pair.destination)
@@ -140,4 +141,22 @@ pub async fn skipped(pool: &PgPool, pair: &Pair, d: &Done<'_>) -> Result<(), Job
     .await
     .map_err(db("record a skip"))?;
     Ok(())
+}
+
+/// What run `run_id` did, by the ledger: objects it copied, their bytes, and objects it found
+/// already there. Exact across attempts, where counters kept in memory are not: an attempt
+/// that dies loses what it did since its last checkpoint, and the retry sees those objects
+/// as already there.
+pub async fn tally(pool: &PgPool, run_id: Uuid) -> Result<(u64, u64, u64), JobError> {
+    let (copied, bytes, skipped): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE copied_by = $1),
+                coalesce(sum(size) FILTER (WHERE copied_by = $1), 0)::bigint,
+                count(*) FILTER (WHERE copied_by IS DISTINCT FROM $1)
+           FROM files_objects WHERE run_id = $1 AND state <> 'uploading'",
+    )
+    .bind(run_id)
+    .fetch_one(pool)
+    .await
+    .map_err(db("count a run"))?;
+    Ok((copied as u64, bytes as u64, skipped as u64))
 }

@@ -178,7 +178,7 @@ async fn migrate(
                 }
                 let after = cp.rewrite_after.get(&target);
                 let (rows, last) = column
-                    .chunk(pool, lease.id(), from, to, after, plan.rewrite_chunk)
+                    .chunk(pool, lease.id(), &from, &to, after, plan.rewrite_chunk)
                     .await?;
                 cp.rewritten += rows;
                 match last {
@@ -253,7 +253,8 @@ async fn copy_all(
     let mut next_seq = 0u64;
     let mut low = 0u64;
     let mut listed_all = false;
-    let mut last_save = std::time::Instant::now();
+    // Saving also proves the run alive while one large object takes long.
+    let mut save = tokio::time::interval(Duration::from_secs(1));
     loop {
         while !listed_all && running.len() < plan.transfers {
             match listing.try_next().await? {
@@ -271,6 +272,10 @@ async fn copy_all(
         }
         let next = tokio::select! {
             next = running.next() => next,
+            _ = save.tick() => {
+                lease.save(cp, cp.progress()).await?;
+                continue;
+            }
             stop = ctx.stopped() => {
                 // Copies in flight are dropped; an open upload is in the ledger and the
                 // next attempt aborts it.
@@ -294,11 +299,9 @@ async fn copy_all(
             cp.marker = Some(key);
             low += 1;
         }
-        if last_save.elapsed() >= Duration::from_secs(1) {
-            lease.save(cp, cp.progress()).await?;
-            last_save = std::time::Instant::now();
-        }
     }
+    (cp.copied, cp.bytes, cp.skipped) = ledger::tally(pool, lease.id()).await?;
+    cp.objects = cp.copied + cp.skipped + cp.gone;
     cp.total_objects = cp.total_objects.max(cp.objects);
     lease.save(cp, cp.progress()).await?;
     Ok(())

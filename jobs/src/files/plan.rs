@@ -80,11 +80,12 @@ impl Plan {
         }
     }
 
-    /// The public URL prefixes a rewrite replaces; both stores need `public_url` then.
-    pub fn url_prefixes(&self, needed: bool) -> Result<(&str, &str), JobError> {
+    /// The public URL prefixes a rewrite replaces, each ending in `/` so that `.../av` does
+    /// not match `.../avatars/...`; both stores need `public_url` then.
+    pub fn url_prefixes(&self, needed: bool) -> Result<(String, String), JobError> {
         match (&self.from.public_url, &self.to.public_url) {
-            (Some(f), Some(t)) => Ok((f, t)),
-            _ if !needed => Ok(("", "")),
+            (Some(f), Some(t)) => Ok((format!("{f}/"), format!("{t}/"))),
+            _ if !needed => Ok((String::new(), String::new())),
             _ => Err(JobError::Permanent(format!(
                 "--rewrite needs public_url on both stores: set it in [stores.{}] and \
                  [stores.{}] to how the application's URLs of their objects begin",
@@ -119,7 +120,7 @@ impl Plan {
         let mut rows = std::collections::BTreeMap::new();
         let (from, _) = self.url_prefixes(!self.rewrite.is_empty())?;
         for column in self.columns(pool).await? {
-            rows.insert(column.target(), column.count(pool, from).await?);
+            rows.insert(column.target(), column.count(pool, &from).await?);
         }
         Ok(Dry {
             objects,
