@@ -259,22 +259,6 @@ impl Store {
         })
     }
 
-    /// The object's attributes alone (a HEAD request).
-    pub async fn attributes(&self, key: &str) -> Result<Attributes, StoreError> {
-        let got = self
-            .objects
-            .get_opts(
-                &self.path(key),
-                GetOptions {
-                    head: true,
-                    ..GetOptions::default()
-                },
-            )
-            .await
-            .map_err(|e| self.error("stat", key, e))?;
-        Ok(got.attributes)
-    }
-
     /// Writes a whole object in one request; returns the ETag the store computed.
     pub async fn put_with_attributes(
         &self,

@@ -489,33 +489,35 @@ async fn missing_bucket_and_refused_credentials_are_permanent() {
     assert_eq!(env.job_record(id).await.unwrap().attempts, 1);
 
     // Bad input is refused before anything is enqueued.
-    let out = env.ferry(&["files", "migrate", "--from", "nope", "--to", "dst"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("not in [stores]"), "{}", stderr(&out));
-    let out = env.ferry(&[
-        "files",
-        "migrate",
-        "--from",
-        "src",
-        "--to",
-        "dst",
-        "--rewrite",
-        "users;drop.url",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("letters, digits"), "{}", stderr(&out));
-    let out = env.ferry(&[
-        "files",
-        "migrate",
-        "--from",
-        "src",
-        "--to",
-        "dst",
-        "--rewrite",
-        "public.nope.url",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("no column"), "{}", stderr(&out));
+    for (args, says) in [
+        (&["--from", "nope", "--to", "dst"][..], "not in [stores]"),
+        (
+            &[
+                "--from",
+                "src",
+                "--to",
+                "dst",
+                "--rewrite",
+                "users;drop.url",
+            ],
+            "letters, digits",
+        ),
+        (
+            &[
+                "--from",
+                "src",
+                "--to",
+                "dst",
+                "--rewrite",
+                "public.nope.url",
+            ],
+            "no column",
+        ),
+    ] {
+        let out = env.ferry(&[&["files", "migrate"][..], args].concat());
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
 
     worker.stop().await;
     env.cleanup().await;
