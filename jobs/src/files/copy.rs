@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::{
     Side,
     ledger::{self, Done, Pair},
+    listing::Pending,
 };
 use crate::{
     JobError,
@@ -54,11 +55,16 @@ pub struct Copy<'a> {
 }
 
 impl Copy<'_> {
-    /// Copies `object` (listed at the source) unless the destination already holds it.
-    pub async fn one(&self, object: &Listed) -> Result<Outcome, JobError> {
+    /// Copies the object unless the destination already holds it.
+    pub async fn one(&self, pending: Pending) -> Result<Outcome, JobError> {
+        let Pending {
+            object,
+            prior,
+            mut at_dest,
+        } = pending;
+        let object = &object;
         let rel = self.from.relative(&object.key);
         let dest_key = self.to.key(rel);
-        let prior = ledger::get(self.pool, self.pair, rel).await?;
         if let Some(p) = &prior
             && let Some(id) = &p.upload_id
         {
@@ -66,7 +72,13 @@ impl Copy<'_> {
             self.to.store.abort_upload(&dest_key, id).await?;
             ledger::aborted(self.pool, self.pair, rel).await?;
         }
-        let at_dest = self.to.store.head(&dest_key).await?;
+        // Some servers (s3s-fs) list no ETags: ask for it where the size already matches.
+        if at_dest
+            .as_ref()
+            .is_some_and(|d| d.e_tag.is_none() && d.size == object.size)
+        {
+            at_dest = self.to.store.head(&dest_key).await?;
+        }
         if let Some(dest) = &at_dest
             && identical(object, prior.as_ref(), dest)
         {

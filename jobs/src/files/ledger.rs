@@ -1,6 +1,8 @@
 //! The per-object ledger (`files_objects`): what was copied where, with which bytes, so reruns
 //! and resumed runs skip objects that are already identical at the destination.
 
+use std::collections::HashMap;
+
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -28,17 +30,30 @@ fn db(what: &str) -> impl Fn(sqlx::Error) -> JobError + '_ {
     move |e| JobError::db(format!("files ledger: cannot {what}: {e}"), &e)
 }
 
-pub async fn get(pool: &PgPool, pair: &Pair, key: &str) -> Result<Option<Entry>, JobError> {
-    sqlx::query_as(
-        "SELECT size, source_etag, dest_etag, state, upload_id, run_id FROM files_objects
-         WHERE source = $1 AND destination = $2 AND key = $3",
+/// The rows of `keys`, by key: one query for a batch of objects.
+pub async fn get_many(
+    pool: &PgPool,
+    pair: &Pair,
+    keys: &[&str],
+) -> Result<HashMap<String, Entry>, JobError> {
+    let rows: Vec<Keyed> = sqlx::query_as(
+        "SELECT key, size, source_etag, dest_etag, state, upload_id, run_id FROM files_objects
+         WHERE source = $1 AND destination = $2 AND key = ANY($3)",
     )
     .bind(&pair.source)
     .bind(&pair.destination)
-    .bind(key)
-    .fetch_optional(pool)
+    .bind(keys)
+    .fetch_all(pool)
     .await
-    .map_err(db("read"))
+    .map_err(db("read"))?;
+    Ok(rows.into_iter().map(|r| (r.key, r.entry)).collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct Keyed {
+    key: String,
+    #[sqlx(flatten)]
+    entry: Entry,
 }
 
 /// Notes an open multipart upload before its first part, so a later attempt can abort it.

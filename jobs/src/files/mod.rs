@@ -8,6 +8,7 @@
 
 pub mod copy;
 pub mod ledger;
+mod listing;
 pub mod plan;
 pub mod reach;
 pub mod rewrite;
@@ -16,7 +17,7 @@ mod side;
 use std::{collections::BTreeMap, time::Duration};
 
 use ferry_record::{Lease, Progress, RunState};
-use futures::{StreamExt, TryStreamExt, stream::FuturesUnordered};
+use futures::{StreamExt, stream::FuturesUnordered};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -26,6 +27,9 @@ pub use side::Side;
 use crate::{JobContext, JobError, Kind, Settings};
 
 pub const QUEUE: &str = "files";
+
+/// Objects listed, looked up in the ledger and matched with the destination at a time.
+const BATCH: usize = 1000;
 
 /// `files.migrate`: copy every object under `from` to `to`, then rewrite URLs.
 pub struct Migrate;
@@ -243,10 +247,9 @@ async fn copy_all(
         sizes: plan.sizes,
         run_id: lease.id(),
     };
-    let mut listing = plan
-        .from
-        .store
-        .list_after(&plan.from.prefix, cp.marker.as_deref());
+    let mut batches =
+        listing::Batches::new(pool, &pair, &plan.from, &plan.to, cp.marker.as_deref());
+    let mut ready = std::collections::VecDeque::new();
     let mut running = FuturesUnordered::new();
     // Finished objects beyond the marker, by listing position, until the gap before them closes.
     let mut finished: BTreeMap<u64, String> = BTreeMap::new();
@@ -256,19 +259,21 @@ async fn copy_all(
     // Saving also proves the run alive while one large object takes long.
     let mut save = tokio::time::interval(Duration::from_secs(1));
     loop {
-        while !listed_all && running.len() < plan.transfers {
-            match listing.try_next().await? {
-                Some(object) => {
-                    let seq = next_seq;
-                    next_seq += 1;
-                    let copier = &copier;
-                    running.push(async move {
-                        let outcome = copier.one(&object).await;
-                        (seq, object, outcome)
-                    });
-                }
-                None => listed_all = true,
+        while running.len() < plan.transfers {
+            if ready.is_empty() && !listed_all {
+                ready.extend(batches.next(BATCH).await?);
+                listed_all = ready.is_empty();
             }
+            let Some(pending) = ready.pop_front() else {
+                break;
+            };
+            let seq = next_seq;
+            next_seq += 1;
+            let copier = &copier;
+            running.push(async move {
+                let key = pending.object.key.clone();
+                (seq, key, copier.one(pending).await)
+            });
         }
         let next = tokio::select! {
             next = running.next() => next,
@@ -282,7 +287,7 @@ async fn copy_all(
                 return Err(stop);
             }
         };
-        let Some((seq, object, outcome)) = next else {
+        let Some((seq, key, outcome)) = next else {
             break;
         };
         match outcome? {
@@ -294,7 +299,7 @@ async fn copy_all(
             copy::Outcome::Gone => cp.gone += 1,
         }
         cp.objects += 1;
-        finished.insert(seq, object.key);
+        finished.insert(seq, key);
         while let Some(key) = finished.remove(&low) {
             cp.marker = Some(key);
             low += 1;
