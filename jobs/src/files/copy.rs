@@ -267,3 +267,68 @@ impl Reader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(size: u64, e_tag: Option<&str>) -> Listed {
+        Listed {
+            key: "k".into(),
+            size,
+            e_tag: e_tag.map(str::to_owned),
+        }
+    }
+
+    fn entry(size: i64, source: &str, dest: &str, state: &str) -> ledger::Entry {
+        ledger::Entry {
+            size,
+            source_etag: Some(source.into()),
+            dest_etag: Some(dest.into()),
+            state: state.into(),
+            upload_id: None,
+            run_id: Uuid::nil(),
+        }
+    }
+
+    #[test]
+    fn identical_needs_the_ledgers_copy_or_matching_etags() {
+        let src = listed(10, Some("\"a\""));
+        // No ledger row: the stores' ETags decide.
+        assert!(identical(&src, None, &listed(10, Some("\"a\""))));
+        assert!(!identical(&src, None, &listed(10, Some("\"b-2\""))));
+        assert!(!identical(&src, None, &listed(11, Some("\"a\""))));
+        assert!(!identical(&src, None, &listed(10, None)));
+        // The ledger's copy of this source version is still there, under another ETag layout.
+        let copied = entry(10, "\"a\"", "\"b-2\"", "copied");
+        assert!(identical(&src, Some(&copied), &listed(10, Some("\"b-2\""))));
+        // ... but not once the destination changed, nor for a changed source.
+        assert!(!identical(&src, Some(&copied), &listed(10, Some("\"c\""))));
+        let changed = listed(10, Some("\"z\""));
+        assert!(!identical(
+            &changed,
+            Some(&copied),
+            &listed(10, Some("\"b-2\""))
+        ));
+    }
+
+    #[test]
+    fn parts_grow_past_ten_thousand() {
+        let sizes = Sizes {
+            threshold: 8 << 20,
+            part: 8 << 20,
+        };
+        assert_eq!(sizes.part_for(1 << 30), 8 << 20);
+        let huge = 200u64 << 30;
+        let part = sizes.part_for(huge);
+        assert!(huge.div_ceil(part) <= 10_000, "{part}");
+        assert_eq!(part % (1 << 20), 0);
+    }
+
+    #[test]
+    fn md5_etags_are_recognised() {
+        assert!(looks_like_md5("9e107d9d372bb6826bd81d3542a419d6"));
+        assert!(looks_like_md5("9e107d9d372bb6826bd81d3542a419d6-3"));
+        assert!(!looks_like_md5("W/abc"));
+    }
+}
