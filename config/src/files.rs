@@ -46,3 +46,18 @@ impl Files {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, Env};
+
+    #[test]
+    fn parts_under_five_mib_are_refused() {
+        let e = Config::from_toml_str("[files]\npart_size_mib = 4\n", &Env::empty())
+            .err()
+            .unwrap();
+        assert_eq!(e.key, "files.part_size_mib");
+        let c = Config::from_toml_str("[files]\ntransfers = 16\n", &Env::empty()).unwrap();
+        assert_eq!((c.files.transfers, c.files.part_size_mib), (16, 8));
+    }
+}
