@@ -239,6 +239,9 @@ fn rclone(
             .env(var("SECRET_ACCESS_KEY"), secret)
             .env(var("REGION"), "us-east-1");
     }
+    // rclone 1.60 fails on AWS_CA_BUNDLE with a custom transport; both endpoints are plain
+    // HTTP here.
+    cmd.env_remove("AWS_CA_BUNDLE");
     let started = Instant::now();
     let status = cmd
         .stdout(Stdio::null())

@@ -11,8 +11,9 @@ pub struct Files {
     pub transfers: usize,
     /// Objects larger than this (MiB) are copied as multipart uploads.
     pub multipart_threshold_mib: usize,
-    /// Size of one multipart part (MiB; S3 wants at least 5). Memory of a migration is about
-    /// `transfers` x the larger of this and the threshold.
+    /// Size of one multipart part (MiB; S3 wants at least 5). A transfer holds two parts (one
+    /// uploading, the next being read), so memory is about `transfers` x the larger of the
+    /// threshold and two parts.
     pub part_size_mib: usize,
     /// Rows per chunk of a URL rewrite.
     pub rewrite_chunk: usize,
@@ -23,7 +24,7 @@ impl Default for Files {
         Self {
             transfers: 4,
             multipart_threshold_mib: 8,
-            part_size_mib: 8,
+            part_size_mib: 5,
             rewrite_chunk: 1000,
         }
     }
@@ -58,6 +59,6 @@ mod tests {
             .unwrap();
         assert_eq!(e.key, "files.part_size_mib");
         let c = Config::from_toml_str("[files]\ntransfers = 16\n", &Env::empty()).unwrap();
-        assert_eq!((c.files.transfers, c.files.part_size_mib), (16, 8));
+        assert_eq!((c.files.transfers, c.files.part_size_mib), (16, 5));
     }
 }

@@ -409,7 +409,10 @@ async fn killed_worker_resumes_and_copies_nothing_twice() {
             "{key} was copied again after the kill"
         );
     }
-    assert_eq!(after.len(), objects.len());
+    // An object whose upload completed just before the kill, but not its ledger row, is found
+    // identical and recorded as skipped: at most the two in flight.
+    let skipped = objects.len() - after.len();
+    assert!(skipped <= 2, "{skipped} objects lost their ledger row");
     assert!(
         s3.pending_parts().is_empty(),
         "orphan parts: {:?}",
@@ -418,8 +421,8 @@ async fn killed_worker_resumes_and_copies_nothing_twice() {
     let cp = run_checkpoint(&env, id).await;
     assert_eq!(cp["phase"], "done");
     // Counted from the ledger: every object once, across both attempts.
-    assert_eq!(cp["copied"], objects.len(), "{cp}");
-    assert_eq!(cp["skipped"], 0, "{cp}");
+    assert_eq!(cp["copied"], after.len(), "{cp}");
+    assert_eq!(cp["skipped"], skipped, "{cp}");
 
     // A second run copies 0 objects.
     let rerun = env.enqueue("files.migrate", args).await;

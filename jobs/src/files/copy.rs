@@ -20,7 +20,7 @@ use crate::{
     store::{Listed, StoreError},
 };
 
-/// Sizes that bound a copy's memory: one part (or one whole small object) per transfer.
+/// Sizes that bound a copy's memory: two parts (or one whole small object) per transfer.
 #[derive(Debug, Clone, Copy)]
 pub struct Sizes {
     pub threshold: u64,
@@ -131,16 +131,22 @@ impl Copy<'_> {
             let part = self.sizes.part_for(size) as usize;
             let mut part_hashes = Md5::new();
             let mut parts = 0;
+            // The next part is read while the last one uploads: two parts per transfer.
             let sent: Result<(), JobError> = async {
-                while reader.read < size {
-                    let mut md5 = Md5::new();
-                    let want = part.min((size - reader.read) as usize);
-                    let data = reader.next_part(want, &mut md5).await?;
-                    part_hashes.update(md5.finalize());
+                let mut md5 = Md5::new();
+                let mut data = reader.next_part(part.min(size as usize), &mut md5).await?;
+                loop {
+                    part_hashes.update(std::mem::replace(&mut md5, Md5::new()).finalize());
                     parts += 1;
-                    upload.put(data).await?;
+                    if reader.read >= size {
+                        return Ok(upload.put(data).await?);
+                    }
+                    let want = part.min((size - reader.read) as usize);
+                    let (put, next) =
+                        tokio::join!(upload.put(data), reader.next_part(want, &mut md5));
+                    put?;
+                    data = next?;
                 }
-                Ok(())
             }
             .await;
             if let Err(e) = sent {
