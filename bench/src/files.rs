@@ -34,6 +34,9 @@ pub struct Args {
     transfers: usize,
     #[arg(long, default_value_t = 2)]
     rounds: usize,
+    /// More `[files]` settings for ferry, e.g. "multipart_threshold_mib = 32".
+    #[arg(long, default_value = "")]
+    files_toml: String,
     /// Size of the single large object copied last; 0 skips it.
     #[arg(long, default_value_t = 1024)]
     big_mib: usize,
@@ -263,8 +266,8 @@ fn ferry_migrate(ferry: &Path, args: &Args, scratch: &Path, tag: &str, stores: &
     write!(
         file,
         "[postgres]\nurl = \"{}\"\nschema = \"bench_files_ferry\"\n[redis]\nurl = \"{}\"\n\
-         prefix = \"bfiles{tag}\"\n[files]\ntransfers = {}\n{stores}",
-        args.database_url, args.redis_url, args.transfers
+         prefix = \"bfiles{tag}\"\n[files]\ntransfers = {}\n{}\n{stores}",
+        args.database_url, args.redis_url, args.transfers, args.files_toml
     )
     .unwrap();
     let cmd = |a: &[&str]| crate::ferry_command(ferry, &config, a);

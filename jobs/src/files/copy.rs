@@ -242,7 +242,8 @@ struct Reader {
 }
 
 impl Reader {
-    /// The next `len` bytes (fewer only if the body ends), in one buffer of that size.
+    /// The next `len` bytes (fewer only if the body ends), in one buffer of that size. Each
+    /// chunk is hashed as it arrives, so hashing never holds the runtime for a whole part.
     async fn next_part(&mut self, len: usize, md5: &mut Md5) -> Result<Bytes, JobError> {
         let mut buf = BytesMut::with_capacity(len);
         while buf.len() < len {
@@ -254,10 +255,10 @@ impl Reader {
             }
             let take = self.pending.len().min(len - buf.len());
             let chunk = self.pending.split_to(take);
+            self.sha256.update(&chunk);
+            md5.update(&chunk);
             buf.extend_from_slice(&chunk);
         }
-        self.sha256.update(&buf);
-        md5.update(&buf);
         self.read += buf.len() as u64;
         Ok(buf.freeze())
     }
