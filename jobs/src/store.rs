@@ -314,21 +314,7 @@ impl Store {
     /// attempt can abort it if this one dies before it could.
     pub async fn begin_upload(&self, key: &str) -> Result<Upload, StoreError> {
         match &self.backend {
-            Backend::S3 { s3, .. } => {
-                let path = self.path(key);
-                let id = s3
-                    .create_multipart(&path)
-                    .await
-                    .map_err(|e| self.error("start an upload", key, e))?;
-                Ok(Upload::S3 {
-                    s3: s3.clone(),
-                    store: self.clone(),
-                    key: key.to_owned(),
-                    path,
-                    id,
-                    parts: Vec::new(),
-                })
-            }
+            Backend::S3 { .. } => self.begin_upload_with(key, Attributes::new()).await,
             Backend::File { root } => {
                 let dest = root.join(key);
                 let tmp = root.join(format!("{key}.partial"));

@@ -698,6 +698,28 @@ impl Drop for Http {
     }
 }
 
+/// `ferry files migrate --from src:u --to dst:moved --rewrite COLUMN --check-http --wait`:
+/// its exit code and summary.
+fn migrate_checked(env: &TestEnv, column: &str) -> (Option<i32>, Value) {
+    let out = env.ferry(&[
+        "--json",
+        "files",
+        "migrate",
+        "--from",
+        "src:u",
+        "--to",
+        "dst:moved",
+        "--rewrite",
+        column,
+        "--check-http",
+        "--wait",
+    ]);
+    (
+        out.status.code(),
+        serde_json::from_slice(&out.stdout).unwrap(),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_urls_fail_the_run_and_rollback_restores_them() {
     let bucket = moto::Bucket::create(&bucket_name());
@@ -739,21 +761,8 @@ async fn unreachable_urls_fail_the_run_and_rollback_restores_them() {
     .unwrap();
 
     let worker = env.start_worker();
-    let out = env.ferry(&[
-        "--json",
-        "files",
-        "migrate",
-        "--from",
-        "src:u",
-        "--to",
-        "dst:moved",
-        "--rewrite",
-        &column,
-        "--check-http",
-        "--wait",
-    ]);
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(1), "{summary}");
+    let (code, summary) = migrate_checked(&env, &column);
+    assert_eq!(code, Some(1), "{summary}");
     assert_eq!(summary["copied"], objects.len(), "{summary}");
     assert_eq!(summary["rewritten"], objects.len() + 1);
     assert_eq!(summary["checked"], objects.len() + 1);
@@ -783,20 +792,8 @@ async fn unreachable_urls_fail_the_run_and_rollback_restores_them() {
     assert_eq!(after, before);
 
     // Rewritten again with nothing serving the public URL: every URL is unreachable.
-    let out = env.ferry(&[
-        "--json",
-        "files",
-        "migrate",
-        "--from",
-        "src:u",
-        "--to",
-        "dst:moved",
-        "--rewrite",
-        &column,
-        "--check-http",
-        "--wait",
-    ]);
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, summary) = migrate_checked(&env, &column);
+    assert_eq!(code, Some(1), "{summary}");
     assert_eq!(summary["copied"], 0, "{summary}");
     assert_eq!(summary["unreachable"], objects.len() + 1, "{summary}");
 
