@@ -90,6 +90,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
             store("dst", &target, &dest.endpoint(), ACCESS_KEY, SECRET_KEY)
         );
         let f = ferry_migrate(&ferry, &args, &scratch, &format!("{tag}{round}"), &stores);
+        crate::queue::cleanup(&args.redis_url, &format!("bfiles{tag}{round}")).await;
         check_copy(&dest.dir.join(&target), args.objects, bytes);
         eprintln!(
             "round {round}: ferry files migrate {:.2} s, {:.0} MB/s, worker peak RSS {} MB",
@@ -110,6 +111,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
     let (r, f) = (rclone_best.unwrap(), ferry_best.unwrap());
 
     let big = (args.big_mib > 0).then(|| big_object(&ferry, &args, &scratch, &tag));
+    crate::queue::cleanup(&args.redis_url, &format!("bfiles{tag}big")).await;
 
     let mbps = |secs: f64| bytes as f64 / 1e6 / secs;
     println!(
