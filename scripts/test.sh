@@ -3,7 +3,7 @@
 # format check, lints, and every test (unit, doc and integration) against the real services.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-bash scripts/services.sh up postgres redis mongo s3 smtp
+bash scripts/services.sh up postgres redis mongo s3 s3second smtp
 eval "$(bash scripts/services.sh env)"
 
 bash scripts/check-deploy.sh

@@ -2,6 +2,7 @@
 //! Run through `bench/run.sh`, which builds release binaries and starts the services.
 
 mod backup;
+mod files;
 mod notify;
 mod queue;
 mod sync;
@@ -24,6 +25,8 @@ enum Command {
     Sync(sync::Args),
     /// `ferry backup run` to S3 against `pg_dump -Fc > file`; size and peak memory.
     Backup(backup::Args),
+    /// `ferry files migrate` moto → s3s-fs against `rclone copy`; peak memory; one 1 GiB object.
+    Files(files::Args),
     /// Emails/s from one worker to a local SMTP sink, beside the pooled mailer alone.
     Notify(notify::Args),
 }
@@ -41,6 +44,7 @@ async fn main() {
         Command::Sync(args) => sync::run(args, ferry).await,
         Command::Backup(args) => backup::run(args, ferry).await,
         Command::Notify(args) => notify::run(args, ferry).await,
+        Command::Files(args) => files::run(args, ferry).await,
     }
 }
 

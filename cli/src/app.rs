@@ -55,6 +55,9 @@ pub enum Command {
     /// Back up PostgreSQL to an object store, verify, restore and prune.
     #[command(subcommand)]
     Backup(commands::backup::Command),
+    /// Migrate objects between stores, rewrite their URLs, roll the rewrite back.
+    #[command(subcommand)]
+    Files(commands::files::Command),
     /// Send notifications: in-app rows and email.
     #[command(subcommand)]
     Notify(commands::notify::Command),
@@ -138,6 +141,7 @@ pub async fn run(cli: Cli) -> Result<Code> {
         Command::Stats => commands::stats::run(&ctx).await,
         Command::Sync(command) => commands::sync::run(&ctx, command).await,
         Command::Backup(command) => commands::backup::run(&ctx, command).await,
+        Command::Files(command) => commands::files::run(&ctx, command).await,
         Command::Notify(command) => commands::notify::run(&ctx, command).await,
     }
 }

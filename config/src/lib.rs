@@ -15,6 +15,7 @@ mod backup;
 mod duration;
 mod env;
 mod error;
+mod files;
 mod notify;
 mod schedule;
 mod secret;
@@ -28,6 +29,7 @@ use serde::Deserialize;
 pub use backup::{Backup, Retention};
 pub use env::Env;
 pub use error::ConfigError;
+pub use files::Files;
 pub use notify::{Columns, Notify, SmtpUrl, Template};
 pub use schedule::{CatchUp, Schedule, Scheduler};
 pub use secret::Secret;
@@ -68,6 +70,7 @@ pub struct Config {
     /// Cron schedules, `[[schedule]]` in the file.
     #[serde(default, rename = "schedule")]
     pub schedules: Vec<Schedule>,
+    pub files: Files,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -422,6 +425,7 @@ impl Config {
         self.notify.validate(record_apart)?;
         self.sql.validate()?;
         schedule::validate(&self.scheduler, &self.schedules)?;
+        self.files.validate()?;
         for (kind, o) in &self.kinds {
             let key = |field: &str| format!("kinds.{kind}.{field}");
             if o.max_attempts == Some(0) {

@@ -30,6 +30,7 @@ pub mod backup;
 mod context;
 pub mod diag;
 mod error;
+pub mod files;
 mod kind;
 pub mod notify;
 mod registry;

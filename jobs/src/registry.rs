@@ -6,7 +6,7 @@ use std::{
 use ferry_config::{Config, ConfigError};
 use futures::{FutureExt, future::BoxFuture};
 
-use crate::{JobContext, JobError, Kind, Settings, backup, diag, notify, sql, sync};
+use crate::{JobContext, JobError, Kind, Settings, backup, diag, files, notify, sql, sync};
 
 /// A kind with its arguments erased, so the worker can hold every kind in one map.
 pub trait Entry: Send + Sync {
@@ -83,6 +83,7 @@ impl Registry {
         registry.register(notify::Send);
         registry.register(notify::Broadcast);
         registry.register(sql::Sql);
+        registry.register(files::Migrate);
         for (name, overrides) in &config.kinds {
             let Some(entry) = registry.kinds.get_mut(name.as_str()) else {
                 return Err(ConfigError::new(

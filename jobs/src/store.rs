@@ -7,7 +7,8 @@ use bytes::Bytes;
 use ferry_config::{Location, StoreConfig};
 use futures::{StreamExt, stream::BoxStream};
 use object_store::{
-    ClientOptions, MultipartId, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+    Attributes, ClientOptions, GetOptions, MultipartId, ObjectStore, ObjectStoreExt,
+    PutMultipartOptions, PutOptions, PutPayload, RetryConfig,
     aws::{AmazonS3, AmazonS3Builder},
     local::LocalFileSystem,
     multipart::{MultipartStore, PartId},
@@ -25,6 +26,8 @@ pub enum StoreError {
     Denied { store: String, detail: String },
     #[error("{store}: {key} not found")]
     NotFound { store: String, key: String },
+    #[error("{store}: the bucket does not exist; create it or correct the store's url")]
+    NoBucket { store: String },
     #[error("{0}")]
     Config(String),
     #[error("{store}: cannot {what}: {detail}")]
@@ -48,6 +51,8 @@ impl From<StoreError> for JobError {
 #[derive(Clone)]
 pub struct Store {
     pub url: String,
+    /// The endpoint and the URL: two servers may both have a bucket `uploads`.
+    pub identity: String,
     objects: Arc<dyn ObjectStore>,
     backend: Backend,
 }
@@ -107,6 +112,11 @@ impl Store {
                 );
                 Ok(Self {
                     url: config.url.clone(),
+                    identity: format!(
+                        "{} {}",
+                        config.endpoint.as_deref().unwrap_or("aws"),
+                        config.url
+                    ),
                     objects: s3.clone(),
                     backend: Backend::S3 { s3, prefix },
                 })
@@ -119,6 +129,7 @@ impl Store {
                     .map_err(|e| StoreError::Config(format!("{}: {e}", config.url)))?;
                 Ok(Self {
                     url: config.url.clone(),
+                    identity: config.url.clone(),
                     objects: Arc::new(local),
                     backend: Backend::File { root },
                 })
@@ -126,13 +137,15 @@ impl Store {
         }
     }
 
+    /// The path of `key`, taken as the store's key itself: `Path::from` would percent-encode
+    /// `%` and non-ASCII letters into a different key. Only a key object_store cannot hold
+    /// (an empty or `..` segment) is encoded.
     fn path(&self, key: &str) -> Path {
-        match &self.backend {
-            Backend::S3 { prefix, .. } if !prefix.is_empty() => {
-                Path::from(format!("{prefix}/{key}"))
-            }
-            _ => Path::from(key),
-        }
+        let full = match &self.backend {
+            Backend::S3 { prefix, .. } if !prefix.is_empty() => format!("{prefix}/{key}"),
+            _ => key.to_owned(),
+        };
+        Path::parse(&full).unwrap_or_else(|_| Path::from(full))
     }
 
     fn error(&self, what: &'static str, key: &str, e: object_store::Error) -> StoreError {
@@ -148,33 +161,160 @@ impl Store {
                 store: self.url.clone(),
                 key: key.to_owned(),
             },
-            e => StoreError::Unavailable {
-                store: self.url.clone(),
-                what,
-                detail: e.to_string(),
+            e => match s3_code(&e).as_deref() {
+                Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch") => {
+                    StoreError::Denied {
+                        store: self.url.clone(),
+                        detail: e.to_string(),
+                    }
+                }
+                Some("NoSuchBucket") => StoreError::NoBucket {
+                    store: self.url.clone(),
+                },
+                _ => StoreError::Unavailable {
+                    store: self.url.clone(),
+                    what,
+                    detail: e.to_string(),
+                },
             },
         }
+    }
+
+    fn relative(&self, path: &Path) -> String {
+        let full = path.as_ref();
+        match &self.backend {
+            Backend::S3 { prefix, .. } if !prefix.is_empty() => full
+                .strip_prefix(prefix.as_str())
+                .and_then(|k| k.strip_prefix('/'))
+                .unwrap_or(full)
+                .to_owned(),
+            _ => full.to_owned(),
+        }
+    }
+
+    /// Objects under `prefix` in key order, after `after` when given (S3 `start-after`, so a
+    /// resumed listing starts where the last one stopped). The stream pages by itself.
+    pub fn list_after(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> BoxStream<'static, Result<Listed, StoreError>> {
+        let under = (!prefix.is_empty()).then(|| self.path(prefix.trim_end_matches('/')));
+        let listing = match after {
+            Some(after) => self
+                .objects
+                .list_with_offset(under.as_ref(), &self.path(after)),
+            None => self.objects.list(under.as_ref()),
+        };
+        let this = self.clone();
+        listing
+            .map(move |r| {
+                r.map(|meta| Listed {
+                    key: this.relative(&meta.location),
+                    size: meta.size,
+                    e_tag: meta.e_tag,
+                })
+                .map_err(|e| this.error("list", prefix_or_root(&this), e))
+            })
+            .boxed()
+    }
+
+    /// The object's size and ETag, or None when it is not there.
+    pub async fn head(&self, key: &str) -> Result<Option<Listed>, StoreError> {
+        match self.objects.head(&self.path(key)).await {
+            Ok(meta) => Ok(Some(Listed {
+                key: key.to_owned(),
+                size: meta.size,
+                e_tag: meta.e_tag,
+            })),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error("stat", key, e)),
+        }
+    }
+
+    /// The object's bytes as a stream, with its size, ETag and attributes (content type,
+    /// cache control, disposition, user metadata).
+    pub async fn get_with_attributes(&self, key: &str) -> Result<Fetched, StoreError> {
+        let got = self
+            .objects
+            .get_opts(&self.path(key), GetOptions::default())
+            .await
+            .map_err(|e| self.error("read", key, e))?;
+        let attributes = got.attributes.clone();
+        let meta = Listed {
+            key: key.to_owned(),
+            size: got.meta.size,
+            e_tag: got.meta.e_tag.clone(),
+        };
+        let this = self.clone();
+        let key = key.to_owned();
+        let body = got
+            .into_stream()
+            .map(move |r| r.map_err(|e| this.error("read", &key, e)))
+            .boxed();
+        Ok(Fetched {
+            meta,
+            attributes,
+            body,
+        })
+    }
+
+    /// Writes a whole object in one request; returns the ETag the store computed.
+    pub async fn put_with_attributes(
+        &self,
+        key: &str,
+        payload: PutPayload,
+        attributes: Attributes,
+    ) -> Result<Option<String>, StoreError> {
+        let opts = PutOptions {
+            attributes,
+            ..PutOptions::default()
+        };
+        let done = self
+            .objects
+            .put_opts(&self.path(key), payload, opts)
+            .await
+            .map_err(|e| self.error("write", key, e))?;
+        Ok(done.e_tag)
+    }
+
+    /// Starts an upload of `key` carrying `attributes`. S3 only: a local directory keeps no
+    /// attributes.
+    pub async fn begin_upload_with(
+        &self,
+        key: &str,
+        attributes: Attributes,
+    ) -> Result<Upload, StoreError> {
+        let Backend::S3 { s3, .. } = &self.backend else {
+            return Err(StoreError::Config(format!(
+                "{} is a local directory, which keeps no object attributes; use an S3 store",
+                self.url
+            )));
+        };
+        let path = self.path(key);
+        let opts = PutMultipartOptions {
+            attributes,
+            ..PutMultipartOptions::default()
+        };
+        let id = s3
+            .create_multipart_opts(&path, opts)
+            .await
+            .map_err(|e| self.error("start an upload", key, e))?;
+        Ok(Upload::S3 {
+            s3: s3.clone(),
+            store: self.clone(),
+            key: key.to_owned(),
+            path,
+            id,
+            parts: Vec::new(),
+        })
     }
 
     /// Starts an upload of `key`. An S3 upload has an id to save in a checkpoint, so a later
     /// attempt can abort it if this one dies before it could.
     pub async fn begin_upload(&self, key: &str) -> Result<Upload, StoreError> {
         match &self.backend {
-            Backend::S3 { s3, .. } => {
-                let path = self.path(key);
-                let id = s3
-                    .create_multipart(&path)
-                    .await
-                    .map_err(|e| self.error("start an upload", key, e))?;
-                Ok(Upload::S3 {
-                    s3: s3.clone(),
-                    store: self.clone(),
-                    key: key.to_owned(),
-                    path,
-                    id,
-                    parts: Vec::new(),
-                })
-            }
+            Backend::S3 { .. } => self.begin_upload_with(key, Attributes::new()).await,
             Backend::File { root } => {
                 let dest = root.join(key);
                 let tmp = root.join(format!("{key}.partial"));
@@ -244,6 +384,45 @@ impl Store {
     }
 }
 
+/// An object as a listing or a HEAD shows it; `key` is relative to the store's prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub key: String,
+    pub size: u64,
+    pub e_tag: Option<String>,
+}
+
+/// An object being read.
+pub struct Fetched {
+    pub meta: Listed,
+    pub attributes: Attributes,
+    pub body: BoxStream<'static, Result<Bytes, StoreError>>,
+}
+
+fn prefix_or_root(store: &Store) -> &str {
+    match &store.backend {
+        Backend::S3 { prefix, .. } if !prefix.is_empty() => prefix,
+        _ => "/",
+    }
+}
+
+/// The S3 error code (`<Code>NoSuchBucket</Code>`) of a failed request. object_store keeps
+/// the HTTP status only for single-object requests and wraps list and multipart failures in
+/// an opaque error whose text carries the response body, so the protocol's own error code
+/// is read from there.
+fn s3_code(e: &object_store::Error) -> Option<String> {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push(' ');
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    let start = text.find("<Code>")? + "<Code>".len();
+    let end = text[start..].find("</Code>")?;
+    Some(text[start..start + end].to_owned())
+}
+
 /// An upload in progress: parts in order, then `complete` or `abort`.
 pub enum Upload {
     S3 {
@@ -302,7 +481,8 @@ impl Upload {
         }
     }
 
-    pub async fn complete(self) -> Result<(), StoreError> {
+    /// Finishes the upload; returns the ETag an S3 store computed.
+    pub async fn complete(self) -> Result<Option<String>, StoreError> {
         match self {
             Self::S3 {
                 s3,
@@ -312,10 +492,11 @@ impl Upload {
                 id,
                 parts,
             } => {
-                s3.complete_multipart(&path, &id, parts)
+                let done = s3
+                    .complete_multipart(&path, &id, parts)
                     .await
                     .map_err(|e| store.error("complete the upload", &key, e))?;
-                Ok(())
+                Ok(done.e_tag)
             }
             Self::File {
                 url,
@@ -330,7 +511,8 @@ impl Upload {
                 };
                 file.flush().await.map_err(io)?;
                 file.sync_all().await.map_err(io)?;
-                tokio::fs::rename(&tmp, &dest).await.map_err(io)
+                tokio::fs::rename(&tmp, &dest).await.map_err(io)?;
+                Ok(None)
             }
         }
     }

@@ -1,6 +1,6 @@
 use std::{io::BufRead, path::PathBuf};
 
-use ferry_queue::{NewJob, now_us};
+use ferry_queue::{NewJob, Queue, now_us};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -201,20 +201,7 @@ pub async fn submit<A: Serialize>(
     keys: Keys,
     wait: bool,
 ) -> Result<Code> {
-    let entry = ctx
-        .registry
-        .get(kind)
-        .map_err(|e| Exit::usage(e.to_string()))?;
-    let mut job = NewJob::new(
-        kind,
-        serde_json::to_string(args).unwrap_or_default(),
-        entry.settings().max_attempts,
-    );
-    job.idempotency_key = keys.idempotency;
-    job.coalesce_key = keys.coalesce;
-    let queue = ctx.queue().await?;
-    let name = entry.settings().queue;
-    let (id, created) = queue.enqueue(name, &[job]).await?[0];
+    let (queue, name, id, created) = enqueue_one(ctx, kind, args, keys).await?;
     if ctx.json {
         crate::output::json(&Enqueued {
             id,
@@ -229,4 +216,29 @@ pub async fn submit<A: Serialize>(
         return wait::until_done(ctx, &queue, name, id).await;
     }
     Ok(Code::Ok)
+}
+
+/// Enqueues one job, printing nothing: the queue client, the queue's name, the job's id and
+/// whether it was created (not an existing job with the same key).
+pub async fn enqueue_one<A: Serialize>(
+    ctx: &Ctx,
+    kind: &str,
+    args: &A,
+    keys: Keys,
+) -> Result<(Queue, &'static str, uuid::Uuid, bool)> {
+    let entry = ctx
+        .registry
+        .get(kind)
+        .map_err(|e| Exit::usage(e.to_string()))?;
+    let mut job = NewJob::new(
+        kind,
+        serde_json::to_string(args).unwrap_or_default(),
+        entry.settings().max_attempts,
+    );
+    job.idempotency_key = keys.idempotency;
+    job.coalesce_key = keys.coalesce;
+    let queue = ctx.queue().await?;
+    let name = entry.settings().queue;
+    let (id, created) = queue.enqueue(name, &[job]).await?[0];
+    Ok((queue, name, id, created))
 }

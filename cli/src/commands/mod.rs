@@ -1,5 +1,6 @@
 pub mod backup;
 pub mod enqueue;
+pub mod files;
 pub mod jobs;
 pub mod notify;
 pub mod runs;
