@@ -70,6 +70,7 @@ pub struct Config {
     /// Cron schedules, `[[schedule]]` in the file.
     #[serde(default, rename = "schedule")]
     pub schedules: Vec<Schedule>,
+    #[serde(default)]
     pub files: Files,
 }
 
