@@ -34,6 +34,8 @@ pub enum Command {
     Migrate,
     /// Run a worker until SIGTERM or Ctrl-C.
     Worker(commands::worker::Args),
+    /// Serve the HTTP API, the admin dashboard and /metrics until SIGTERM.
+    Serve(commands::serve::Args),
     /// Enqueue one job, or many from JSON lines.
     Enqueue(commands::enqueue::Args),
     /// List, inspect, re-queue and cancel jobs.
@@ -87,11 +89,6 @@ impl Ctx {
         Ok(record)
     }
 
-    /// Every queue a known kind uses.
-    pub fn queues(&self) -> Vec<String> {
-        self.registry.queues().into_iter().collect()
-    }
-
     /// Who did an operator action, for the audit log.
     pub fn actor(&self) -> String {
         format!(
@@ -125,6 +122,7 @@ pub async fn run(cli: Cli) -> Result<Code> {
             Ok(Code::Ok)
         }
         Command::Worker(args) => commands::worker::run(&ctx, args).await,
+        Command::Serve(args) => commands::serve::run(&ctx, args).await,
         Command::Enqueue(args) => commands::enqueue::run(&ctx, args).await,
         Command::Jobs(command) => commands::jobs::run(&ctx, command).await,
         Command::Runs(command) => commands::runs::run(&ctx, command).await,

@@ -11,6 +11,7 @@
 //! assert_eq!(config.worker.concurrency, 8);
 //! ```
 
+mod api;
 mod backup;
 mod duration;
 mod env;
@@ -24,6 +25,7 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use serde::Deserialize;
 
+pub use api::Api;
 pub use backup::{Backup, Retention};
 pub use env::Env;
 pub use error::ConfigError;
@@ -61,6 +63,8 @@ pub struct Config {
     pub notify: Notify,
     #[serde(default)]
     pub sql: Sql,
+    #[serde(default)]
+    pub api: Api,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -301,6 +305,7 @@ impl Config {
             self.backup.identity = Some(Secret::new(v));
         }
         self.notify.apply_env(env);
+        self.api.apply_env(env);
     }
 
     /// The store `spec` names: a key of `[stores]`, or an `s3://` / `file://` URL (S3
@@ -414,6 +419,7 @@ impl Config {
             self.postgres.ferry_url.is_some() && self.postgres.ferry_url != self.postgres.url;
         self.notify.validate(record_apart)?;
         self.sql.validate()?;
+        self.api.validate()?;
         for (kind, o) in &self.kinds {
             let key = |field: &str| format!("kinds.{kind}.{field}");
             if o.max_attempts == Some(0) {

@@ -13,9 +13,31 @@ local function move(base, kind, prev, new)
   if prev then deltas[kind .. '|' .. prev] = (deltas[kind .. '|' .. prev] or 0) - 1 end
   deltas[kind .. '|' .. new] = (deltas[kind .. '|' .. new] or 0) + 1
 end
+-- Counters and histograms for /metrics (`ferry serve` runs apart from workers, so what workers
+-- observe is kept here): `kind|name` counters and `kind|hist|bucket` / `kind|hist|sum_us`
+-- fields in `base:metrics`, summed per script and written by `flush` like the state counts.
+-- Bucket bounds in ms; queue/src/metrics.rs holds the same list.
+local BOUNDS_MS = {1, 5, 25, 100, 500, 1000, 5000, 30000, 120000, 600000, 3600000}
+local mdeltas = {}
+local function count(kind, name, n)
+  local field = kind .. '|' .. name
+  mdeltas[field] = (mdeltas[field] or 0) + n
+end
+local function observe(kind, hist, us)
+  if us < 0 then us = 0 end
+  local bucket = #BOUNDS_MS + 1
+  for i, le in ipairs(BOUNDS_MS) do
+    if us <= le * 1000 then bucket = i break end
+  end
+  count(kind, hist .. '|' .. bucket, 1)
+  count(kind, hist .. '|sum_us', us)
+end
 local function flush(base)
   for field, d in pairs(deltas) do
     if d ~= 0 then redis.call('HINCRBY', base .. ':stats', field, d) end
+  end
+  for field, d in pairs(mdeltas) do
+    redis.call('HINCRBY', base .. ':metrics', field, d)
   end
 end
 
@@ -23,7 +45,7 @@ end
 -- job cancelled, finished or gone) is acknowledged and dropped.
 local function start(base, stream, group, consumer, now, eid, id, out)
   local jk = jkey(base, id)
-  local f = redis.call('HMGET', jk, 'kind', 'args', 'max', 'state', 'enq', 'key', 'attempts', 'co')
+  local f = redis.call('HMGET', jk, 'kind', 'args', 'max', 'state', 'enq', 'key', 'attempts', 'co', 'run_at')
   if not f[1] or f[4] ~= 'queued' then
     redis.call('XACK', stream, group, eid)
     redis.call('XDEL', stream, eid)
@@ -37,6 +59,9 @@ local function start(base, stream, group, consumer, now, eid, id, out)
   local attempt = (tonumber(f[7]) or 0) + 1
   redis.call('HSET', jk, 'attempts', attempt, 'state', 'running', 'started', now, 'worker', consumer, 'eid', eid)
   move(base, f[1], 'queued', 'running')
+  count(f[1], 'started', 1)
+  -- Waiting counts from when the job was due: its enqueue, or its scheduled or retry time.
+  observe(f[1], 'wait', tonumber(now) - (tonumber(f[9]) or tonumber(f[5]) or tonumber(now)))
   local n = #out
   out[n + 1] = eid
   out[n + 2] = id

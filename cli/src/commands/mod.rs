@@ -3,6 +3,7 @@ pub mod enqueue;
 pub mod jobs;
 pub mod notify;
 pub mod runs;
+pub mod serve;
 pub mod stats;
 pub mod sync;
 pub mod wait;
