@@ -2,6 +2,7 @@
 //! routes make. A panel that cannot be read shows why instead of failing the page.
 
 use chrono::{DateTime, Utc};
+use ferry_jobs::Kind;
 use ferry_jobs::manage;
 use ferry_queue::{JobFilter, JobState};
 use ferry_record::DeadFilter;
@@ -85,14 +86,20 @@ async fn queues(state: &AppState) -> Result<Markup, ApiError> {
 }
 
 async fn runs(state: &AppState) -> Result<Markup, ApiError> {
-    let runs = runs::recent(state, None, 10).await?;
+    // A full sync's chunks report into their parent's progress; listing them would crowd it out.
+    let runs: Vec<_> = runs::recent(state, None, 100)
+        .await?
+        .into_iter()
+        .filter(|r| r.run.kind != ferry_jobs::sync::Chunk::NAME)
+        .take(10)
+        .collect();
     Ok(html! {
         h2 { "Runs" }
         @if runs.is_empty() { p { "No long runs yet." } }
         table {
             tbody {
                 @for r in &runs {
-                    tr.run data-run=(r.run.id) data-state=(r.run.state) {
+                    tr.run data-run=(r.run.id) data-kind=(r.run.kind) data-state=(r.run.state) {
                         td { code { (r.run.id) } }
                         td { (r.run.kind) }
                         td.state { (r.run.state) }
