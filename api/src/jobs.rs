@@ -227,18 +227,32 @@ pub async fn retry_one(
     let id = parse_id(&id)?;
     let targets =
         manage::targets_by_id(state.queue(), state.record(), state.registry(), &[id]).await?;
-    let report = manage::retry(
-        state.queue(),
-        state.record(),
-        state.registry(),
-        &targets,
-        None,
-        caller.actor(),
-    )
-    .await?;
+    requeue(&state, caller, &targets, false).await
+}
+
+/// Re-queues `targets` (audited), or with `dry_run` only names them.
+async fn requeue(
+    state: &AppState,
+    caller: Caller,
+    targets: &[manage::Target],
+    dry_run: bool,
+) -> Result<Json<RetryResponse>, ApiError> {
+    let report = if dry_run {
+        RetryReport::default()
+    } else {
+        manage::retry(
+            state.queue(),
+            state.record(),
+            state.registry(),
+            targets,
+            None,
+            caller.actor(),
+        )
+        .await?
+    };
     Ok(Json(RetryResponse {
-        dry_run: false,
-        ids: vec![id],
+        dry_run,
+        ids: targets.iter().map(manage::Target::id).collect(),
         report,
     }))
 }
@@ -274,25 +288,7 @@ pub async fn retry_filtered(
         limit: i64::MAX,
     };
     let targets = manage::dead_targets(state.record(), &filter).await?;
-    let ids: Vec<Uuid> = targets.iter().map(manage::Target::id).collect();
-    let report = if f.dry_run {
-        RetryReport::default()
-    } else {
-        manage::retry(
-            state.queue(),
-            state.record(),
-            state.registry(),
-            &targets,
-            None,
-            caller.actor(),
-        )
-        .await?
-    };
-    Ok(Json(RetryResponse {
-        dry_run: f.dry_run,
-        ids,
-        report,
-    }))
+    requeue(&state, caller, &targets, f.dry_run).await
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -88,25 +88,7 @@ impl Queue {
         scan: usize,
     ) -> Result<BTreeMap<String, i64>, QueueError> {
         let keys = self.keys(queue);
-        let mut conn = self.conn();
-        let groups: redis::Value = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(&keys.stream)
-            .query_async(&mut conn)
-            .await
-            .unwrap_or(redis::Value::Nil);
-        let start = crate::client::group_last_delivered(&groups)
-            .map(|l| format!("({l}"))
-            .unwrap_or_else(|| "-".into());
-        let entries: Vec<(String, BTreeMap<String, String>)> = redis::cmd("XRANGE")
-            .arg(&keys.stream)
-            .arg(start)
-            .arg("+")
-            .arg("COUNT")
-            .arg(scan)
-            .query_async(&mut conn)
-            .await
-            .map_err(QueueError::redis("read waiting entries"))?;
+        let (_, entries) = self.waiting_entries(queue, scan).await?;
         if entries.is_empty() {
             return Ok(BTreeMap::new());
         }
@@ -118,16 +100,13 @@ impl Queue {
             );
         }
         let kinds: Vec<Option<String>> = pipe
-            .query_async(&mut conn)
+            .query_async(&mut self.conn())
             .await
             .map_err(QueueError::redis("read waiting kinds"))?;
         let now_ms = now_us() / 1000;
         let mut out = BTreeMap::new();
         for ((entry, _), kind) in entries.iter().zip(kinds) {
-            let (Some(kind), Some(ms)) = (
-                kind,
-                entry.split('-').next().and_then(|m| m.parse::<i64>().ok()),
-            ) else {
+            let (Some(kind), Some(ms)) = (kind, crate::client::entry_ms(entry)) else {
                 continue;
             };
             out.entry(kind).or_insert((now_ms - ms).max(0));
