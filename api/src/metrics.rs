@@ -45,9 +45,7 @@ fn labels(queue: &str, kind: &str) -> Labels {
 }
 
 /// Counters: (metric name without `_total`, help, field the Lua scripts count).
-const COUNTERS: [(&str, &str, &str); 5] = [
-    ("ferry_jobs_started", "Attempts started.", "started"),
-    ("ferry_jobs_succeeded", "Jobs that succeeded.", "succeeded"),
+const COUNTERS: [(&str, &str, &str); 3] = [
     (
         "ferry_jobs_failed",
         "Attempts that failed (retried or dead).",
@@ -140,6 +138,20 @@ impl Collector for Snapshot {
             runs.2,
         )?;
 
+        let started = self.each_kind_metrics(|m| m.wait.count() as i64);
+        counter(
+            &mut encoder,
+            "ferry_jobs_started",
+            "Attempts started.",
+            started,
+        )?;
+        let succeeded = self.each_kind(|q, kind| state_count(q, kind, "succeeded"));
+        counter(
+            &mut encoder,
+            "ferry_jobs_succeeded",
+            "Jobs that succeeded.",
+            succeeded.into_iter().map(|(l, v)| (l, v as i64)).collect(),
+        )?;
         for (name, help, field) in COUNTERS {
             let rows = self.each_kind_metrics(|m| m.counters.get(field).copied().unwrap_or(0));
             counter(&mut encoder, name, help, rows)?;

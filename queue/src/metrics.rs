@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::{Queue, QueueError, now_us};
 
 /// Upper bounds of the histogram buckets in milliseconds; `queue/lua/prelude.lua` holds the
-/// same list (`BOUNDS_MS`), and bucket `i` (1-based) there is index `i - 1` here.
+/// same list in µs (`BOUNDS_US`), and bucket `i` (1-based) there is index `i - 1` here.
 pub const BUCKETS_MS: [u64; 11] = [
     1, 5, 25, 100, 500, 1000, 5000, 30000, 120000, 600000, 3600000,
 ];
@@ -31,8 +31,8 @@ impl Histogram {
 /// What workers recorded for one kind.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct KindMetrics {
-    /// `started`, `succeeded`, `failed` (attempts that failed), `retrying` (retries
-    /// scheduled), `dead`; only ever grow.
+    /// `failed` (attempts that failed), `retrying` (retries scheduled), `dead`; only ever
+    /// grow. Attempts started are `wait.count()`; successes are the state count `succeeded`.
     pub counters: BTreeMap<String, i64>,
     /// Run time of attempts.
     pub duration: Histogram,
