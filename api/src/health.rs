@@ -1,5 +1,7 @@
 //! `/healthz`: the process answers. `/readyz`: Postgres and Redis answer too.
 
+use std::time::Duration;
+
 use axum::{Json, extract::State, http::StatusCode};
 use serde::Serialize;
 
@@ -28,8 +30,14 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/readyz", tag = "health",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let postgres = sqlx_ping(&state).await;
-    let redis = state.queue().ping().await.map_err(|e| e.to_string());
+    let (postgres, redis) = tokio::join!(
+        within(PROBE_TIMEOUT, async {
+            state.record().ping().await.map_err(|e| e.to_string())
+        }),
+        within(PROBE_TIMEOUT, async {
+            state.queue().ping().await.map_err(|e| e.to_string())
+        }),
+    );
     let ready = postgres.is_ok() && redis.is_ok();
     let text = |r: Result<(), String>| Some(r.err().unwrap_or_else(|| "ok".into()));
     (
@@ -46,6 +54,14 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Health>)
     )
 }
 
-async fn sqlx_ping(state: &AppState) -> Result<(), String> {
-    state.record().ping().await.map_err(|e| e.to_string())
+/// Probes answer within this, so an orchestrator's probe timeout sees a 503, not silence.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn within(
+    limit: Duration,
+    probe: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<(), String> {
+    tokio::time::timeout(limit, probe)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {limit:?}")))
 }
