@@ -92,6 +92,37 @@ async fn wait_for_css(
     }
 }
 
+/// Clicks the element `css` names. Panels are re-rendered every 2 s, which can replace an
+/// element between finding and clicking it; then it is found again.
+async fn click(browser: &Client, css: &str) {
+    for _ in 0..20 {
+        let element = wait_for_css(browser, css, Duration::from_secs(10)).await;
+        match element.click().await {
+            Ok(()) => return,
+            Err(e) if is_stale(&e) => continue,
+            Err(e) => panic!("click {css}: {e}"),
+        }
+    }
+    panic!("{css} kept being replaced");
+}
+
+/// The text of the element `css` names, found again when a refresh replaced it.
+async fn text(browser: &Client, css: &str) -> String {
+    for _ in 0..20 {
+        let element = wait_for_css(browser, css, Duration::from_secs(10)).await;
+        match element.text().await {
+            Ok(t) => return t,
+            Err(e) if is_stale(&e) => continue,
+            Err(e) => panic!("text of {css}: {e}"),
+        }
+    }
+    panic!("{css} kept being replaced");
+}
+
+fn is_stale(e: &fantoccini::error::CmdError) -> bool {
+    e.to_string().contains("stale element")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_signs_in_retries_a_failed_job_and_runs_a_full_sync() {
     let env = TestEnv::new(&format!("{API_CONFIG}{CONFIG}")).await;
@@ -121,33 +152,17 @@ async fn an_admin_signs_in_retries_a_failed_job_and_runs_a_full_sync() {
         .send_keys(ADMIN_TOKEN)
         .await
         .unwrap();
-    browser
-        .find(Locator::Css("#login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, "#login").await;
 
-    let row = wait_for_css(
-        &browser,
-        &format!("tr.failed[data-job='{failed}'][data-state='dead']"),
-        Duration::from_secs(10),
-    )
-    .await;
-    let text = row.text().await.unwrap();
+    let row = format!("tr.failed[data-job='{failed}'][data-state='dead']");
+    let shown = text(&browser, &row).await;
     assert!(
-        text.contains("probe") && text.contains("does not exist"),
-        "{text}"
+        shown.contains("probe") && shown.contains("does not exist"),
+        "{shown}"
     );
 
     env.sql("CREATE TABLE probe (id int PRIMARY KEY)").await;
-    row.find(Locator::Css("button.retry"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&browser, &format!("{row} button.retry")).await;
     wait_for_css(
         &browser,
         &format!("tr.retried[data-job='{failed}'][data-state='succeeded']"),
@@ -155,20 +170,11 @@ async fn an_admin_signs_in_retries_a_failed_job_and_runs_a_full_sync() {
     )
     .await;
 
-    browser
-        .find(Locator::Css("#sync-full"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let done = wait_for_css(
-        &browser,
-        "tr.run[data-kind='sync.full'][data-state='succeeded'] span.percent",
-        Duration::from_secs(60),
-    )
-    .await;
-    assert_eq!(done.text().await.unwrap(), "100%");
+    click(&browser, "#sync-full").await;
+    let finished = "tr.run[data-kind='sync.full'][data-state='succeeded'] span.percent";
+    wait_for_css(&browser, finished, Duration::from_secs(60)).await;
+    let done = text(&browser, finished).await;
+    assert_eq!(done, "100%");
     // The sync panel refreshes less often; it comes to show every table mirrored.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

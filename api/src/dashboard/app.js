@@ -43,6 +43,7 @@ document.addEventListener("click", (event) => {
     const filter = {};
     if (kind) filter.kind = kind;
     if (error) filter.error = error;
+    if (!kind && !error && !confirm("Retry every dead job?")) return;
     act("Retry matching", "/v1/jobs/retry", filter);
   } else if (button.id === "sync-full") {
     act("Full sync", "/v1/sync/full", {});
