@@ -30,7 +30,7 @@ impl EntityArgs {
             v if table.key.len() == 1 => serde_json::json!({ &table.key[0].name: v }),
             _ => {
                 return Err(SyncError::Config(format!(
-                    "{} has a {}-column key ({}): give the key as an object {{column: value}}",
+                    "{} has a {}-column key ({}): give the key as a JSON object {{column: value}}",
                     table.name,
                     table.key.len(),
                     table.key_list()
