@@ -73,3 +73,34 @@ impl Api {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Config, Env};
+
+    #[test]
+    fn tokens_come_from_the_environment_and_are_checked() {
+        let env = Env::from_pairs([
+            ("FERRY_API_TOKEN", "enqueue-0123456789abcdef"),
+            ("FERRY_ADMIN_TOKEN", "admin-0123456789abcdef"),
+        ]);
+        let config = Config::from_toml_str("", &env).unwrap();
+        assert_eq!(
+            config.api.token.as_ref().map(|t| t.expose()),
+            Some("enqueue-0123456789abcdef")
+        );
+        assert!(!format!("{config:?}").contains("0123456789abcdef"));
+
+        let short = Env::from_pairs([("FERRY_ADMIN_TOKEN", "secret")]);
+        let e = Config::from_toml_str("", &short).unwrap_err();
+        assert!(e.to_string().contains("FERRY_ADMIN_TOKEN"), "{e}");
+        assert!(!e.to_string().contains("secret\""), "{e}");
+
+        let same = Env::from_pairs([
+            ("FERRY_API_TOKEN", "same-0123456789abcdef"),
+            ("FERRY_ADMIN_TOKEN", "same-0123456789abcdef"),
+        ]);
+        let e = Config::from_toml_str("", &same).unwrap_err();
+        assert!(e.to_string().contains("different tokens"), "{e}");
+    }
+}
