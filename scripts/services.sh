@@ -5,6 +5,7 @@
 #   scripts/services.sh down   [NAME...]   stop services this script started (pid files)
 #   scripts/services.sh status [NAME...]   one line per service; exit 1 if any is down
 #   scripts/services.sh env                print `export VAR=value` lines (eval them)
+#   scripts/services.sh browser            install chromium and chromedriver (dashboard test)
 #
 # NAMEs: postgres redis mongo s3 s3second smtp (none = all).
 # Logs, data and pid files live in ${FERRY_SERVICES_DIR:-/tmp/ferry-services}.
@@ -346,8 +347,14 @@ export SMTP_MAILDIR=$DIR/mail
 EOF
 }
 
+# The dashboard test drives Debian's chromium through chromedriver; not a service.
+cmd_browser() {
+  command -v chromedriver >/dev/null && command -v chromium >/dev/null && return
+  apt_install chromium chromium-driver
+}
+
 usage() {
-  sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -357,6 +364,7 @@ main() {
   shift
   local names=("$@") s
   ((${#names[@]})) || names=("${ALL_SERVICES[@]}")
+  [[ $cmd == browser ]] && { cmd_browser; return; }
   for s in "${names[@]}"; do port_of "$s" >/dev/null; done
   case "$cmd" in
     up) cmd_up "${names[@]}" ;;

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/services.sh up postgres redis mongo s3 s3second smtp
+bash scripts/services.sh browser
 eval "$(bash scripts/services.sh env)"
 
 bash scripts/check-deploy.sh

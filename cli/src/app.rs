@@ -39,6 +39,8 @@ pub enum Command {
     /// Cron schedules: next and last fire, outcome, missed fires; pause and resume.
     #[command(subcommand)]
     Schedules(commands::schedules::Command),
+    /// Serve the HTTP API, the admin dashboard and /metrics until SIGTERM.
+    Serve(commands::serve::Args),
     /// Enqueue one job, or many from JSON lines.
     Enqueue(commands::enqueue::Args),
     /// List, inspect, re-queue and cancel jobs.
@@ -95,11 +97,6 @@ impl Ctx {
         Ok(record)
     }
 
-    /// Every queue a known kind uses.
-    pub fn queues(&self) -> Vec<String> {
-        self.registry.queues().into_iter().collect()
-    }
-
     /// Who did an operator action, for the audit log.
     pub fn actor(&self) -> String {
         format!(
@@ -135,6 +132,7 @@ pub async fn run(cli: Cli) -> Result<Code> {
         Command::Worker(args) => commands::worker::run(&ctx, args).await,
         Command::Scheduler => commands::scheduler::run(&ctx).await,
         Command::Schedules(command) => commands::schedules::run(&ctx, command).await,
+        Command::Serve(args) => commands::serve::run(&ctx, args).await,
         Command::Enqueue(args) => commands::enqueue::run(&ctx, args).await,
         Command::Jobs(command) => commands::jobs::run(&ctx, command).await,
         Command::Runs(command) => commands::runs::run(&ctx, command).await,

@@ -103,3 +103,26 @@ impl From<ferry_jobs::JobError> for Exit {
         Self::failed(e.to_string())
     }
 }
+
+impl From<ferry_jobs::manage::ManageError> for Exit {
+    fn from(e: ferry_jobs::manage::ManageError) -> Self {
+        use ferry_jobs::manage::ManageError as E;
+        match e {
+            E::Queue(e) => e.into(),
+            E::Record(e) => e.into(),
+            E::NotFound(m) => Self::failed(m),
+        }
+    }
+}
+
+impl From<ferry_api::ServeError> for Exit {
+    fn from(e: ferry_api::ServeError) -> Self {
+        use ferry_api::ServeError as E;
+        match e {
+            E::Config(e) => e.into(),
+            E::Record(e) => e.into(),
+            E::Queue(e) => e.into(),
+            e => Self::failed(e.to_string()),
+        }
+    }
+}

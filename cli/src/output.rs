@@ -1,6 +1,5 @@
 //! Human tables and time formatting.
 
-use chrono::{DateTime, Utc};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 
 pub fn table(header: &[&str]) -> Table {
@@ -15,12 +14,6 @@ pub fn json<T: serde::Serialize>(value: &T) {
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()
     );
-}
-
-pub fn time_us(us: i64) -> String {
-    DateTime::<Utc>::from_timestamp_micros(us)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
-        .unwrap_or_default()
 }
 
 pub fn truncate(s: &str, max: usize) -> String {

@@ -11,6 +11,7 @@
 //! assert_eq!(config.worker.concurrency, 8);
 //! ```
 
+mod api;
 mod backup;
 mod duration;
 mod env;
@@ -26,6 +27,7 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use serde::Deserialize;
 
+pub use api::Api;
 pub use backup::{Backup, Retention};
 pub use env::Env;
 pub use error::ConfigError;
@@ -72,6 +74,8 @@ pub struct Config {
     pub schedules: Vec<Schedule>,
     #[serde(default)]
     pub files: Files,
+    #[serde(default)]
+    pub api: Api,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -312,6 +316,7 @@ impl Config {
             self.backup.identity = Some(Secret::new(v));
         }
         self.notify.apply_env(env);
+        self.api.apply_env(env);
     }
 
     /// The store `spec` names: a key of `[stores]`, or an `s3://` / `file://` URL (S3
@@ -427,6 +432,7 @@ impl Config {
         self.sql.validate()?;
         schedule::validate(&self.scheduler, &self.schedules)?;
         self.files.validate()?;
+        self.api.validate()?;
         for (kind, o) in &self.kinds {
             let key = |field: &str| format!("kinds.{kind}.{field}");
             if o.max_attempts == Some(0) {

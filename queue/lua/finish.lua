@@ -12,8 +12,12 @@ for j = 0, n - 1 do
   local eid, id, outcome, run_at, err, text = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4], ARGV[o + 5]
   eids[#eids + 1] = eid
   local jk = jkey(base, id)
-  local f = redis.call('HMGET', jk, 'kind', 'state', 'eid', 'attempts')
+  local f = redis.call('HMGET', jk, 'kind', 'state', 'eid', 'attempts', 'started')
   if f[1] and f[2] == 'running' and f[3] == eid then
+    observe(f[1], 'duration', tonumber(now) - (tonumber(f[5]) or tonumber(now)))
+    -- Successes are counted by the state counts (`succeeded` never goes down); these can.
+    if outcome == 'dead' or outcome == 'retrying' then count(f[1], outcome) end
+    if err ~= '' and outcome ~= 'cancelled' then count(f[1], 'failed') end
     if err ~= '' then
       redis.call('RPUSH', ekey(base, id), err)
       redis.call('HSET', jk, 'last_error', text)

@@ -13,9 +13,49 @@ local function move(base, kind, prev, new)
   if prev then deltas[kind .. '|' .. prev] = (deltas[kind .. '|' .. prev] or 0) - 1 end
   deltas[kind .. '|' .. new] = (deltas[kind .. '|' .. new] or 0) + 1
 end
+-- Counters and histograms for /metrics (`ferry serve` runs apart from workers, so what workers
+-- observe is kept here): fields `kind|name` (counters) and `kind|hist|bucket`, `kind|hist|sum_us`
+-- in `base:metrics`, summed per script and written by `flush` like the state counts. Per job
+-- only table updates happen (no string building); field names are made once per flush.
+-- Bucket bounds in µs; queue/src/metrics.rs holds the same list in ms.
+local BOUNDS_US = {1e3, 5e3, 25e3, 1e5, 5e5, 1e6, 5e6, 3e7, 1.2e8, 6e8, 3.6e9}
+local counts, hists = {}, {}
+local function count(kind, name)
+  local c = counts[kind]
+  if not c then c = {}; counts[kind] = c end
+  c[name] = (c[name] or 0) + 1
+end
+local function observe(kind, hist, us)
+  if us < 0 then us = 0 end
+  local bucket = #BOUNDS_US + 1
+  for i = 1, #BOUNDS_US do
+    if us <= BOUNDS_US[i] then bucket = i break end
+  end
+  local k = hists[kind]
+  if not k then k = {}; hists[kind] = k end
+  local h = k[hist]
+  if not h then h = {sum = 0}; k[hist] = h end
+  h[bucket] = (h[bucket] or 0) + 1
+  h.sum = h.sum + us
+end
 local function flush(base)
   for field, d in pairs(deltas) do
     if d ~= 0 then redis.call('HINCRBY', base .. ':stats', field, d) end
+  end
+  local mk = base .. ':metrics'
+  for kind, c in pairs(counts) do
+    for name, n in pairs(c) do redis.call('HINCRBY', mk, kind .. '|' .. name, n) end
+  end
+  for kind, k in pairs(hists) do
+    for hist, h in pairs(k) do
+      for bucket, n in pairs(h) do
+        if bucket == 'sum' then
+          redis.call('HINCRBY', mk, kind .. '|' .. hist .. '|sum_us', n)
+        else
+          redis.call('HINCRBY', mk, kind .. '|' .. hist .. '|' .. bucket, n)
+        end
+      end
+    end
   end
 end
 
@@ -23,7 +63,7 @@ end
 -- job cancelled, finished or gone) is acknowledged and dropped.
 local function start(base, stream, group, consumer, now, eid, id, out)
   local jk = jkey(base, id)
-  local f = redis.call('HMGET', jk, 'kind', 'args', 'max', 'state', 'enq', 'key', 'attempts', 'co')
+  local f = redis.call('HMGET', jk, 'kind', 'args', 'max', 'state', 'enq', 'key', 'attempts', 'co', 'run_at')
   if not f[1] or f[4] ~= 'queued' then
     redis.call('XACK', stream, group, eid)
     redis.call('XDEL', stream, eid)
@@ -37,6 +77,9 @@ local function start(base, stream, group, consumer, now, eid, id, out)
   local attempt = (tonumber(f[7]) or 0) + 1
   redis.call('HSET', jk, 'attempts', attempt, 'state', 'running', 'started', now, 'worker', consumer, 'eid', eid)
   move(base, f[1], 'queued', 'running')
+  -- Waiting counts from when the job was due: its enqueue, or its scheduled or retry time.
+  -- Its histogram's count is also the number of attempts started.
+  observe(f[1], 'wait', tonumber(now) - (tonumber(f[9]) or tonumber(f[5]) or tonumber(now)))
   local n = #out
   out[n + 1] = eid
   out[n + 2] = id

@@ -419,37 +419,57 @@ impl Queue {
             .zcard(&keys.workers)
             .await
             .map_err(QueueError::redis("read stats"))?;
+        let (groups, first) = self.waiting_entries(queue, 1).await?;
+        if let Some(group) = group_info(&groups) {
+            stats.pending = group.get("pending").copied().unwrap_or(0);
+            stats.ready = group.get("lag").copied().unwrap_or(0);
+        }
+        if let Some((entry, _)) = first.first()
+            && let Some(ms) = entry_ms(entry)
+        {
+            stats.oldest_ready_age_ms = Some((now_us() / 1000 - ms).max(0));
+        }
+        Ok(stats)
+    }
+}
+
+/// A stream entry as XRANGE returns it: id and fields.
+pub(crate) type Entry = (String, BTreeMap<String, String>);
+
+/// Stream ids begin with their creation time in ms.
+pub(crate) fn entry_ms(id: &str) -> Option<i64> {
+    id.split('-').next().and_then(|m| m.parse().ok())
+}
+
+impl Queue {
+    /// The `XINFO GROUPS` reply of a queue's stream and the first `count` entries not yet
+    /// delivered to the `workers` group (they follow the group's last-delivered id).
+    pub(crate) async fn waiting_entries(
+        &self,
+        queue: &str,
+        count: usize,
+    ) -> Result<(redis::Value, Vec<Entry>), QueueError> {
+        let keys = self.keys(queue);
+        let mut conn = self.conn();
         let groups: redis::Value = redis::cmd("XINFO")
             .arg("GROUPS")
             .arg(&keys.stream)
             .query_async(&mut conn)
             .await
             .unwrap_or(redis::Value::Nil);
-        if let Some(group) = group_info(&groups) {
-            stats.pending = group.get("pending").copied().unwrap_or(0);
-            stats.ready = group.get("lag").copied().unwrap_or(0);
-        }
-        if stats.ready > 0 {
-            // The oldest undelivered entry follows the group's last-delivered id; stream ids
-            // begin with their creation time in ms.
-            let last: Option<String> = group_last_delivered(&groups);
-            let start = last.map(|l| format!("({l}")).unwrap_or_else(|| "-".into());
-            let first: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-                .arg(&keys.stream)
-                .arg(start)
-                .arg("+")
-                .arg("COUNT")
-                .arg(1)
-                .query_async(&mut conn)
-                .await
-                .map_err(QueueError::redis("read stats"))?;
-            if let Some((entry, _)) = first.first()
-                && let Some(ms) = entry.split('-').next().and_then(|m| m.parse::<i64>().ok())
-            {
-                stats.oldest_ready_age_ms = Some((now_us() / 1000 - ms).max(0));
-            }
-        }
-        Ok(stats)
+        let start = group_last_delivered(&groups)
+            .map(|l| format!("({l}"))
+            .unwrap_or_else(|| "-".into());
+        let entries: Vec<Entry> = redis::cmd("XRANGE")
+            .arg(&keys.stream)
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await
+            .map_err(QueueError::redis("read waiting entries"))?;
+        Ok((groups, entries))
     }
 }
 

@@ -11,6 +11,7 @@
 //! | `P:{q}:err:ID` | list | every failed attempt's error |
 //! | `P:{q}:idem:KEY` | string | the job id an idempotency key created |
 //! | `P:{q}:stats` | hash | per kind and state counts |
+//! | `P:{q}:metrics` | hash | per kind counters and histogram buckets for `/metrics` |
 //! | `P:{q}:workers` | sorted set | live worker ids by last heartbeat |
 //!
 //! Every state change is one Lua script, so counters, hashes and the stream move together.
@@ -21,6 +22,7 @@ mod error;
 mod job;
 mod keys;
 mod limit;
+mod metrics;
 mod scripts;
 
 pub use backend::{AckLayer, BackendOptions, StreamBackend};
@@ -29,6 +31,7 @@ pub use error::QueueError;
 pub use job::{AttemptError, Finished, Job, JobRecord, JobState, NewJob, Outcome, now_us};
 pub use keys::Keys;
 pub use limit::Permit;
+pub use metrics::{BUCKETS_MS, Histogram, KindMetrics};
 
 /// The consumer group every worker of a queue joins.
 pub const GROUP: &str = "workers";

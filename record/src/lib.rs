@@ -80,6 +80,15 @@ impl Record {
         }
     }
 
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), RecordError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(RecordError::query("answer a ping"))
+    }
+
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

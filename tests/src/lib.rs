@@ -1,6 +1,7 @@
 //! The test harness: each test gets its own Postgres schema and Redis key prefix, so tests
 //! run in parallel against the shared services and never depend on order.
 
+pub mod api;
 pub mod smtp;
 
 use std::{

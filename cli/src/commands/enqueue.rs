@@ -1,6 +1,8 @@
 use std::{io::BufRead, path::PathBuf};
 
-use ferry_queue::{NewJob, Queue, now_us};
+pub use ferry_jobs::enqueue::Keys;
+use ferry_jobs::enqueue::{self, Enqueued, Prepared};
+use ferry_queue::Queue;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -42,15 +44,6 @@ struct Line {
     at: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct Enqueued {
-    id: uuid::Uuid,
-    kind: String,
-    queue: String,
-    /// False when the idempotency key already named this job.
-    created: bool,
-}
-
 pub async fn run(ctx: &Ctx, args: Args) -> Result<Code> {
     let jobs = match &args.file {
         Some(path) => read_lines(ctx, path)?,
@@ -64,23 +57,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<Code> {
         }
     };
     let queue = ctx.queue().await?;
-    let mut done = Vec::with_capacity(jobs.len());
-    // Jobs go to their kinds' queues; keep each queue's jobs together, in input order.
-    let mut by_queue: std::collections::BTreeMap<String, Vec<NewJob>> = Default::default();
-    for (name, job) in jobs {
-        by_queue.entry(name).or_default().push(job);
-    }
-    for (name, jobs) in &by_queue {
-        let ids = queue.enqueue(name, jobs).await?;
-        for (job, (id, created)) in jobs.iter().zip(ids) {
-            done.push(Enqueued {
-                id,
-                kind: job.kind.clone(),
-                queue: name.clone(),
-                created,
-            });
-        }
-    }
+    let done = enqueue::submit(&queue, jobs).await?;
     if ctx.json {
         if args.file.is_some() {
             crate::output::json(&done);
@@ -109,7 +86,7 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<Code> {
     Ok(Code::Ok)
 }
 
-fn read_lines(ctx: &Ctx, path: &PathBuf) -> Result<Vec<(String, NewJob)>> {
+fn read_lines(ctx: &Ctx, path: &PathBuf) -> Result<Vec<Prepared>> {
     let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -153,43 +130,15 @@ fn prepare(
     args: &str,
     key: Option<String>,
     at: Option<&str>,
-) -> std::result::Result<(String, NewJob), String> {
-    let entry = ctx.registry.get(kind).map_err(|e| e.to_string())?;
-    let value: serde_json::Value =
-        serde_json::from_str(args).map_err(|e| format!("--args is not valid JSON: {e}"))?;
-    if !value.is_object() {
-        return Err(format!("--args must be a JSON object, got {value}"));
-    }
-    entry.validate(args)?;
-    if key
-        .as_deref()
-        .is_some_and(|k| k.is_empty() || k.len() > 200)
-    {
-        return Err("--key must be 1 to 200 characters".into());
-    }
-    let settings = entry.settings();
-    let mut job = NewJob::new(kind, value.to_string(), settings.max_attempts);
-    job.idempotency_key = key;
-    job.run_at_us = at.map(parse_at).transpose()?;
-    Ok((settings.queue.to_owned(), job))
-}
-
-fn parse_at(s: &str) -> std::result::Result<i64, String> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t.timestamp_micros());
-    }
-    humantime::parse_duration(s)
-        .map(|d| now_us() + d.as_micros() as i64)
-        .map_err(|_| format!("--at {s:?} is neither an RFC 3339 time nor a delay like 30s"))
-}
-
-/// The keys a job may be enqueued with.
-#[derive(Debug, Default)]
-pub struct Keys {
-    /// The same key returns the first job's id (`--key`).
-    pub idempotency: Option<String>,
-    /// While a job with this key waits, enqueueing again returns it.
-    pub coalesce: Option<String>,
+) -> std::result::Result<Prepared, String> {
+    let run_at = at
+        .map(|at| enqueue::parse_at(at).map_err(|e| format!("--at {e}")))
+        .transpose()?;
+    let keys = Keys {
+        idempotency: key,
+        coalesce: None,
+    };
+    enqueue::prepare(&ctx.registry, kind, args, keys, run_at)
 }
 
 /// Enqueues one job built by a convenience command, prints its id, and with `wait` follows it
@@ -201,44 +150,40 @@ pub async fn submit<A: Serialize>(
     keys: Keys,
     wait: bool,
 ) -> Result<Code> {
-    let (queue, name, id, created) = enqueue_one(ctx, kind, args, keys).await?;
+    let (queue, done) = enqueue_one(ctx, kind, args, keys).await?;
     if ctx.json {
-        crate::output::json(&Enqueued {
-            id,
-            kind: kind.to_owned(),
-            queue: name.to_owned(),
-            created,
-        });
+        crate::output::json(&done);
     } else {
-        println!("{id}{}", if created { "" } else { " (an existing job)" });
+        let note = if done.created {
+            ""
+        } else {
+            " (an existing job)"
+        };
+        println!("{}{note}", done.id);
     }
     if wait {
-        return wait::until_done(ctx, &queue, name, id).await;
+        return wait::until_done(ctx, &queue, &done.queue, done.id).await;
     }
     Ok(Code::Ok)
 }
 
-/// Enqueues one job, printing nothing: the queue client, the queue's name, the job's id and
-/// whether it was created (not an existing job with the same key).
+/// Enqueues one job, printing nothing: the queue client and what was enqueued (or the
+/// existing job with the same key).
 pub async fn enqueue_one<A: Serialize>(
     ctx: &Ctx,
     kind: &str,
     args: &A,
     keys: Keys,
-) -> Result<(Queue, &'static str, uuid::Uuid, bool)> {
-    let entry = ctx
-        .registry
-        .get(kind)
-        .map_err(|e| Exit::usage(e.to_string()))?;
-    let mut job = NewJob::new(
+) -> Result<(Queue, Enqueued)> {
+    let prepared = enqueue::prepare(
+        &ctx.registry,
         kind,
-        serde_json::to_string(args).unwrap_or_default(),
-        entry.settings().max_attempts,
-    );
-    job.idempotency_key = keys.idempotency;
-    job.coalesce_key = keys.coalesce;
+        &serde_json::to_string(args).unwrap_or_default(),
+        keys,
+        None,
+    )
+    .map_err(Exit::usage)?;
     let queue = ctx.queue().await?;
-    let name = entry.settings().queue;
-    let (id, created) = queue.enqueue(name, &[job]).await?[0];
-    Ok((queue, name, id, created))
+    let done = enqueue::submit(&queue, vec![prepared]).await?.remove(0);
+    Ok((queue, done))
 }

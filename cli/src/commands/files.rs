@@ -98,12 +98,12 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
                 )
                 .await;
             }
-            let (queue, name, id, _) =
+            let (queue, done) =
                 enqueue::enqueue_one(ctx, files::Migrate::NAME, &args, enqueue::Keys::default())
                     .await?;
-            eprintln!("{id}");
-            let code = wait::until_done(ctx, &queue, name, id).await?;
-            print_status(ctx, id).await?;
+            eprintln!("{}", done.id);
+            let code = wait::until_done(ctx, &queue, &done.queue, done.id).await?;
+            print_status(ctx, done.id).await?;
             Ok(code)
         }
         Command::Rollback { run } => {

@@ -1,10 +1,8 @@
-use std::{collections::HashSet, time::Duration};
+use std::time::Duration;
 
-use ferry_queue::{
-    CancelResult, JobFilter, JobRecord, JobState, NewJob, Queue, RequeueResult, now_us,
-};
-use ferry_record::{DeadFilter, DeadJob, DeliveryRow, Record};
-use serde::Serialize;
+use ferry_jobs::manage::{self, JobDetail, JobRow, Target};
+use ferry_queue::{CancelResult, JobFilter, JobState, now_us};
+use ferry_record::{DeadFilter, DeliveryRow, Record};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -54,52 +52,6 @@ pub enum Command {
     },
     /// Cancel a waiting job, or ask a running one to stop.
     Cancel { id: Uuid },
-}
-
-/// A job as `jobs ls --json` prints it.
-#[derive(Debug, Serialize)]
-struct Row {
-    id: Uuid,
-    kind: String,
-    queue: String,
-    state: JobState,
-    attempts: u32,
-    max_attempts: u32,
-    args: serde_json::Value,
-    last_error: Option<String>,
-    enqueued_at: String,
-}
-
-impl From<&JobRecord> for Row {
-    fn from(j: &JobRecord) -> Self {
-        Self {
-            id: j.id,
-            kind: j.kind.clone(),
-            queue: j.queue.clone(),
-            state: j.state,
-            attempts: j.attempts,
-            max_attempts: j.max_attempts,
-            args: j.args.clone(),
-            last_error: j.last_error.clone(),
-            enqueued_at: output::time_us(j.enqueued_us),
-        }
-    }
-}
-
-impl From<&DeadJob> for Row {
-    fn from(j: &DeadJob) -> Self {
-        Self {
-            id: j.id,
-            kind: j.kind.clone(),
-            queue: j.queue.clone(),
-            state: JobState::Dead,
-            attempts: j.attempts.max(0) as u32,
-            max_attempts: j.max_attempts.max(0) as u32,
-            args: j.args.clone(),
-            last_error: Some(j.last_error.clone()),
-            enqueued_at: j.enqueued_at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
-        }
-    }
 }
 
 pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
@@ -169,68 +121,27 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
     }
 }
 
-async fn list(ctx: &Ctx, filter: &JobFilter) -> Result<Vec<Row>> {
+async fn list(ctx: &Ctx, filter: &JobFilter) -> Result<Vec<JobRow>> {
     let queue = ctx.queue().await?;
-    let mut rows = Vec::new();
-    let mut seen = HashSet::new();
-    if filter.state.is_none_or(|s| s == JobState::Dead) {
-        // The durable record is the truth for dead jobs; Redis may have lost them.
-        let record = ctx.record().await?;
-        let dead = record
-            .dead_jobs(&DeadFilter {
-                kind: filter.kind.clone(),
-                since: filter
-                    .since_us
-                    .and_then(chrono::DateTime::from_timestamp_micros),
-                error_contains: filter.error_contains.clone(),
-                include_retried: false,
-                limit: filter.limit as i64,
-            })
-            .await?;
-        for d in &dead {
-            seen.insert(d.id);
-            rows.push(Row::from(&d.clone()));
-        }
-    }
-    for name in ctx.queues() {
-        for job in queue.list(&name, filter).await? {
-            if seen.insert(job.id) {
-                rows.push(Row::from(&job));
-            }
-        }
-    }
-    rows.sort_by(|a, b| b.enqueued_at.cmp(&a.enqueued_at));
-    rows.truncate(filter.limit);
-    Ok(rows)
+    let record = ctx.record().await?;
+    Ok(manage::list(&queue, &record, &ctx.registry, filter).await?)
 }
 
 async fn show(ctx: &Ctx, id: Uuid) -> Result<Code> {
     let queue = ctx.queue().await?;
-    let live = queue.find(&ctx.queues(), id).await?;
-    let errors = match &live {
-        Some(job) => queue.attempt_errors(&job.queue, id).await?,
-        None => Vec::new(),
-    };
     let record = ctx.record().await.ok();
-    let (dead, run, deliveries) = match &record {
-        Some(r) => (
-            r.dead_job(id).await?,
-            r.run(id).await?,
-            r.deliveries(id, 20).await?,
-        ),
-        None => (None, None, Vec::new()),
-    };
-    if live.is_none() && dead.is_none() && run.is_none() {
-        return Err(Exit::failed(format!(
-            "no job {id}: not in Redis (finished jobs are kept for worker.keep_finished) nor in the durable record"
-        )));
-    }
+    let detail = manage::show(&queue, record.as_ref(), &ctx.registry, id).await?;
     if ctx.json {
-        output::json(
-            &json!({ "job": live, "errors": errors, "dead": dead, "run": run, "deliveries": deliveries }),
-        );
+        output::json(&detail);
         return Ok(Code::Ok);
     }
+    let JobDetail {
+        job: live,
+        errors,
+        dead,
+        run,
+        deliveries,
+    } = detail;
     if let Some(j) = &live {
         println!(
             "job       {}\nkind      {}\nqueue     {}\nstate     {}{}",
@@ -248,12 +159,12 @@ async fn show(ctx: &Ctx, id: Uuid) -> Result<Code> {
             "attempts  {} of {}\nargs      {}",
             j.attempts, j.max_attempts, j.args
         );
-        println!("enqueued  {}", output::time_us(j.enqueued_us));
+        println!("enqueued  {}", manage::time_us_text(j.enqueued_us));
         if let Some(t) = j.started_us {
-            println!("started   {}", output::time_us(t));
+            println!("started   {}", manage::time_us_text(t));
         }
         if let Some(t) = j.finished_us {
-            println!("finished  {}", output::time_us(t));
+            println!("finished  {}", manage::time_us_text(t));
         }
         if let Some(w) = &j.worker {
             println!("worker    {w}");
@@ -351,7 +262,7 @@ async fn retry(
 ) -> Result<Code> {
     let queue = ctx.queue().await?;
     let record = ctx.record().await?;
-    let targets: Vec<Target> = if ids.is_empty() {
+    let targets = if ids.is_empty() {
         match state {
             Some(JobState::Dead) => {}
             Some(other) => {
@@ -365,26 +276,9 @@ async fn retry(
                 ));
             }
         }
-        record
-            .dead_jobs(&filter)
-            .await?
-            .into_iter()
-            .map(Target::Dead)
-            .collect()
+        manage::dead_targets(&record, &filter).await?
     } else {
-        let mut out = Vec::new();
-        for id in ids {
-            if let Some(job) = queue.find(&ctx.queues(), id).await? {
-                out.push(Target::Live(job));
-            } else if let Some(dead) = record.dead_job(id).await? {
-                out.push(Target::Dead(dead));
-            } else {
-                return Err(Exit::failed(format!(
-                    "no job {id} in Redis or the durable record"
-                )));
-            }
-        }
-        out
+        manage::targets_by_id(&queue, &record, &ctx.registry, &ids).await?
     };
     if dry_run {
         if ctx.json {
@@ -398,123 +292,27 @@ async fn retry(
         }
         return Ok(Code::Ok);
     }
-    let pause = rate.map(|r| Duration::from_secs_f64(1.0 / r));
-    let mut requeued = 0;
-    let mut unchanged = Vec::new();
-    for (i, target) in targets.iter().enumerate() {
-        if let (Some(pause), true) = (pause, i > 0) {
-            tokio::time::sleep(pause).await;
-        }
-        match requeue(ctx, &queue, &record, target).await? {
-            RequeueResult::Requeued | RequeueResult::RunNow => requeued += 1,
-            RequeueResult::Unchanged(state) => {
-                unchanged.push(format!("{} is {state}", target.id()))
-            }
-        }
-    }
-    record
-        .audit(&ctx.actor(), "jobs.retry", None, json!({ "requeued": requeued, "ids": targets.iter().map(Target::id).collect::<Vec<_>>() }))
-        .await?;
+    let report =
+        manage::retry(&queue, &record, &ctx.registry, &targets, rate, &ctx.actor()).await?;
     if ctx.json {
-        output::json(&json!({ "requeued": requeued, "unchanged": unchanged }));
+        output::json(&report);
     } else {
-        println!("re-queued {requeued} jobs");
-        for u in &unchanged {
+        println!("re-queued {} jobs", report.requeued);
+        for u in &report.unchanged {
             println!("unchanged: {u}");
         }
     }
-    Ok(if unchanged.is_empty() {
+    Ok(if report.unchanged.is_empty() {
         Code::Ok
     } else {
         Code::Failed
     })
 }
 
-enum Target {
-    Live(JobRecord),
-    Dead(DeadJob),
-}
-
-impl Target {
-    fn id(&self) -> Uuid {
-        match self {
-            Self::Live(j) => j.id,
-            Self::Dead(d) => d.id,
-        }
-    }
-
-    fn kind(&self) -> &str {
-        match self {
-            Self::Live(j) => &j.kind,
-            Self::Dead(d) => &d.kind,
-        }
-    }
-}
-
-async fn requeue(
-    ctx: &Ctx,
-    queue: &Queue,
-    record: &Record,
-    target: &Target,
-) -> Result<RequeueResult> {
-    let (name, job) = match target {
-        Target::Live(j) => (
-            j.queue.clone(),
-            NewJob {
-                id: j.id,
-                kind: j.kind.clone(),
-                args: j.args.to_string(),
-                run_at_us: None,
-                max_attempts: j.max_attempts,
-                idempotency_key: j.idempotency_key.clone(),
-                coalesce_key: None,
-            },
-        ),
-        Target::Dead(d) => {
-            // A kind's current settings decide where it runs now.
-            let queue_name = ctx
-                .registry
-                .get(&d.kind)
-                .map(|e| e.settings().queue.to_owned())
-                .unwrap_or_else(|_| d.queue.clone());
-            (
-                queue_name,
-                NewJob {
-                    id: d.id,
-                    kind: d.kind.clone(),
-                    args: d.args.to_string(),
-                    run_at_us: None,
-                    max_attempts: d.max_attempts.max(1) as u32,
-                    idempotency_key: d.idempotency_key.clone(),
-                    coalesce_key: None,
-                },
-            )
-        }
-    };
-    let result = queue.requeue(&name, &job).await?;
-    if result == RequeueResult::Requeued {
-        record.mark_retried(job.id, job.id).await?;
-    }
-    Ok(result)
-}
-
 async fn cancel(ctx: &Ctx, id: Uuid) -> Result<Code> {
     let queue = ctx.queue().await?;
-    let job = queue
-        .find(&ctx.queues(), id)
-        .await?
-        .ok_or_else(|| Exit::failed(format!("no job {id} waiting or running in Redis")))?;
-    let result = queue.cancel(&job.queue, id).await?;
-    if let Ok(record) = ctx.record().await {
-        record
-            .audit(
-                &ctx.actor(),
-                "jobs.cancel",
-                Some(&id.to_string()),
-                json!({ "result": result }),
-            )
-            .await?;
-    }
+    let record = ctx.record().await.ok();
+    let result = manage::cancel(&queue, record.as_ref(), &ctx.registry, id, &ctx.actor()).await?;
     let (message, code) = match &result {
         CancelResult::Cancelled => ("cancelled; it will not run".to_owned(), Code::Ok),
         CancelResult::Requested => ("running; its worker was asked to stop".to_owned(), Code::Ok),

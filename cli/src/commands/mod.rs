@@ -6,6 +6,7 @@ pub mod notify;
 pub mod runs;
 pub mod scheduler;
 pub mod schedules;
+pub mod serve;
 pub mod stats;
 pub mod sync;
 pub mod wait;

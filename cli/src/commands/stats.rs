@@ -1,7 +1,4 @@
-use std::collections::BTreeMap;
-
-use ferry_queue::{JobState, QueueStats};
-use serde::Serialize;
+use ferry_queue::JobState;
 
 use crate::{
     app::Ctx,
@@ -9,43 +6,9 @@ use crate::{
     output,
 };
 
-#[derive(Debug, Serialize)]
-struct Stats {
-    /// kind → state → count, every state present.
-    by_kind: BTreeMap<String, BTreeMap<String, i64>>,
-    /// Jobs re-queued after their worker died, by kind.
-    recovered: BTreeMap<String, i64>,
-    queues: BTreeMap<String, QueueStats>,
-}
-
 pub async fn run(ctx: &Ctx) -> Result<Code> {
     let queue = ctx.queue().await?;
-    let mut stats = Stats {
-        by_kind: BTreeMap::new(),
-        recovered: BTreeMap::new(),
-        queues: BTreeMap::new(),
-    };
-    for kind in ctx.registry.names() {
-        let states = JobState::ALL
-            .iter()
-            .map(|s| (s.as_str().to_owned(), 0))
-            .collect();
-        stats.by_kind.insert(kind.to_owned(), states);
-    }
-    for name in ctx.queues() {
-        let mut q = queue.stats(&name).await?;
-        for (kind, states) in std::mem::take(&mut q.by_kind) {
-            let row = stats.by_kind.entry(kind.clone()).or_default();
-            for (state, count) in states {
-                if state == "recovered" {
-                    *stats.recovered.entry(kind.clone()).or_default() += count;
-                } else {
-                    *row.entry(state).or_default() += count;
-                }
-            }
-        }
-        stats.queues.insert(name, q);
-    }
+    let stats = ferry_jobs::manage::stats(&queue, &ctx.registry).await?;
     if ctx.json {
         output::json(&stats);
         return Ok(Code::Ok);

@@ -87,27 +87,14 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
             .await
         }
         Command::Entity { table, key } => {
-            let table = catalog.table(&table)?;
+            // KEY is JSON when it is an object; otherwise the text of a one-column key.
             let key = match serde_json::from_str::<serde_json::Value>(&key) {
                 Ok(v @ serde_json::Value::Object(_)) => v,
-                _ if table.key.len() == 1 => json!({ &table.key[0].name: key }),
-                _ => {
-                    return Err(Exit::usage(format!(
-                        "{} has a {}-column key ({}): give KEY as a JSON object",
-                        table.name,
-                        table.key.len(),
-                        table.key_list()
-                    )));
-                }
+                _ => json!(key),
             };
-            let args = EntityArgs {
-                table: table.name.clone(),
-                key,
-            };
-            args.key_text(&table)?;
-            let coalesce = args.coalesce_key();
+            let args = EntityArgs::for_row(&catalog, &table, key)?;
             let keys = Keys {
-                coalesce: Some(coalesce),
+                coalesce: Some(args.coalesce_key()),
                 ..Keys::default()
             };
             enqueue::submit(ctx, sync::Entity::NAME, &args, keys, false).await

@@ -31,7 +31,8 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<Code> {
     Ok(Code::Ok)
 }
 
-pub(crate) async fn wait_for_signal() {
+/// SIGTERM or Ctrl-C.
+pub async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

@@ -17,6 +17,34 @@ pub struct EntityArgs {
 }
 
 impl EntityArgs {
+    /// The arguments for the row of `table` with `key`: the value of a one-column key, or an
+    /// object `{column: value}`; checked against the catalog, so only mirrored tables pass.
+    pub fn for_row(
+        catalog: &super::Catalog,
+        table: &str,
+        key: serde_json::Value,
+    ) -> Result<Self, SyncError> {
+        let table = catalog.table(table)?;
+        let key = match key {
+            v @ serde_json::Value::Object(_) => v,
+            v if table.key.len() == 1 => serde_json::json!({ &table.key[0].name: v }),
+            _ => {
+                return Err(SyncError::Config(format!(
+                    "{} has a {}-column key ({}): give the key as a JSON object {{column: value}}",
+                    table.name,
+                    table.key.len(),
+                    table.key_list()
+                )));
+            }
+        };
+        let args = Self {
+            table: table.name.clone(),
+            key,
+        };
+        args.key_text(&table)?;
+        Ok(args)
+    }
+
     /// The key values as text, in key order.
     pub fn key_text(&self, table: &Table) -> Result<Vec<String>, SyncError> {
         match (&self.key, table.key.len()) {

@@ -20,6 +20,7 @@ pub mod mapping;
 mod mirror;
 pub mod page;
 pub mod relay;
+pub mod status;
 mod sweep;
 pub mod triggers;
 pub mod verify;

@@ -100,7 +100,7 @@ pub async fn resume(
     Ok(())
 }
 
-async fn counts(target: &Target, table: &Table) -> Result<TableReport, SyncError> {
+pub(crate) async fn counts(target: &Target, table: &Table) -> Result<TableReport, SyncError> {
     let coll = target.mongo.collection::<Document>(&table.collection);
     let mut r = TableReport {
         table: table.name.clone(),

@@ -1,0 +1,87 @@
+//! `ferry serve`: the HTTP API (design section 8), the admin dashboard and `/metrics`.
+//!
+//! [`router`] builds the routes over an [`AppState`]; [`serve`] connects, binds them to a
+//! listener and runs until `shutdown` resolves, so tests pass their own listener and signal.
+//!
+//! Two bearer tokens: `FERRY_API_TOKEN` (scope `enqueue`: `POST /v1/jobs`,
+//! `POST /v1/sync/entity`, and reading the jobs it enqueued) and `FERRY_ADMIN_TOKEN`
+//! (scope `admin`: everything, and the dashboard). `/healthz`, `/readyz`, `/metrics` and
+//! `/openapi.json` need no token: they hold no arguments, errors or secrets.
+
+mod auth;
+mod dashboard;
+mod error;
+mod health;
+mod jobs;
+mod metrics;
+mod openapi;
+mod runs;
+mod state;
+mod sync;
+
+use std::{future::Future, sync::Arc};
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    routing::{get, post},
+};
+use ferry_config::Config;
+use tokio::net::TcpListener;
+
+pub use auth::Scope;
+pub use error::ApiError;
+pub use state::AppState;
+
+/// Every route of `ferry serve`.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config().api.body_limit;
+    Router::new()
+        .route("/v1/jobs", post(jobs::enqueue).get(jobs::list))
+        .route("/v1/jobs/retry", post(jobs::retry_filtered))
+        .route("/v1/jobs/{id}", get(jobs::show))
+        .route("/v1/jobs/{id}/retry", post(jobs::retry_one))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/v1/runs", get(runs::list))
+        .route("/v1/runs/{id}", get(runs::show))
+        .route("/v1/stats", get(jobs::stats))
+        .route("/v1/backups", get(sync::backups))
+        .route("/v1/sync/full", post(sync::full))
+        .route("/v1/sync/entity", post(sync::entity))
+        .route("/v1/sync/status", get(sync::status))
+        .route("/metrics", get(metrics::metrics))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/openapi.json", get(openapi::document))
+        .merge(dashboard::routes())
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+/// Connects to Redis and Postgres, then serves on `listener` until `shutdown` resolves;
+/// requests in flight are finished first.
+pub async fn serve(
+    config: Arc<Config>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let state = AppState::connect(config).await?;
+    let addr = listener.local_addr().map_err(ServeError::Io)?;
+    tracing::info!(%addr, "serving the API, dashboard and /metrics");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ServeError::Io)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ferry_config::ConfigError),
+    #[error(transparent)]
+    Record(#[from] ferry_record::RecordError),
+    #[error(transparent)]
+    Queue(#[from] ferry_queue::QueueError),
+    #[error("the HTTP server failed: {0}")]
+    Io(std::io::Error),
+}

@@ -1,0 +1,111 @@
+//! Enqueueing as the CLI and the HTTP API do it: check a job fully, then submit it to its
+//! kind's queue.
+
+use std::collections::BTreeMap;
+
+use ferry_queue::{NewJob, Queue, QueueError, now_us};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::Registry;
+
+/// Longest idempotency key accepted.
+const MAX_KEY_LEN: usize = 200;
+
+/// A checked job and the queue its kind travels on.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub queue: String,
+    pub job: NewJob,
+}
+
+/// The keys a job may be enqueued with.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    /// The same key returns the first job's id.
+    pub idempotency: Option<String>,
+    /// While a job with this key waits, enqueueing again returns it.
+    pub coalesce: Option<String>,
+}
+
+/// What an enqueue did, as `ferry enqueue --json` and `POST /v1/jobs` report it.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Enqueued {
+    pub id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    /// False when the idempotency (or coalesce) key already named this job.
+    pub created: bool,
+}
+
+/// Checks a job before anything is enqueued: a known kind, arguments (JSON text) that are an
+/// object fitting the kind, a sane key. The message says what is wrong.
+pub fn prepare(
+    registry: &Registry,
+    kind: &str,
+    args: &str,
+    keys: Keys,
+    run_at_us: Option<i64>,
+) -> Result<Prepared, String> {
+    let entry = registry.get(kind).map_err(|e| e.to_string())?;
+    let value: serde_json::Value =
+        serde_json::from_str(args).map_err(|e| format!("args is not valid JSON: {e}"))?;
+    if !value.is_object() {
+        return Err(format!("args must be a JSON object, got {value}"));
+    }
+    entry.validate(args)?;
+    for key in [&keys.idempotency, &keys.coalesce].into_iter().flatten() {
+        if key.is_empty() || key.len() > MAX_KEY_LEN {
+            return Err(format!(
+                "a key must be 1 to {MAX_KEY_LEN} characters, got {}",
+                key.len()
+            ));
+        }
+    }
+    let settings = entry.settings();
+    let mut job = NewJob::new(kind, value.to_string(), settings.max_attempts);
+    job.idempotency_key = keys.idempotency;
+    job.coalesce_key = keys.coalesce;
+    job.run_at_us = run_at_us;
+    Ok(Prepared {
+        queue: settings.queue.to_owned(),
+        job,
+    })
+}
+
+/// A run time: an RFC 3339 time, or a delay from now such as `30s` or `5m`.
+pub fn parse_at(s: &str) -> Result<i64, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_micros());
+    }
+    humantime::parse_duration(s)
+        .map(|d| now_us() + d.as_micros() as i64)
+        .map_err(|_| format!("{s:?} is neither an RFC 3339 time nor a delay like 30s"))
+}
+
+/// Enqueues checked jobs, each queue's jobs together in input order; results in input order.
+pub async fn submit(queue: &Queue, jobs: Vec<Prepared>) -> Result<Vec<Enqueued>, QueueError> {
+    let mut by_queue: BTreeMap<String, Vec<(usize, NewJob)>> = BTreeMap::new();
+    for (i, p) in jobs.into_iter().enumerate() {
+        by_queue.entry(p.queue).or_default().push((i, p.job));
+    }
+    let mut done: Vec<(usize, Enqueued)> = Vec::new();
+    for (name, jobs) in by_queue {
+        let (order, jobs): (Vec<usize>, Vec<NewJob>) = jobs.into_iter().unzip();
+        let ids = queue.enqueue(&name, &jobs).await?;
+        for ((i, job), (id, created)) in order.into_iter().zip(&jobs).zip(ids) {
+            done.push((
+                i,
+                Enqueued {
+                    id,
+                    kind: job.kind.clone(),
+                    queue: name.clone(),
+                    created,
+                },
+            ));
+        }
+    }
+    done.sort_by_key(|(i, _)| *i);
+    Ok(done.into_iter().map(|(_, e)| e).collect())
+}

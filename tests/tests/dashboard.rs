@@ -1,0 +1,215 @@
+//! The dashboard in a real headless browser (Debian's chromium, driven through chromedriver
+//! with WebDriver): sign in, see a failed job, press Retry and see it succeed; press
+//! "Run full sync" and watch its run reach 100%. Needs `chromium` and `chromium-driver`
+//! (`scripts/services.sh browser` installs them). With `FERRY_DASHBOARD_SCREENSHOT=PATH` the
+//! test saves a screenshot of the dashboard there (how `docs/dashboard.png` is made).
+
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use ferry_queue::JobState;
+use ferry_tests::{
+    TestEnv,
+    api::{ADMIN_TOKEN, API_CONFIG, ApiServer},
+};
+use serde_json::json;
+
+/// chromedriver on a free port, killed when dropped.
+struct Driver(Child, u16);
+
+impl Driver {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver not found: run `scripts/services.sh browser` (apt-get install chromium chromium-driver)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self(child, port)
+    }
+
+    async fn browser(&self) -> Client {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                            "--disable-dev-shm-usage", "--window-size=1200,1500"]}),
+        );
+        // Two rustls crypto providers are linked (aws-lc-rs and ring); pick one.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        ClientBuilder::rustls()
+            .expect("TLS setup")
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", self.1))
+            .await
+            .expect("connect to chromedriver")
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const CONFIG: &str = r#"
+[sync]
+schemas = ["{schema}"]
+[sql.statements]
+probe = "SELECT count(*) FROM {schema}.probe"
+"#;
+
+async fn wait_for_css(
+    browser: &Client,
+    css: &str,
+    timeout: Duration,
+) -> fantoccini::elements::Element {
+    match browser
+        .wait()
+        .at_most(timeout)
+        .for_element(Locator::Css(css))
+        .await
+    {
+        Ok(element) => element,
+        Err(e) => {
+            let page = browser.source().await.unwrap_or_default();
+            panic!("{css} did not appear in {timeout:?}: {e}\n{page}")
+        }
+    }
+}
+
+/// Clicks the element `css` names. Panels are re-rendered every 2 s, which can replace an
+/// element between finding and clicking it; then it is found again.
+async fn click(browser: &Client, css: &str) {
+    for _ in 0..20 {
+        let element = wait_for_css(browser, css, Duration::from_secs(10)).await;
+        match element.click().await {
+            Ok(()) => return,
+            Err(e) if is_stale(&e) => continue,
+            Err(e) => panic!("click {css}: {e}"),
+        }
+    }
+    panic!("{css} kept being replaced");
+}
+
+/// The text of the element `css` names, found again when a refresh replaced it.
+async fn text(browser: &Client, css: &str) -> String {
+    for _ in 0..20 {
+        let element = wait_for_css(browser, css, Duration::from_secs(10)).await;
+        match element.text().await {
+            Ok(t) => return t,
+            Err(e) if is_stale(&e) => continue,
+            Err(e) => panic!("text of {css}: {e}"),
+        }
+    }
+    panic!("{css} kept being replaced");
+}
+
+fn is_stale(e: &fantoccini::error::CmdError) -> bool {
+    e.to_string().contains("stale element")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_signs_in_retries_a_failed_job_and_runs_a_full_sync() {
+    let env = TestEnv::new(&format!("{API_CONFIG}{CONFIG}")).await;
+    env.load_school().await;
+    let worker = env.start_worker();
+    let server = ApiServer::start(env.config.clone()).await;
+
+    // A job that fails for good: its table does not exist yet.
+    let failed = env.enqueue("sql", r#"{"statement": "probe"}"#).await;
+    env.wait_for(failed, Duration::from_secs(15), |j| {
+        j.state == JobState::Dead
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.record.dead_job(failed).await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the dead job was not archived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    browser.goto(&server.at("/dashboard")).await.unwrap();
+    browser
+        .find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(ADMIN_TOKEN)
+        .await
+        .unwrap();
+    click(&browser, "#login").await;
+
+    let row = format!("tr.failed[data-job='{failed}'][data-state='dead']");
+    let shown = text(&browser, &row).await;
+    assert!(
+        shown.contains("probe") && shown.contains("does not exist"),
+        "{shown}"
+    );
+
+    env.sql("CREATE TABLE probe (id int PRIMARY KEY)").await;
+    click(&browser, &format!("{row} button.retry")).await;
+    wait_for_css(
+        &browser,
+        &format!("tr.retried[data-job='{failed}'][data-state='succeeded']"),
+        Duration::from_secs(15),
+    )
+    .await;
+
+    click(&browser, "#sync-full").await;
+    let finished = "tr.run[data-kind='sync.full'][data-state='succeeded'] span.percent";
+    wait_for_css(&browser, finished, Duration::from_secs(60)).await;
+    let done = text(&browser, finished).await;
+    assert_eq!(done, "100%");
+    // The sync panel refreshes less often; it comes to show every table mirrored.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let same = browser
+            .find_all(Locator::Css("#panel-sync tr.same"))
+            .await
+            .unwrap();
+        let differs = browser
+            .find_all(Locator::Css("#panel-sync tr.differs"))
+            .await
+            .unwrap();
+        if differs.is_empty() && same.len() > 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} tables still differ",
+            differs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // One more failure for the picture: a dead job with its error and Retry button.
+    let dead = env.enqueue("fail", r#"{"permanent": true}"#).await;
+    wait_for_css(
+        &browser,
+        &format!("tr.failed[data-job='{dead}'] button.retry"),
+        Duration::from_secs(15),
+    )
+    .await;
+    if let Ok(path) = std::env::var("FERRY_DASHBOARD_SCREENSHOT") {
+        std::fs::write(&path, browser.screenshot().await.unwrap()).unwrap();
+    }
+    browser.close().await.unwrap();
+    worker.stop().await;
+    server.stop().await;
+    env.cleanup().await;
+}
