@@ -10,6 +10,7 @@ use axum::{
 use ferry_jobs::{manage::ManageError, sync::SyncError};
 use ferry_queue::QueueError;
 use ferry_record::RecordError;
+use ferry_scheduler::SchedulerError;
 use serde::{Serialize, de::DeserializeOwned};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +107,16 @@ impl From<SyncError> for ApiError {
         match e {
             SyncError::Config(m) => Self::bad_request(m),
             SyncError::Unavailable(m) => Self::unavailable(m),
+            e => Self::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<SchedulerError> for ApiError {
+    fn from(e: SchedulerError) -> Self {
+        match e {
+            SchedulerError::Record(e) => e.into(),
+            SchedulerError::Queue(e) => e.into(),
             e => Self::internal(e.to_string()),
         }
     }

@@ -16,6 +16,7 @@ mod jobs;
 mod metrics;
 mod openapi;
 mod runs;
+mod schedules;
 mod state;
 mod sync;
 
@@ -46,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{id}", get(runs::show))
         .route("/v1/stats", get(jobs::stats))
         .route("/v1/backups", get(sync::backups))
+        .route("/v1/schedules", get(schedules::list))
         .route("/v1/sync/full", post(sync::full))
         .route("/v1/sync/entity", post(sync::entity))
         .route("/v1/sync/status", get(sync::status))

@@ -6,7 +6,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::{error, health, jobs, runs, sync};
+use crate::{error, health, jobs, runs, schedules, sync};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,7 +14,7 @@ use crate::{error, health, jobs, runs, sync};
     paths(
         jobs::enqueue, jobs::list, jobs::show, jobs::retry_one, jobs::retry_filtered,
         jobs::cancel, jobs::stats, runs::list, runs::show, sync::full, sync::entity,
-        sync::status, sync::backups, health::healthz, health::readyz,
+        sync::status, sync::backups, schedules::list, health::healthz, health::readyz,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerTokens),

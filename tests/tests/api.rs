@@ -54,6 +54,7 @@ fn routes() -> Vec<(Method, String, Option<Value>, Needs)> {
         (Method::GET, format!("/v1/runs/{NO_ID}"), None, Admin),
         (Method::GET, "/v1/stats".into(), None, Admin),
         (Method::GET, "/v1/backups".into(), None, Admin),
+        (Method::GET, "/v1/schedules".into(), None, Admin),
         (Method::POST, "/v1/sync/full".into(), Some(json!({})), Admin),
         (
             Method::POST,
@@ -736,5 +737,56 @@ async fn ferry_serve_needs_an_admin_token_serves_and_stops_on_sigterm() {
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(!logged.contains(ADMIN_TOKEN), "the token reached the log");
     let _ = std::fs::remove_file(log);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn schedules_show_their_next_fire_in_the_api_and_the_dashboard() {
+    let env = TestEnv::new(&format!(
+        "{API_CONFIG}[[schedule]]\nname = \"nightly-noop\"\ncron = \"0 30 2 * * *\"\ntimezone = \"Europe/Berlin\"\nkind = \"noop\"\n"
+    ))
+    .await;
+    let api = Api::start(&env).await;
+    let (status, all) = api.admin(Method::GET, "/v1/schedules", None).await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    let s = &all[0];
+    assert_eq!(s["name"], "nightly-noop", "{all}");
+    assert_eq!(
+        (s["kind"].as_str(), s["paused"].as_bool()),
+        (Some("noop"), Some(false))
+    );
+    // 02:30 in Berlin is 00:30 or 01:30 UTC, depending on the season.
+    let next = s["next_fire"].as_str().unwrap_or_default();
+    assert!(
+        next.contains("T00:30:00") || next.contains("T01:30:00"),
+        "{all}"
+    );
+
+    let no_redirect = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = no_redirect
+        .post(api.server.at("/dashboard/login"))
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let panel = no_redirect
+        .get(api.server.at("/dashboard/panel/schedules"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        panel.contains("data-schedule=\"nightly-noop\"") && panel.contains("active"),
+        "{panel}"
+    );
+    api.server.stop().await;
     env.cleanup().await;
 }

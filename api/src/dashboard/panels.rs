@@ -8,9 +8,9 @@ use ferry_queue::{JobFilter, JobState};
 use ferry_record::DeadFilter;
 use maud::{Markup, html};
 
-use crate::{ApiError, AppState, jobs::stats_with_rates, runs, sync};
+use crate::{ApiError, AppState, jobs::stats_with_rates, runs, schedules, sync};
 
-pub const NAMES: [&str; 5] = ["queues", "runs", "failed", "sync", "backups"];
+pub const NAMES: [&str; 6] = ["queues", "runs", "failed", "sync", "backups", "schedules"];
 
 pub async fn render(state: &AppState, name: &str) -> Markup {
     let result = match name {
@@ -18,6 +18,7 @@ pub async fn render(state: &AppState, name: &str) -> Markup {
         "runs" => runs(state).await,
         "failed" => failed(state).await,
         "sync" => sync_panel(state).await,
+        "schedules" => schedules_panel(state).await,
         _ => backups(state).await,
     };
     result.unwrap_or_else(|e| {
@@ -31,6 +32,7 @@ fn title(name: &str) -> &'static str {
         "runs" => "Runs",
         "failed" => "Failed jobs",
         "sync" => "Sync to MongoDB",
+        "schedules" => "Schedules",
         _ => "Backups",
     }
 }
@@ -229,6 +231,27 @@ async fn backups(state: &AppState) -> Result<Markup, ApiError> {
                             @else if let Some(e) = &b.verify_error { span.error { "verify failed: " (e) } }
                             @else { "not verified" }
                         }
+                    }
+                }
+            }
+        }
+    })
+}
+
+async fn schedules_panel(state: &AppState) -> Result<Markup, ApiError> {
+    let all = schedules::statuses(state).await?;
+    Ok(html! {
+        h2 { "Schedules" }
+        @if all.is_empty() { p { "No schedules configured ([[schedule]] in ferry.toml)." } }
+        table {
+            thead { tr { th { "name" } th { "cron" } th { "kind" } th { "state" } th { "next fire" } th { "last fire" } th { "outcome" } th { "missed" } } }
+            tbody {
+                @for s in &all {
+                    tr data-schedule=(s.name) {
+                        td { (s.name) } td { code { (s.cron) } " " (s.timezone) } td { (s.kind) }
+                        td { @if !s.enabled { "disabled" } @else if s.paused { "paused" } @else { "active" } }
+                        td { (when(s.next_fire)) } td { (when(s.last_fire)) }
+                        td { (s.last_outcome.as_deref().unwrap_or("-")) } td { (s.missed) }
                     }
                 }
             }
