@@ -71,6 +71,12 @@ const CONFIG: &str = r#"
 schemas = ["{schema}"]
 [sql.statements]
 probe = "SELECT count(*) FROM {schema}.probe"
+[[schedule]]
+name = "nightly-probe"
+cron = "0 30 2 * * *"
+timezone = "Europe/Berlin"
+kind = "sql"
+args = { statement = "probe" }
 "#;
 
 async fn wait_for_css(
@@ -159,6 +165,16 @@ async fn an_admin_signs_in_retries_a_failed_job_and_runs_a_full_sync() {
     assert!(
         shown.contains("probe") && shown.contains("does not exist"),
         "{shown}"
+    );
+
+    let schedule = text(
+        &browser,
+        "#panel-schedules tr[data-schedule='nightly-probe']",
+    )
+    .await;
+    assert!(
+        schedule.contains("active") && schedule.contains("sql"),
+        "{schedule}"
     );
 
     env.sql("CREATE TABLE probe (id int PRIMARY KEY)").await;
