@@ -41,12 +41,7 @@ impl AppState {
         let registry = Registry::new(&config)?;
         let record = Record::connect(&config.postgres).await?;
         record.check_migrated().await?;
-        let queue = Queue::connect(
-            &config.redis.url,
-            &config.redis.prefix,
-            config.worker.keep_finished,
-        )
-        .await?;
+        let queue = Queue::for_config(&config).await?;
         let redis = redis::Client::open(config.redis.url.as_str())
             .map_err(|e| ferry_queue::QueueError::BadUrl(e.to_string()))?
             .get_connection_manager()

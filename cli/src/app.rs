@@ -87,8 +87,7 @@ pub struct Ctx {
 
 impl Ctx {
     pub async fn queue(&self) -> Result<Queue> {
-        let c = &self.config;
-        Ok(Queue::connect(&c.redis.url, &c.redis.prefix, c.worker.keep_finished).await?)
+        Ok(Queue::for_config(&self.config).await?)
     }
 
     pub async fn record(&self) -> Result<Record> {

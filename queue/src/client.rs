@@ -80,6 +80,16 @@ pub struct QueueStats {
 }
 
 impl Queue {
+    /// Connects to the Redis and key prefix of `config`, as every ferry process does.
+    pub async fn for_config(config: &ferry_config::Config) -> Result<Self, QueueError> {
+        Self::connect(
+            &config.redis.url,
+            &config.redis.prefix,
+            config.worker.keep_finished,
+        )
+        .await
+    }
+
     pub async fn connect(
         url: &str,
         prefix: &str,

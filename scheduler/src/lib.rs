@@ -66,12 +66,7 @@ pub async fn run_with_clock(
     let planned = plan(&config, &registry)?;
     let record = Record::connect(&config.postgres).await?;
     record.check_migrated().await?;
-    let queue = Queue::connect(
-        &config.redis.url,
-        &config.redis.prefix,
-        config.worker.keep_finished,
-    )
-    .await?;
+    let queue = Queue::for_config(&config).await?;
     let replica = format!("scheduler-{}", ferry_worker::worker_id());
     tracing::info!(replica, schedules = planned.len(), "scheduler starting");
 

@@ -49,12 +49,7 @@ pub async fn run(
     let queues = choose_queues(&config, &options, &registry)?;
     let record = Record::connect(&config.postgres).await?;
     record.check_migrated().await?;
-    let queue = Queue::connect(
-        &config.redis.url,
-        &config.redis.prefix,
-        config.worker.keep_finished,
-    )
-    .await?;
+    let queue = Queue::for_config(&config).await?;
     warn_about_eviction(&queue).await;
 
     let id = worker_id();
