@@ -9,11 +9,11 @@ use crate::ConfigError;
 pub struct Files {
     /// Objects copied at once by one migration.
     pub transfers: usize,
-    /// Objects larger than this (MiB) are copied as multipart uploads.
+    /// Objects larger than this (MiB) are copied as multipart uploads; smaller ones in one
+    /// PUT streamed from the source (S3 takes at most 5 GiB in one PUT).
     pub multipart_threshold_mib: usize,
     /// Size of one multipart part (MiB; S3 wants at least 5). A transfer holds two parts (one
-    /// uploading, the next being read), so memory is about `transfers` x the larger of the
-    /// threshold and two parts.
+    /// uploading, the next being read), so memory is about `transfers` x two parts.
     pub part_size_mib: usize,
     /// Rows per chunk of a URL rewrite.
     pub rewrite_chunk: usize,
@@ -23,7 +23,7 @@ impl Default for Files {
     fn default() -> Self {
         Self {
             transfers: 4,
-            multipart_threshold_mib: 8,
+            multipart_threshold_mib: 200,
             part_size_mib: 5,
             rewrite_chunk: 1000,
         }
@@ -44,7 +44,18 @@ impl Files {
         crate::positive(
             "files.multipart_threshold_mib",
             self.multipart_threshold_mib,
-        )
+        )?;
+        if self.multipart_threshold_mib > 5 * 1024 {
+            return Err(ConfigError::new(
+                "files.multipart_threshold_mib",
+                format!(
+                    "is {}; S3 takes at most 5 GiB in one PUT",
+                    self.multipart_threshold_mib
+                ),
+                "use 5120 or less",
+            ));
+        }
+        Ok(())
     }
 }
 

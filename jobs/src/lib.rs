@@ -35,6 +35,7 @@ pub mod files;
 mod kind;
 pub mod manage;
 pub mod notify;
+pub mod put_stream;
 mod registry;
 pub mod sql;
 pub mod store;

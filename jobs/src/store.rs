@@ -16,7 +16,7 @@ use object_store::{
 };
 use tokio::io::AsyncWriteExt;
 
-use crate::JobError;
+use crate::{JobError, put_stream::StreamPut};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -59,8 +59,14 @@ pub struct Store {
 
 #[derive(Clone)]
 enum Backend {
-    S3 { s3: Arc<AmazonS3>, prefix: String },
-    File { root: PathBuf },
+    S3 {
+        s3: Arc<AmazonS3>,
+        prefix: String,
+        streamed: Arc<StreamPut>,
+    },
+    File {
+        root: PathBuf,
+    },
 }
 
 impl Store {
@@ -110,6 +116,15 @@ impl Store {
                         .build()
                         .map_err(|e| StoreError::Config(format!("{}: {e}", config.url)))?,
                 );
+                let streamed = StreamPut::new(
+                    config.endpoint.as_deref(),
+                    &bucket,
+                    config.region.as_deref().unwrap_or("us-east-1"),
+                    key_id,
+                    secret.expose(),
+                    Duration::from_secs(300),
+                )
+                .map_err(|e| StoreError::Config(format!("{}: {e}", config.url)))?;
                 Ok(Self {
                     url: config.url.clone(),
                     identity: format!(
@@ -118,7 +133,11 @@ impl Store {
                         config.url
                     ),
                     objects: s3.clone(),
-                    backend: Backend::S3 { s3, prefix },
+                    backend: Backend::S3 {
+                        s3,
+                        prefix,
+                        streamed: Arc::new(streamed),
+                    },
                 })
             }
             Location::File { root } => {
@@ -161,21 +180,26 @@ impl Store {
                 store: self.url.clone(),
                 key: key.to_owned(),
             },
-            e => match s3_code(&e).as_deref() {
-                Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch") => {
-                    StoreError::Denied {
-                        store: self.url.clone(),
-                        detail: e.to_string(),
-                    }
+            e => self.by_code(what, s3_code(&e).as_deref(), e.to_string()),
+        }
+    }
+
+    /// Classifies a failure by the S3 error code the server sent, if any.
+    fn by_code(&self, what: &'static str, code: Option<&str>, detail: String) -> StoreError {
+        match code {
+            Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch") => {
+                StoreError::Denied {
+                    store: self.url.clone(),
+                    detail,
                 }
-                Some("NoSuchBucket") => StoreError::NoBucket {
-                    store: self.url.clone(),
-                },
-                _ => StoreError::Unavailable {
-                    store: self.url.clone(),
-                    what,
-                    detail: e.to_string(),
-                },
+            }
+            Some("NoSuchBucket") => StoreError::NoBucket {
+                store: self.url.clone(),
+            },
+            _ => StoreError::Unavailable {
+                store: self.url.clone(),
+                what,
+                detail,
             },
         }
     }
@@ -276,6 +300,28 @@ impl Store {
             .await
             .map_err(|e| self.error("write", key, e))?;
         Ok(done.e_tag)
+    }
+
+    /// Writes a whole object of `size` bytes in one request streamed from `body`, so memory
+    /// stays small whatever the size (S3 takes up to 5 GiB so). Returns the store's ETag.
+    /// S3 only.
+    pub async fn put_streamed(
+        &self,
+        key: &str,
+        size: u64,
+        attributes: &Attributes,
+        body: BoxStream<'static, Result<Bytes, std::io::Error>>,
+    ) -> Result<Option<String>, StoreError> {
+        let Backend::S3 { streamed, .. } = &self.backend else {
+            return Err(StoreError::Config(format!(
+                "{} is a local directory, which keeps no object attributes; use an S3 store",
+                self.url
+            )));
+        };
+        streamed
+            .put(self.path(key).as_ref(), size, attributes, body)
+            .await
+            .map_err(|f| self.by_code("write", f.code.as_deref(), f.detail))
     }
 
     /// Starts an upload of `key` carrying `attributes`. S3 only: a local directory keeps no

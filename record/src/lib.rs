@@ -51,6 +51,18 @@ impl Record {
         })
     }
 
+    /// Opens up to `n` connections now and keeps them idle in the pool, so a job's first
+    /// burst of queries does not wait for connection setup (with TLS, a handshake each).
+    pub async fn warm(&self, n: u32) {
+        let mut held = Vec::new();
+        for _ in 0..n.min(self.pool.options().get_max_connections()) {
+            match self.pool.acquire().await {
+                Ok(c) => held.push(c),
+                Err(_) => break,
+            }
+        }
+    }
+
     /// Creates the schema if needed and applies pending migrations. Idempotent.
     pub async fn migrate(&self) -> Result<(), RecordError> {
         // The schema name was checked to be a plain identifier by config validation.

@@ -51,6 +51,8 @@ pub async fn run(
     record.check_migrated().await?;
     let queue = Queue::for_config(&config).await?;
     warn_about_eviction(&queue).await;
+    let warming = record.clone();
+    tokio::spawn(async move { warming.warm(4).await });
 
     let id = worker_id();
     let deps = Deps::new(config.clone(), record, queue.clone(), &id);

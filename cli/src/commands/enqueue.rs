@@ -81,7 +81,9 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<Code> {
     }
     if args.wait && args.file.is_none() {
         let d = &done[0];
-        return wait::until_done(ctx, &queue, &d.queue, d.id).await;
+        return wait::until_done(ctx.record().await.ok().as_ref(), &queue, &d.queue, d.id)
+            .await
+            .map(|(code, _)| code);
     }
     Ok(Code::Ok)
 }
@@ -162,7 +164,14 @@ pub async fn submit<A: Serialize>(
         println!("{}{note}", done.id);
     }
     if wait {
-        return wait::until_done(ctx, &queue, &done.queue, done.id).await;
+        return wait::until_done(
+            ctx.record().await.ok().as_ref(),
+            &queue,
+            &done.queue,
+            done.id,
+        )
+        .await
+        .map(|(code, _)| code);
     }
     Ok(Code::Ok)
 }

@@ -2,6 +2,7 @@ use ferry_jobs::{
     Kind,
     files::{self, Checkpoint, MigrateArgs, plan::Plan, rewrite},
 };
+use ferry_record::RunRow;
 use serde_json::json;
 use uuid::Uuid;
 
@@ -102,8 +103,9 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
                 enqueue::enqueue_one(ctx, files::Migrate::NAME, &args, enqueue::Keys::default())
                     .await?;
             eprintln!("{}", done.id);
-            let code = wait::until_done(ctx, &queue, &done.queue, done.id).await?;
-            print_status(ctx, done.id).await?;
+            let record = ctx.record().await?;
+            let (code, run) = wait::until_done(Some(&record), &queue, &done.queue, done.id).await?;
+            print_status(ctx, done.id, run)?;
             Ok(code)
         }
         Command::Rollback { run } => {
@@ -133,16 +135,15 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
             }
             Ok(Code::Ok)
         }
-        Command::Status { run } => print_status(ctx, run).await,
+        Command::Status { run } => {
+            let found = ctx.record().await?.run(run).await?;
+            print_status(ctx, run, found)
+        }
     }
 }
 
-async fn print_status(ctx: &Ctx, id: Uuid) -> Result<Code> {
-    let record = ctx.record().await?;
-    let run = record
-        .run(id)
-        .await?
-        .ok_or_else(|| Exit::failed(format!("no run {id}")))?;
+fn print_status(ctx: &Ctx, id: Uuid, run: Option<RunRow>) -> Result<Code> {
+    let run = run.ok_or_else(|| Exit::failed(format!("no run {id}")))?;
     let cp: Checkpoint = run
         .checkpoint
         .clone()

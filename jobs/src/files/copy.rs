@@ -1,11 +1,13 @@
-//! One object from source to destination: skipped when already identical, else streamed in
-//! parts of bounded size, hashed on the way (sha256 for the ledger, MD5 to check the ETag the
-//! destination computed), and recorded only after the destination confirmed the bytes.
+//! One object from source to destination: skipped when already identical, else streamed (one
+//! PUT fed from the source's body, or parts of bounded size above the threshold), hashed on
+//! the way (sha256 for the ledger; MD5 where the source's ETag cannot stand for it), checked
+//! against the ETag the destination computed, and recorded only after that.
+
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use md5::{Digest as _, Md5};
-use object_store::PutPayload;
 use sha2::{Digest as _, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -17,10 +19,11 @@ use super::{
 };
 use crate::{
     JobError,
-    store::{Listed, StoreError},
+    store::{Fetched, Listed, StoreError},
 };
 
-/// Sizes that bound a copy's memory: two parts (or one whole small object) per transfer.
+/// Where multipart starts, and the part size that bounds a copy's memory: two parts per
+/// transfer.
 #[derive(Debug, Clone, Copy)]
 pub struct Sizes {
     pub threshold: u64,
@@ -97,82 +100,44 @@ impl Copy<'_> {
             .await?;
             return Ok(Outcome::Skipped);
         }
-        let fetched = match self.from.store.get_with_attributes(&object.key).await {
-            Ok(f) => f,
-            Err(StoreError::NotFound { .. }) => return Ok(Outcome::Gone),
-            Err(e) => return Err(e.into()),
+        let Some(fetched) = self.get(&object.key).await? else {
+            return Ok(Outcome::Gone);
         };
         let size = fetched.meta.size;
-        let mut reader = Reader {
-            body: fetched.body,
-            pending: Bytes::new(),
-            sha256: Sha256::new(),
-            read: 0,
-        };
-        let (dest_etag, expected) = if size <= self.sizes.threshold {
-            let mut md5 = Md5::new();
-            let data = reader.next_part(size as usize, &mut md5).await?;
-            let expected = hex(&md5.finalize());
-            let etag = self
-                .to
-                .store
-                .put_with_attributes(&dest_key, PutPayload::from_bytes(data), fetched.attributes)
+        let source_etag = fetched.meta.e_tag.clone();
+        let sent = if size <= self.sizes.threshold {
+            let source_md5 = plain_md5(source_etag.as_deref());
+            let mut sent = self
+                .streamed(&dest_key, fetched, source_md5.clone())
                 .await?;
-            (etag, expected)
+            let differs = |etag: &Option<String>| {
+                plain_md5(etag.as_deref()).is_some_and(|d| Some(d) != source_md5)
+            };
+            if source_md5.is_some() && differs(&sent.dest_etag) {
+                // The source's ETag is no MD5 of its bytes (encrypted with KMS, some S3
+                // clones): copy again, hashing the bytes to know what the ETag should be.
+                let Some(again) = self.get(&object.key).await? else {
+                    return Ok(Outcome::Gone);
+                };
+                sent = self.streamed(&dest_key, again, None).await?;
+            }
+            sent
         } else {
-            let mut upload = self
-                .to
-                .store
-                .begin_upload_with(&dest_key, fetched.attributes)
-                .await?;
-            if let Some(id) = upload.id() {
-                ledger::uploading(self.pool, self.pair, rel, size, id, self.run_id).await?;
-            }
-            let part = self.sizes.part_for(size) as usize;
-            let mut part_hashes = Md5::new();
-            let mut parts = 0;
-            // The next part is read while the last one uploads: two parts per transfer.
-            let sent: Result<(), JobError> = async {
-                let mut md5 = Md5::new();
-                let mut data = reader.next_part(part.min(size as usize), &mut md5).await?;
-                loop {
-                    part_hashes.update(std::mem::replace(&mut md5, Md5::new()).finalize());
-                    parts += 1;
-                    if reader.read >= size {
-                        return Ok(upload.put(data).await?);
-                    }
-                    let want = part.min((size - reader.read) as usize);
-                    let (put, next) =
-                        tokio::join!(upload.put(data), reader.next_part(want, &mut md5));
-                    put?;
-                    data = next?;
-                }
-            }
-            .await;
-            if let Err(e) = sent {
-                if upload.abort().await {
-                    ledger::aborted(self.pool, self.pair, rel).await?;
-                }
-                return Err(e);
-            }
-            let etag = upload.complete().await?;
-            (etag, format!("{}-{parts}", hex(&part_hashes.finalize())))
+            self.multipart(rel, &dest_key, fetched).await?
         };
-        if reader.read != size || !reader.exhausted().await? {
-            return Err(JobError::Retryable(format!(
-                "{}: {} changed while it was copied (read {} of {size} bytes)",
-                self.from.store.url, object.key, reader.read
-            )));
-        }
+        let Sent {
+            dest_etag,
+            expected,
+            sha256,
+        } = sent;
         check_etag(self.to, &dest_key, dest_etag.as_deref(), &expected, size).await?;
-        let sha256 = format!("{:x}", reader.sha256.finalize());
         ledger::copied(
             self.pool,
             self.pair,
             &Done {
                 key: rel,
                 size,
-                source_etag: fetched.meta.e_tag.as_deref(),
+                source_etag: source_etag.as_deref(),
                 dest_etag: dest_etag.as_deref(),
                 sha256: Some(&sha256),
                 run_id: self.run_id,
@@ -181,6 +146,151 @@ impl Copy<'_> {
         .await?;
         Ok(Outcome::Copied { bytes: size })
     }
+
+    /// The source object with its attributes and body; `None` once it is deleted.
+    async fn get(&self, key: &str) -> Result<Option<Fetched>, JobError> {
+        match self.from.store.get_with_attributes(key).await {
+            Ok(f) => Ok(Some(f)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// One PUT streamed from the source's body, nothing held but the chunks in flight. With
+    /// `source_md5` (the source's ETag, when it is a plain MD5) the destination's ETag must
+    /// equal it, so no MD5 is computed here; otherwise the bytes are hashed for it.
+    async fn streamed(
+        &self,
+        dest_key: &str,
+        fetched: Fetched,
+        source_md5: Option<String>,
+    ) -> Result<Sent, JobError> {
+        let size = fetched.meta.size;
+        let hashes = Arc::new(Mutex::new(Hashes {
+            sha256: Sha256::new(),
+            md5: source_md5.is_none().then(Md5::new),
+            read: 0,
+        }));
+        let counted = hashes.clone();
+        let body = fetched
+            .body
+            .map(move |chunk| {
+                let chunk = chunk.map_err(std::io::Error::other)?;
+                let mut h = counted.lock().unwrap_or_else(|p| p.into_inner());
+                h.sha256.update(&chunk);
+                if let Some(md5) = &mut h.md5 {
+                    md5.update(&chunk);
+                }
+                h.read += chunk.len() as u64;
+                Ok(chunk)
+            })
+            .boxed();
+        let dest_etag = self
+            .to
+            .store
+            .put_streamed(dest_key, size, &fetched.attributes, body)
+            .await?;
+        let h = Arc::try_unwrap(hashes)
+            .map_err(|_| JobError::Retryable("the upload kept its body".into()))?
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        if h.read != size {
+            return Err(self.changed(&fetched.meta.key, h.read, size));
+        }
+        Ok(Sent {
+            dest_etag,
+            expected: match h.md5 {
+                Some(md5) => hex(&md5.finalize()),
+                None => source_md5.unwrap_or_default(),
+            },
+            sha256: format!("{:x}", h.sha256.finalize()),
+        })
+    }
+
+    /// Parts of bounded size, the next read while the last uploads: two parts per transfer.
+    async fn multipart(
+        &self,
+        rel: &str,
+        dest_key: &str,
+        fetched: Fetched,
+    ) -> Result<Sent, JobError> {
+        let size = fetched.meta.size;
+        let mut reader = Reader {
+            body: fetched.body,
+            pending: Bytes::new(),
+            sha256: Sha256::new(),
+            read: 0,
+        };
+        let mut upload = self
+            .to
+            .store
+            .begin_upload_with(dest_key, fetched.attributes)
+            .await?;
+        if let Some(id) = upload.id() {
+            ledger::uploading(self.pool, self.pair, rel, size, id, self.run_id).await?;
+        }
+        let part = self.sizes.part_for(size) as usize;
+        let mut part_hashes = Md5::new();
+        let mut parts = 0;
+        let sent: Result<(), JobError> = async {
+            let mut md5 = Md5::new();
+            let mut data = reader.next_part(part.min(size as usize), &mut md5).await?;
+            loop {
+                part_hashes.update(std::mem::replace(&mut md5, Md5::new()).finalize());
+                parts += 1;
+                if reader.read >= size {
+                    return Ok(upload.put(data).await?);
+                }
+                let want = part.min((size - reader.read) as usize);
+                let (put, next) = tokio::join!(upload.put(data), reader.next_part(want, &mut md5));
+                put?;
+                data = next?;
+            }
+        }
+        .await;
+        if let Err(e) = sent {
+            if upload.abort().await {
+                ledger::aborted(self.pool, self.pair, rel).await?;
+            }
+            return Err(e);
+        }
+        let dest_etag = upload.complete().await?;
+        if reader.read != size || !reader.exhausted().await? {
+            return Err(self.changed(&fetched.meta.key, reader.read, size));
+        }
+        Ok(Sent {
+            dest_etag,
+            expected: format!("{}-{parts}", hex(&part_hashes.finalize())),
+            sha256: format!("{:x}", reader.sha256.finalize()),
+        })
+    }
+
+    fn changed(&self, key: &str, read: u64, size: u64) -> JobError {
+        JobError::Retryable(format!(
+            "{}: {key} changed while it was copied (read {read} of {size} bytes)",
+            self.from.store.url
+        ))
+    }
+}
+
+/// What an upload sent and the destination said.
+struct Sent {
+    dest_etag: Option<String>,
+    /// The ETag the bytes sent should have.
+    expected: String,
+    sha256: String,
+}
+
+struct Hashes {
+    sha256: Sha256,
+    md5: Option<Md5>,
+    read: u64,
+}
+
+/// A lowercase MD5 from an ETag that is one (not a multipart ETag like `...-3`).
+fn plain_md5(etag: Option<&str>) -> Option<String> {
+    let e = etag?.trim_matches('"').to_ascii_lowercase();
+    (e.len() == 32 && e.bytes().all(|b| b.is_ascii_hexdigit())).then_some(e)
 }
 
 /// Identical when the ledger's copy of this very source version is still at the destination,

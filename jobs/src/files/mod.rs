@@ -17,7 +17,7 @@ mod side;
 use std::{collections::BTreeMap, time::Duration};
 
 use ferry_record::{Lease, Progress, RunState};
-use futures::{StreamExt, stream::FuturesUnordered};
+use futures::{FutureExt, StreamExt, future::FusedFuture, stream::FuturesUnordered};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
@@ -159,12 +159,6 @@ async fn migrate(
     cp: &mut Checkpoint,
 ) -> Result<(), JobError> {
     if cp.phase == Phase::Copy {
-        if cp.total_objects == 0 && cp.marker.is_none() {
-            let (objects, bytes) = plan.count_objects().await?;
-            cp.total_objects = objects;
-            cp.total_bytes = bytes;
-            lease.save(cp, cp.progress()).await?;
-        }
         copy_all(ctx, plan, pool, lease, cp).await?;
         cp.phase = Phase::Rewrite;
         lease.save(cp, cp.progress()).await?;
@@ -258,6 +252,18 @@ async fn copy_all(
     let mut listed_all = false;
     // Saving also proves the run alive while one large object takes long.
     let mut save = tokio::time::interval(Duration::from_secs(1));
+    // The totals for progress come from a listing pass of their own, made while copying so
+    // it delays nothing; a resumed run kept them in its checkpoint.
+    let fresh = cp.total_objects == 0 && cp.marker.is_none();
+    let mut count = std::pin::pin!(
+        async move {
+            if !fresh {
+                std::future::pending::<()>().await;
+            }
+            plan.count_objects().await
+        }
+        .fuse()
+    );
     loop {
         while running.len() < plan.transfers {
             if ready.is_empty() && !listed_all {
@@ -279,6 +285,10 @@ async fn copy_all(
             next = running.next() => next,
             _ = save.tick() => {
                 lease.save(cp, cp.progress()).await?;
+                continue;
+            }
+            counted = &mut count => {
+                (cp.total_objects, cp.total_bytes) = counted?;
                 continue;
             }
             stop = ctx.stopped() => {
@@ -304,6 +314,9 @@ async fn copy_all(
             cp.marker = Some(key);
             low += 1;
         }
+    }
+    if fresh && !count.is_terminated() {
+        (cp.total_objects, cp.total_bytes) = count.await?;
     }
     (cp.copied, cp.bytes, cp.skipped) = ledger::tally(pool, lease.id()).await?;
     cp.objects = cp.copied + cp.skipped + cp.gone;
