@@ -1,15 +1,15 @@
 //! Deliveries: one row per notification message, keyed by its idempotency key.
 //!
-//! An email's row becomes `committing` in the instant before its data is completed: after the
-//! server answered `DATA` with 354 and before the message and the end-of-data marker are
-//! written. A server must not deliver a message whose connection is lost before that marker
-//! (RFC 5321), so a worker that dies earlier mailed nothing and the message is sent by the
-//! next attempt. After the reply the row is `sent`, `queued` (4xx, tried again) or `failed`
-//! (5xx). A row still `committing` when a later attempt finds it belonged to a worker that
-//! stopped after completing the data and before the reply: the server most likely has the
-//! message, so it is never sent again and becomes `unconfirmed`. At most once per key; the
-//! only way to lose a message is a worker dying in the few system calls between the
-//! `committing` commit and the marker leaving, and that message shows as `unconfirmed` too.
+//! An email's row becomes `committing` after the server answered `DATA` with 354 and before
+//! the message and its end-of-data marker are written. A server must not deliver a message
+//! whose connection is lost before that marker (RFC 5321), so a worker that dies before the
+//! mark mailed nothing and the next attempt sends the message. After the reply the row is
+//! `sent`, `queued` (4xx, tried again) or `failed` (5xx). A row still `committing` when a
+//! later attempt finds it belonged to a worker that stopped somewhere between sending the
+//! mark to Postgres and recording the reply: the server may have the message, so it is never
+//! sent again and becomes `unconfirmed`. At most one email per key. The price: a worker that
+//! dies after Postgres committed the mark and before it wrote the data (the mark's round trip
+//! and the writes after it) loses that message, which shows as `unconfirmed` too.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -186,7 +186,7 @@ impl Record {
     }
 
     /// No reply to the completed message, or found `committing` by a later attempt: the
-    /// server most likely has it; never sent again. `reply` says so.
+    /// server may have it; never sent again. `reply` says so.
     pub async fn delivery_unconfirmed(&self, key: &str, reply: &str) -> Result<(), RecordError> {
         sqlx::query(
             "UPDATE notify_deliveries SET state = 'unconfirmed', reply = $2, updated_at = now()

@@ -387,9 +387,9 @@ async fn a_broadcast_resumes_after_its_worker_is_killed_and_mails_everyone_once(
         .filter(|(_, n)| **n > 1)
         .map(|(to, _)| to)
         .collect();
-    // The first worker died with up to notify.connections messages `committing`: marked in
-    // the instant before their data was completed, no reply recorded. The resumed run finds
-    // them in doubt and records them `unconfirmed` instead of sending them again.
+    // The first worker died with up to notify.connections messages `committing`: marked
+    // after the server's 354, no reply recorded. The resumed run finds them in doubt and
+    // records them `unconfirmed` instead of sending them again.
     let unconfirmed = scalar(
         &env,
         "SELECT count(*) FROM \"{ferry}\".notify_deliveries WHERE state = 'unconfirmed'",
@@ -666,7 +666,7 @@ async fn a_delivery_left_committing_is_not_sent_again_and_shows_unconfirmed() {
     assert_eq!(
         d["reply"].as_str(),
         Some(
-            "the worker stopped after the message was complete, before the server's reply; not sent again"
+            "in doubt: the worker stopped between marking the message committing and recording the server's reply, so the server may have it; not sent again"
         ),
         "{d}"
     );

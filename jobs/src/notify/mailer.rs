@@ -58,8 +58,8 @@ pub enum SendError {
     /// a 4xx reply to it): nothing was mailed; try again later.
     #[error("SMTP server unavailable or deferring: {0}")]
     Deferred(String),
-    /// The message was complete (end-of-data marker written) but no reply came: the server
-    /// most likely has it. Never sent again.
+    /// The message was written with its end-of-data marker (or the connection failed while
+    /// writing it) and no reply came: the server may have it. Never sent again.
     #[error("no reply after the message was complete: {0}")]
     InDoubt(String),
 }

@@ -65,15 +65,14 @@ pub enum Delivered {
     Sent(Option<String>),
     /// Already done by an earlier attempt: nothing was sent again.
     Before,
-    /// In doubt: the message's data was complete but its reply never came (this attempt lost
-    /// the connection, or an earlier one stopped there). The server most likely has it; it is
-    /// recorded `unconfirmed` and never sent again. Done, not a failure.
+    /// In doubt: an earlier attempt stopped between marking the message `committing` and
+    /// recording the reply, or this one lost the connection after the final dot. The server
+    /// may have it; it is recorded `unconfirmed` and never sent again. Done, not a failure.
     Unconfirmed,
 }
 
 /// The reply recorded for a message an earlier attempt left `committing`.
-const STOPPED_IN_DOUBT: &str =
-    "the worker stopped after the message was complete, before the server's reply; not sent again";
+const STOPPED_IN_DOUBT: &str = "in doubt: the worker stopped between marking the message committing and recording the server's reply, so the server may have it; not sent again";
 
 impl Notifier {
     /// Compiles templates and prepares the SMTP pool and database pool; nothing connects
