@@ -155,6 +155,8 @@ impl Mailer {
         let non_ascii = |a: &Address| !AsRef::<str>::as_ref(a).is_ascii();
         if out.envelope.from().is_some_and(non_ascii) || out.envelope.to().iter().any(non_ascii) {
             if !info.supports_feature(Extension::SmtpUtfEight) {
+                // Nothing was sent on it: the connection goes back to the pool.
+                session.release();
                 return Err(SendError::Deferred(
                     "the envelope has non-ASCII addresses and the server does not support SMTPUTF8"
                         .into(),
@@ -164,6 +166,7 @@ impl Mailer {
         }
         if !out.bytes.is_ascii() {
             if !info.supports_feature(Extension::EightBitMime) {
+                session.release();
                 return Err(SendError::Deferred(
                     "the message is not ASCII and the server does not support 8BITMIME".into(),
                 ));
