@@ -1,10 +1,15 @@
 //! Deliveries: one row per notification message, keyed by its idempotency key.
 //!
-//! The row is written before the message leaves, and marked sent right after the server
-//! accepted it, so a retry skips what was delivered. What cannot be known is a send that was
-//! under way when its worker died (state `sending`): the server may or may not have accepted
-//! it. Such a message is sent again (at least once, never lost), with the same Message-ID so
-//! mail clients can recognise the copy.
+//! An email's row becomes `committing` after the server answered `DATA` with 354 and before
+//! the message and its end-of-data marker are written. A server must not deliver a message
+//! whose connection is lost before that marker (RFC 5321), so a worker that dies before the
+//! mark mailed nothing and the next attempt sends the message. After the reply the row is
+//! `sent`, `queued` (4xx, tried again) or `failed` (5xx). A row still `committing` when a
+//! later attempt finds it belonged to a worker that stopped somewhere between sending the
+//! mark to Postgres and recording the reply: the server may have the message, so it is never
+//! sent again and becomes `unconfirmed`. At most one email per key. The price: a worker that
+//! dies after Postgres committed the mark and before it wrote the data (the mark's round trip
+//! and the writes after it) loses that message, which shows as `unconfirmed` too.
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -20,7 +25,9 @@ pub struct DeliveryRow {
     pub template: String,
     pub recipient: Option<String>,
     pub user_id: Option<String>,
-    /// `queued`, `sending`, `sent` or `failed`.
+    /// `queued` (not sent yet, or deferred), `committing` (the data was being completed),
+    /// `sent`, `failed` or `unconfirmed` (the data was complete, the reply never came: not sent
+    /// again). `sending` only in rows of versions before `committing`.
     pub state: String,
     /// The SMTP server's reply to the last attempt.
     pub reply: Option<String>,
@@ -41,14 +48,50 @@ pub struct NewDelivery<'a> {
     pub user_id: Option<&'a str>,
 }
 
+/// How a message's transaction ended before its data was complete: nothing was mailed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotSent {
+    /// A 4xx reply or the server unreachable: `queued`, for the job's next attempt.
+    Deferred,
+    /// A 5xx reply: `failed`, never sent.
+    Failed,
+}
+
+/// What an earlier attempt left of a message's email.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Prior {
+    /// No attempt got as far as the data: send it.
+    Unsent,
+    /// `sent` or `failed`: nothing to do.
+    Done,
+    /// `committing` or `unconfirmed`: the data was complete when its attempt stopped.
+    InDoubt,
+}
+
 impl Record {
-    /// Records the message if new and claims its email for this attempt. False: it was sent
-    /// or refused for good already, and must not be sent.
-    pub async fn claim_delivery(&self, d: &NewDelivery<'_>) -> Result<bool, RecordError> {
+    /// What earlier attempts did with the email of message `key`: a read, before any SMTP.
+    pub async fn delivery_prior(&self, key: &str) -> Result<Prior, RecordError> {
+        let state =
+            sqlx::query_scalar::<_, String>("SELECT state FROM notify_deliveries WHERE key = $1")
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(RecordError::query("read delivery"))?;
+        Ok(match state.as_deref() {
+            None | Some("queued" | "sending") => Prior::Unsent,
+            Some("committing" | "unconfirmed") => Prior::InDoubt,
+            Some(_) => Prior::Done,
+        })
+    }
+
+    /// The commit point, once the server waits for the data: records the message if new and
+    /// marks it `committing`, in one statement, unless another attempt got past this point
+    /// first (false: do not complete the data).
+    pub async fn delivery_committing(&self, d: &NewDelivery<'_>) -> Result<bool, RecordError> {
         let claimed = sqlx::query_scalar::<_, i32>(
             "INSERT INTO notify_deliveries (key, job_id, template, recipient, user_id, state, attempts)
-             VALUES ($1, $2, $3, $4, $5, 'sending', 1)
-             ON CONFLICT (key) DO UPDATE SET state = 'sending',
+             VALUES ($1, $2, $3, $4, $5, 'committing', 1)
+             ON CONFLICT (key) DO UPDATE SET state = 'committing',
                 attempts = notify_deliveries.attempts + 1, updated_at = now()
              WHERE notify_deliveries.state IN ('queued', 'sending')
              RETURNING attempts",
@@ -60,8 +103,41 @@ impl Record {
         .bind(d.user_id)
         .fetch_optional(&self.pool)
         .await
-        .map_err(RecordError::query("claim delivery"))?;
+        .map_err(RecordError::query("mark delivery committing"))?;
         Ok(claimed.is_some())
+    }
+
+    /// The transaction ended before the data (a refusal of the sender, a recipient or DATA,
+    /// or no connection): counts the attempt and keeps the reply, unless another attempt got
+    /// further.
+    pub async fn delivery_not_sent(
+        &self,
+        d: &NewDelivery<'_>,
+        how: NotSent,
+        reply: &str,
+    ) -> Result<(), RecordError> {
+        let state = match how {
+            NotSent::Deferred => "queued",
+            NotSent::Failed => "failed",
+        };
+        sqlx::query(
+            "INSERT INTO notify_deliveries (key, job_id, template, recipient, user_id, state, attempts, reply)
+             VALUES ($1, $2, $3, $4, $5, $6, 1, $7)
+             ON CONFLICT (key) DO UPDATE SET state = $6, reply = $7,
+                attempts = notify_deliveries.attempts + 1, updated_at = now()
+             WHERE notify_deliveries.state IN ('queued', 'sending')",
+        )
+        .bind(d.key)
+        .bind(d.job_id)
+        .bind(d.template)
+        .bind(d.recipient)
+        .bind(d.user_id)
+        .bind(state)
+        .bind(reply)
+        .execute(&self.pool)
+        .await
+        .map_err(RecordError::query("record delivery"))?;
+        Ok(())
     }
 
     /// Marks the in-app part of a message written, inside `tx`, the application database's
@@ -93,26 +169,49 @@ impl Record {
         Ok(first.is_some())
     }
 
-    /// The server accepted the message; `reply` is what it said.
+    /// The server accepted the completed message; `reply` is what it said.
     pub async fn delivery_sent(&self, key: &str, reply: &str) -> Result<(), RecordError> {
-        self.delivery_state(key, "sent", reply).await
+        self.delivery_replied(key, "sent", reply).await
     }
 
-    /// A transient refusal or a network error: the message waits for the job's next attempt.
+    /// A 4xx reply to the completed message: not accepted, it waits for the job's next
+    /// attempt.
     pub async fn delivery_deferred(&self, key: &str, reply: &str) -> Result<(), RecordError> {
-        self.delivery_state(key, "queued", reply).await
+        self.delivery_replied(key, "queued", reply).await
     }
 
-    /// Refused for good; never sent again.
+    /// A 5xx reply to the completed message: refused for good, never sent again.
     pub async fn delivery_failed(&self, key: &str, reply: &str) -> Result<(), RecordError> {
-        self.delivery_state(key, "failed", reply).await
+        self.delivery_replied(key, "failed", reply).await
     }
 
-    async fn delivery_state(&self, key: &str, state: &str, reply: &str) -> Result<(), RecordError> {
+    /// No reply to the completed message, or found `committing` by a later attempt: the
+    /// server may have it; never sent again. `reply` says so.
+    pub async fn delivery_unconfirmed(&self, key: &str, reply: &str) -> Result<(), RecordError> {
+        sqlx::query(
+            "UPDATE notify_deliveries SET state = 'unconfirmed', reply = $2, updated_at = now()
+             WHERE key = $1 AND state = 'committing'",
+        )
+        .bind(key)
+        .bind(reply)
+        .execute(&self.pool)
+        .await
+        .map_err(RecordError::query("record delivery"))?;
+        Ok(())
+    }
+
+    /// The server's reply to the completed data of a `committing` message (or one a later
+    /// attempt already took for `unconfirmed`: the reply is what happened).
+    async fn delivery_replied(
+        &self,
+        key: &str,
+        state: &str,
+        reply: &str,
+    ) -> Result<(), RecordError> {
         sqlx::query(
             "UPDATE notify_deliveries SET state = $2, reply = $3, updated_at = now(),
                     sent_at = CASE WHEN $2 = 'sent' THEN now() END
-             WHERE key = $1",
+             WHERE key = $1 AND state IN ('committing', 'unconfirmed')",
         )
         .bind(key)
         .bind(state)

@@ -18,7 +18,7 @@ use sqlx::{
 
 pub use audit::AuditEntry;
 pub use dead::{DeadFilter, DeadJob};
-pub use delivery::{DeliveryRow, NewDelivery};
+pub use delivery::{DeliveryRow, NewDelivery, NotSent, Prior};
 pub use error::{RecordError, is_transient};
 pub use run::{Lease, Progress, RunRow, RunState};
 

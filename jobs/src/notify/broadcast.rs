@@ -30,6 +30,10 @@ pub struct BroadcastCheckpoint {
     pub after: Option<String>,
     pub done: i64,
     pub failed: i64,
+    /// Recipients whose message was complete when the reply was lost (a worker killed, a
+    /// connection dropped): recorded `unconfirmed`, never sent again. Counted in `done`.
+    #[serde(default)]
+    pub unconfirmed: i64,
 }
 
 impl Kind for Broadcast {
@@ -137,6 +141,7 @@ impl Kind for Broadcast {
             let mut deferred = None;
             for r in results {
                 match r {
+                    Ok(Delivered::Unconfirmed) => at.unconfirmed += 1,
                     Ok(_) => {}
                     Err(JobError::Permanent(e)) => {
                         at.failed += 1;
@@ -161,10 +166,22 @@ impl Kind for Broadcast {
                 break;
             }
         }
-        let summary = (at.failed > 0).then(|| {
+        let mut problems = Vec::new();
+        if at.failed > 0 {
+            problems.push(format!("{} failed for good", at.failed));
+        }
+        if at.unconfirmed > 0 {
+            problems.push(format!(
+                "{} unconfirmed (complete, no reply; not sent again)",
+                at.unconfirmed
+            ));
+        }
+        let summary = (!problems.is_empty()).then(|| {
             format!(
-                "{} of {} recipients failed for good; see `ferry jobs show {}`",
-                at.failed, at.done, ctx.id
+                "of {} recipients, {}; see `ferry jobs show {}`",
+                at.done,
+                problems.join(", "),
+                ctx.id
             )
         });
         lease
@@ -173,6 +190,7 @@ impl Kind for Broadcast {
         tracing::info!(
             recipients = at.done,
             failed = at.failed,
+            unconfirmed = at.unconfirmed,
             "broadcast finished"
         );
         Ok(())

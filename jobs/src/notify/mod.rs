@@ -5,9 +5,12 @@
 //! - `notify.broadcast` mails every recipient of a configured audience query, in chunks with
 //!   a checkpoint, at a configured rate.
 //!
-//! Every message has an idempotency key recorded in ferry's schema before it is sent
-//! (`ferry_record::NewDelivery`): a retry or a resumed broadcast skips messages the server
-//! accepted, and the in-app row is written in the same transaction that marks it written.
+//! Every message has an idempotency key recorded in ferry's schema (`ferry_record::NewDelivery`):
+//! at most one email and one in-app row per key. The email's record is committed in the
+//! instant before its data is completed (see `ferry_record`'s delivery module): a retry or a
+//! resumed broadcast skips messages that were sent, refused, or completed without a reply
+//! (`unconfirmed`, never sent twice), and the in-app row is written in the same transaction
+//! that marks it written.
 
 mod broadcast;
 mod mailer;
@@ -17,13 +20,13 @@ pub mod template;
 use std::{sync::Arc, time::Duration};
 
 use ferry_config::Config;
-use ferry_record::{NewDelivery, Record};
+use ferry_record::{NewDelivery, NotSent, Prior, Record};
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 pub use broadcast::{Broadcast, BroadcastArgs, BroadcastCheckpoint};
-pub use mailer::{Mailer, SendError};
+pub use mailer::{Mailer, Open, Outgoing, SendError};
 pub use send::{Send, SendArgs};
 pub use template::{Rendered, Templates};
 
@@ -62,7 +65,14 @@ pub enum Delivered {
     Sent(Option<String>),
     /// Already done by an earlier attempt: nothing was sent again.
     Before,
+    /// In doubt: an earlier attempt stopped between marking the message `committing` and
+    /// recording the reply, or this one lost the connection after the final dot. The server
+    /// may have it; it is recorded `unconfirmed` and never sent again. Done, not a failure.
+    Unconfirmed,
 }
+
+/// The reply recorded for a message an earlier attempt left `committing`.
+const STOPPED_IN_DOUBT: &str = "in doubt: the worker stopped between marking the message committing and recording the server's reply, so the server may have it; not sent again";
 
 impl Notifier {
     /// Compiles templates and prepares the SMTP pool and database pool; nothing connects
@@ -124,6 +134,16 @@ impl Notifier {
             }
             (_, mailer) => mailer,
         };
+        let id = Uuid::new_v5(&Uuid::NAMESPACE_OID, m.key.as_bytes());
+        let outgoing = match (to, mailer) {
+            (Some(to), Some(mailer)) => Some((
+                mailer,
+                mailer
+                    .compose(to, &id.to_string(), &rendered)
+                    .map_err(permanent)?,
+            )),
+            _ => None,
+        };
         let user_text = m.user_id.map(|u| match u {
             Value::String(s) => s.clone(),
             other => other.to_string(),
@@ -138,25 +158,62 @@ impl Notifier {
         if let Some(user) = m.user_id {
             self.in_app(&delivery, user, &rendered).await?;
         }
-        let (Some(to), Some(mailer)) = (to, mailer) else {
+        let Some((mailer, outgoing)) = outgoing else {
             return Ok(Delivered::Sent(None));
         };
-        if !self.record.claim_delivery(&delivery).await? {
+        match self.record.delivery_prior(m.key).await? {
+            Prior::Unsent => {}
+            Prior::Done => return Ok(Delivered::Before),
+            Prior::InDoubt => {
+                // No-op when an earlier attempt already recorded it unconfirmed.
+                self.record
+                    .delivery_unconfirmed(m.key, STOPPED_IN_DOUBT)
+                    .await?;
+                return Ok(Delivered::Unconfirmed);
+            }
+        }
+        // MAIL FROM, RCPT TO, DATA: a failure here mailed nothing.
+        let open = match mailer.open(&outgoing).await {
+            Ok(open) => open,
+            Err(e) => {
+                let how = match e {
+                    SendError::Deferred(_) => NotSent::Deferred,
+                    _ => NotSent::Failed,
+                };
+                self.record
+                    .delivery_not_sent(&delivery, how, &e.to_string())
+                    .await?;
+                return Err(match how {
+                    NotSent::Deferred => JobError::Retryable(e.to_string()),
+                    NotSent::Failed => permanent(e),
+                });
+            }
+        };
+        // The commit point. If another attempt got past it first, or Postgres fails, `open` is
+        // dropped here: the connection closes without the end-of-data marker and nothing is
+        // mailed (an RSET after 354 would be read as message text).
+        if !self.record.delivery_committing(&delivery).await? {
             return Ok(Delivered::Before);
         }
-        let id = Uuid::new_v5(&Uuid::NAMESPACE_OID, m.key.as_bytes());
-        match mailer.send(to, &id.to_string(), &rendered).await {
+        match open.finish(&outgoing).await {
             Ok(reply) => {
                 self.record.delivery_sent(m.key, &reply).await?;
                 Ok(Delivered::Sent(Some(reply)))
             }
-            Err(e @ (SendError::Refused(_) | SendError::Invalid(_))) => {
-                self.record.delivery_failed(m.key, &e.to_string()).await?;
-                Err(permanent(e))
-            }
             Err(e @ SendError::Deferred(_)) => {
                 self.record.delivery_deferred(m.key, &e.to_string()).await?;
                 Err(JobError::Retryable(e.to_string()))
+            }
+            Err(SendError::InDoubt(e)) => {
+                let reply = format!(
+                    "the connection failed after the message was complete, before the server's reply ({e}); not sent again"
+                );
+                self.record.delivery_unconfirmed(m.key, &reply).await?;
+                Ok(Delivered::Unconfirmed)
+            }
+            Err(e) => {
+                self.record.delivery_failed(m.key, &e.to_string()).await?;
+                Err(permanent(e))
             }
         }
     }

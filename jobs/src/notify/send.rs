@@ -66,6 +66,9 @@ impl Kind for Send {
             Delivered::Before => {
                 tracing::info!("already sent by an earlier attempt or job with this key")
             }
+            Delivered::Unconfirmed => tracing::warn!(
+                "unconfirmed: the message was complete but its reply never came; not sent again"
+            ),
         }
         Ok(())
     }
