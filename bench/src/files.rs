@@ -50,10 +50,80 @@ pub struct Args {
     redis_url: String,
 }
 
-/// One timed copy: seconds and the copier's peak RSS in KiB.
+/// One timed copy: seconds, the copier's peak RSS in KiB, the copier's CPU seconds, and the
+/// CPU seconds every process on the machine spent meanwhile (servers included).
 struct Measured {
     secs: f64,
     peak_kb: u64,
+    cpu: f64,
+    machine_cpu: f64,
+}
+
+impl Measured {
+    /// How the round went, for the log: the machine's share shows when the servers, not the
+    /// copier, set the pace.
+    fn describe(&self, bytes: u64) -> String {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        format!(
+            "{:.2} s, {:.0} MB/s, peak RSS {} MB, own CPU {:.2} s, machine CPU {:.2} s ({:.0}% of {cores} cores)",
+            self.secs,
+            bytes as f64 / 1e6 / self.secs,
+            self.peak_kb / 1024,
+            self.cpu,
+            self.machine_cpu,
+            100.0 * self.machine_cpu / (self.secs * cores),
+        )
+    }
+
+    fn json(&self, bytes: u64) -> serde_json::Value {
+        json!({
+            "seconds": self.secs,
+            "mb_per_s": bytes as f64 / 1e6 / self.secs,
+            "peak_rss_mb": self.peak_kb / 1024,
+            "cpu_s": self.cpu,
+            "machine_cpu_s": self.machine_cpu,
+        })
+    }
+}
+
+/// Linux reports CPU time in /proc in USER_HZ ticks, which is 100 on every architecture's ABI.
+const USER_HZ: f64 = 100.0;
+
+/// CPU seconds spent by every process since boot (user, nice, system, irq, softirq, steal).
+fn machine_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .map(|cpu| {
+            cpu.split_whitespace()
+                .skip(1)
+                .enumerate()
+                .filter(|(i, _)| [0, 1, 2, 5, 6, 7].contains(i))
+                .filter_map(|(_, v)| v.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    ticks as f64 / USER_HZ
+}
+
+/// CPU seconds (user and system) a live process has spent.
+fn process_cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces; the fields after it do not.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are the 14th and 15th fields, 12th and 13th after the name.
+    (tick(11) + tick(12)) as f64 / USER_HZ
 }
 
 pub async fn run(args: Args, ferry: PathBuf) {
@@ -76,12 +146,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
         std::fs::create_dir_all(dest.dir.join(&target)).unwrap();
         let r = rclone(&bucket.name, &dest, &target, args.transfers, &scratch);
         check_copy(&dest.dir.join(&target), args.objects, bytes);
-        eprintln!(
-            "round {round}: rclone copy {:.2} s, {:.0} MB/s, peak RSS {} MB",
-            r.secs,
-            bytes as f64 / 1e6 / r.secs,
-            r.peak_kb / 1024
-        );
+        eprintln!("round {round}: rclone copy {}", r.describe(bytes));
         let target = format!("ferry-{round}");
         std::fs::create_dir_all(dest.dir.join(&target)).unwrap();
         let stores = format!(
@@ -92,12 +157,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
         let f = ferry_migrate(&ferry, &args, &scratch, &format!("{tag}{round}"), &stores);
         crate::queue::cleanup(&args.redis_url, &format!("bfiles{tag}{round}")).await;
         check_copy(&dest.dir.join(&target), args.objects, bytes);
-        eprintln!(
-            "round {round}: ferry files migrate {:.2} s, {:.0} MB/s, worker peak RSS {} MB",
-            f.secs,
-            bytes as f64 / 1e6 / f.secs,
-            f.peak_kb / 1024
-        );
+        eprintln!("round {round}: ferry files migrate {}", f.describe(bytes));
         let _ = std::fs::remove_dir_all(dest.dir.join(format!("rclone-{round}")));
         let _ = std::fs::remove_dir_all(dest.dir.join(&target));
         if rclone_best.as_ref().is_none_or(|b| r.secs < b.secs) {
@@ -149,8 +209,8 @@ pub async fn run(args: Args, ferry: PathBuf) {
             "objects": args.objects,
             "bytes": bytes,
             "transfers": args.transfers,
-            "rclone": { "seconds": r.secs, "mb_per_s": mbps(r.secs), "peak_rss_mb": r.peak_kb / 1024 },
-            "ferry": { "seconds": f.secs, "mb_per_s": mbps(f.secs), "peak_rss_mb": f.peak_kb / 1024 },
+            "rclone": r.json(bytes),
+            "ferry": f.json(bytes),
             "throughput_ratio": r.secs / f.secs,
             "big": big.map(|b| json!({ "mib": args.big_mib, "seconds": b.secs, "peak_rss_mb": b.peak_kb / 1024 })),
         })
@@ -226,7 +286,7 @@ fn rclone(
 ) -> Measured {
     let peak = scratch.join("rclone.rss");
     let mut cmd = Command::new("/usr/bin/time");
-    cmd.args(["-f", "%M", "-o"])
+    cmd.args(["-f", "%M %U %S", "-o"])
         .arg(&peak)
         .args(["rclone", "copy", "--transfers"])
         .arg(transfers.to_string())
@@ -247,18 +307,31 @@ fn rclone(
     // rclone 1.60 fails on AWS_CA_BUNDLE with a custom transport; both endpoints are plain
     // HTTP here.
     cmd.env_remove("AWS_CA_BUNDLE");
+    let machine_before = machine_cpu();
     let started = Instant::now();
     let status = cmd
         .stdout(Stdio::null())
         .status()
         .expect("rclone (apt-get install rclone; bench/run.sh files does)");
     let secs = started.elapsed().as_secs_f64();
+    let machine_cpu = machine_cpu() - machine_before;
     assert!(status.success(), "rclone copy failed");
-    let peak_kb = std::fs::read_to_string(&peak)
-        .ok()
-        .and_then(|s| s.trim().lines().last()?.parse().ok())
-        .unwrap_or(0);
-    Measured { secs, peak_kb }
+    // The last line: /usr/bin/time writes only that unless rclone was killed.
+    let times = std::fs::read_to_string(&peak).unwrap_or_default();
+    let fields: Vec<&str> = times
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    Measured {
+        secs,
+        peak_kb: field(0).unwrap_or(0.0) as u64,
+        cpu: field(1).unwrap_or(0.0) + field(2).unwrap_or(0.0),
+        machine_cpu,
+    }
 }
 
 /// Runs one `ferry files migrate --from src --to dst --wait` on a fresh worker.
@@ -286,6 +359,8 @@ fn ferry_migrate(ferry: &Path, args: &Args, scratch: &Path, tag: &str, stores: &
         .expect("worker");
     // Keeps the worker's start-up out of the timing.
     std::thread::sleep(Duration::from_millis(500));
+    let worker_before = process_cpu(worker.id());
+    let machine_before = machine_cpu();
     let started = Instant::now();
     let out = cmd(&[
         "--json", "files", "migrate", "--from", "src", "--to", "dst", "--wait",
@@ -293,6 +368,8 @@ fn ferry_migrate(ferry: &Path, args: &Args, scratch: &Path, tag: &str, stores: &
     .output()
     .unwrap();
     let secs = started.elapsed().as_secs_f64();
+    let machine_cpu = machine_cpu() - machine_before;
+    let cpu = process_cpu(worker.id()) - worker_before;
     let peak_kb = crate::peak_rss_kb(worker.id());
     crate::queue::stop(&mut worker);
     assert!(
@@ -300,7 +377,12 @@ fn ferry_migrate(ferry: &Path, args: &Args, scratch: &Path, tag: &str, stores: &
         "ferry files migrate failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Measured { secs, peak_kb }
+    Measured {
+        secs,
+        peak_kb,
+        cpu,
+        machine_cpu,
+    }
 }
 
 /// One `mib` MiB object from one s3s-fs to another: the server's file is written directly.

@@ -283,6 +283,11 @@ async fn migrates_verifies_rewrites_and_rolls_back() {
     assert_eq!(first["checked"], objects.len());
     assert_eq!(first["unreachable"], 0);
     assert_copied(&s3, "uploads", &objects).await;
+    // The progress totals come from the one listing here (it fits in one batch).
+    let id: Uuid = first["id"].as_str().unwrap().parse().unwrap();
+    let cp = run_checkpoint(&env, id).await;
+    assert_eq!(cp["total_objects"], objects.len(), "{cp}");
+    assert_eq!(cp["total_bytes"], total_bytes, "{cp}");
 
     // The ledger holds each object's sha256 as copied.
     let ledger: BTreeMap<String, String> = sqlx::query_as::<_, (String, String)>(
@@ -490,7 +495,6 @@ async fn missing_bucket_and_refused_credentials_are_permanent() {
     assert!(copied_rows(&env).await.is_empty());
     let id: Uuid = summary["id"].as_str().unwrap().parse().unwrap();
     assert_eq!(env.job_record(id).await.unwrap().attempts, 1);
-
     // Bad input is refused before anything is enqueued.
     for (args, says) in [
         (&["--from", "nope", "--to", "dst"][..], "not in [stores]"),
@@ -525,6 +529,33 @@ async fn missing_bucket_and_refused_credentials_are_permanent() {
     worker.stop().await;
     env.cleanup().await;
     bucket.remove().await;
+
+    // The source refuses the key (s3s-fs checks signatures; moto takes any key).
+    let origin = S3Server::start("origin");
+    std::fs::create_dir_all(origin.dir.join("origin/backups")).unwrap();
+    std::fs::write(origin.dir.join("origin/backups/a.bin"), b"a").unwrap();
+    let env = TestEnv::new(&format!(
+        "{}{}",
+        origin.store_toml("src", "origin", "wrong-secret"),
+        s3.store_toml("dst", "media", SECRET_KEY)
+    ))
+    .await;
+    let worker = env.start_worker();
+    let out = env.ferry(&[
+        "--json", "files", "migrate", "--from", "src", "--to", "dst", "--wait",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let error = summary["error"].as_str().unwrap();
+    assert!(error.contains("refused the credentials"), "{summary}");
+    assert!(error.contains("s3://origin"), "names the store: {error}");
+    assert!(!error.contains("wrong-secret"));
+    assert_eq!(summary["copied"], 0);
+    let id: Uuid = summary["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(env.job_record(id).await.unwrap().attempts, 1);
+
+    worker.stop().await;
+    env.cleanup().await;
 }
 
 /// Every object the ledger calls copied is at the destination, whole.

@@ -63,6 +63,11 @@ impl<'a> Batches<'a> {
         }
     }
 
+    /// Whether the source's listing has ended: every object is in a batch already returned.
+    pub fn ended(&self) -> bool {
+        self.source_ended
+    }
+
     /// Up to `max` next objects; empty once the listing is done.
     pub async fn next(&mut self, max: usize) -> Result<Vec<Pending>, JobError> {
         let mut objects = Vec::new();

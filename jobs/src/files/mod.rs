@@ -252,29 +252,39 @@ async fn copy_all(
     let mut listed_all = false;
     // Saving also proves the run alive while one large object takes long.
     let mut save = tokio::time::interval(Duration::from_secs(1));
-    // The totals for progress come from a listing pass of their own, made while copying so
-    // it delays nothing; a resumed run kept them in its checkpoint.
+    // The totals for progress: a resumed run kept them in its checkpoint; a listing that ends
+    // within the first batch gives them; else a listing pass of their own runs while copying.
+    // That pass costs the source a second listing, so a small bucket does without it.
     let fresh = cp.total_objects == 0 && cp.marker.is_none();
-    let mut count = std::pin::pin!(
-        async move {
-            if !fresh {
-                std::future::pending::<()>().await;
-            }
-            plan.count_objects().await
-        }
-        .fuse()
-    );
+    let mut count = std::pin::pin!(futures::future::Fuse::terminated());
     loop {
         while running.len() < plan.transfers {
             if ready.is_empty() && !listed_all {
-                ready.extend(batches.next(BATCH).await?);
-                listed_all = ready.is_empty();
+                let mut batch: Vec<(u64, listing::Pending)> = batches
+                    .next(BATCH)
+                    .await?
+                    .into_iter()
+                    .zip(next_seq..)
+                    .map(|(p, seq)| (seq, p))
+                    .collect();
+                listed_all = batch.is_empty();
+                if fresh && next_seq == 0 {
+                    if batches.ended() {
+                        cp.total_objects = batch.len() as u64;
+                        cp.total_bytes = batch.iter().map(|(_, p)| p.object.size).sum();
+                    } else {
+                        count.set(plan.count_objects().fuse());
+                    }
+                }
+                next_seq += batch.len() as u64;
+                // Largest first, so the run does not end waiting on one big object while
+                // the other transfers idle; the marker still follows listing order.
+                batch.sort_by_key(|(_, p)| std::cmp::Reverse(p.object.size));
+                ready.extend(batch);
             }
-            let Some(pending) = ready.pop_front() else {
+            let Some((seq, pending)) = ready.pop_front() else {
                 break;
             };
-            let seq = next_seq;
-            next_seq += 1;
             let copier = &copier;
             running.push(async move {
                 let key = pending.object.key.clone();
