@@ -832,3 +832,57 @@ async fn unreachable_urls_fail_the_run_and_rollback_restores_them() {
     env.cleanup().await;
     bucket.remove().await;
 }
+
+/// A source whose ETag looks like an MD5 but is none (a KMS-encrypted bucket, some S3 clones):
+/// the destination's ETag differs, so the object is copied once more with its MD5 computed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_etag_that_is_no_md5_is_noticed_and_copied_again() {
+    let origin = S3Server::start("origin");
+    let s3 = S3Server::start("media");
+    let data = random_bytes(300_000);
+    std::fs::create_dir_all(origin.dir.join("origin/backups")).unwrap();
+    std::fs::write(origin.dir.join("origin/backups/k.bin"), &data).unwrap();
+    // s3s-fs keeps an object's ETag in a file beside it, named by the unpadded base64 of
+    // bucket ("origin") and key ("backups/k.bin"), and serves it as is: here an MD5, but of
+    // no bytes of this object.
+    std::fs::write(
+        origin
+            .dir
+            .join(".bucket-b3JpZ2lu.object-YmFja3Vwcy9rLmJpbg.internal.json"),
+        r#"{"e_tag":"0123456789abcdef0123456789abcdef"}"#,
+    )
+    .unwrap();
+    let env = TestEnv::new(&format!(
+        "[kinds.\"files.migrate\"]\nbackoff_base = \"300ms\"\nbackoff_cap = \"1s\"\n{}{}",
+        origin.store_toml("src", "origin", SECRET_KEY),
+        s3.store_toml("dst", "media", SECRET_KEY)
+    ))
+    .await;
+    let worker = env.start_worker();
+    let out = json_of(&env.ferry(&[
+        "--json", "files", "migrate", "--from", "src", "--to", "dst", "--wait",
+    ]));
+    assert_eq!(out["state"], "succeeded", "{out}");
+    assert_eq!(out["copied"], 1, "{out}");
+    let id: Uuid = out["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(env.job_record(id).await.unwrap().attempts, 1, "{out}");
+    assert_eq!(
+        std::fs::read(s3.dir.join("media/backups/k.bin")).unwrap(),
+        data
+    );
+    let (sha256, dest_etag): (String, String) =
+        sqlx::query_as("SELECT sha256, dest_etag FROM files_objects WHERE key = 'k.bin'")
+            .fetch_one(env.record.pool())
+            .await
+            .unwrap();
+    assert_eq!(sha256, format!("{:x}", Sha256::digest(&data)));
+    assert_eq!(
+        dest_etag.trim_matches('"'),
+        <md5::Md5 as md5::Digest>::digest(&data)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    worker.stop().await;
+    env.cleanup().await;
+}
