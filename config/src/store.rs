@@ -22,6 +22,11 @@ pub struct StoreConfig {
     pub secret_access_key: Option<Secret>,
     /// How URLs of this store's objects look where the application stores them.
     pub public_url: Option<String>,
+    /// How long one request may take (default 300 s): a listing page, a part, a small
+    /// object. A download has no such limit (it fails after two minutes without progress),
+    /// and a single PUT gets this plus a second per MiB.
+    #[serde(default, with = "crate::duration::option")]
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 /// Where a store lives, resolved from its URL.

@@ -18,6 +18,8 @@ use futures::stream::BoxStream;
 use object_store::{Attribute, Attributes};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
+use crate::store::{CONNECT_TIMEOUT, error_chain};
+
 /// S3 keeps `-._~` and `/` as they are in a path and encodes every other byte.
 const KEY: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
@@ -33,6 +35,7 @@ pub struct StreamPut {
     base: String,
     region: String,
     credentials: Credentials,
+    timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for StreamPut {
@@ -64,8 +67,7 @@ impl StreamPut {
             None => format!("https://{bucket}.s3.{region}.amazonaws.com"),
         };
         let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(std::time::Duration::from_secs(5))
+            .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
         Ok(Self {
@@ -73,6 +75,7 @@ impl StreamPut {
             base,
             region: region.to_owned(),
             credentials: Credentials::new(key_id, secret, None, None, "ferry"),
+            timeout,
         })
     }
 
@@ -124,7 +127,12 @@ impl StreamPut {
         let (instructions, _) = sign(signable, &params)
             .map_err(|e| failed(format!("cannot sign: {e}")))?
             .into_parts();
-        let mut request = self.http.put(&url);
+        // The body streams at the source's pace: a second per MiB on top of the request
+        // timeout, so a large object on a slow link is not cut off, but a stalled one is.
+        let mut request = self
+            .http
+            .put(&url)
+            .timeout(self.timeout + std::time::Duration::from_secs(size >> 20));
         for (k, v) in &headers {
             request = request.header(k, v);
         }
@@ -161,17 +169,6 @@ impl StreamPut {
 }
 
 /// A reqwest error with its causes: "error sending request" alone says nothing.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,15 @@ use tokio::io::AsyncWriteExt;
 
 use crate::{JobError, put_stream::StreamPut};
 
+/// A store that does not answer a connection fails the attempt in seconds.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The default of a store's `request_timeout`.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// A download streams for as long as the copy it feeds (a 50 GiB object, a restore of a large
+/// dump), so it gets no overall limit: it fails when no byte has passed for this long, the
+/// server stalled or the consumer did (reqwest's read timeout counts both).
+const READ_STALL: Duration = Duration::from_secs(120);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
@@ -54,6 +63,8 @@ pub struct Store {
     /// The endpoint and the URL: two servers may both have a bucket `uploads`.
     pub identity: String,
     objects: Arc<dyn ObjectStore>,
+    /// The same store for downloads, limited by [`READ_STALL`] instead of the request timeout.
+    reads: Arc<dyn ObjectStore>,
     backend: Backend,
 }
 
@@ -88,7 +99,7 @@ impl Store {
                         config.url
                     )));
                 };
-                let mut builder = AmazonS3Builder::new()
+                let builder = AmazonS3Builder::new()
                     .with_bucket_name(&bucket)
                     .with_region(config.region.as_deref().unwrap_or("us-east-1"))
                     .with_access_key_id(key_id)
@@ -99,30 +110,37 @@ impl Store {
                         max_retries: 2,
                         retry_timeout: Duration::from_secs(15),
                         ..RetryConfig::default()
-                    })
-                    .with_client_options(
-                        ClientOptions::new()
-                            .with_connect_timeout(Duration::from_secs(5))
-                            .with_timeout(Duration::from_secs(300)),
-                    );
-                if let Some(endpoint) = &config.endpoint {
-                    builder = builder
-                        .with_endpoint(endpoint)
-                        .with_allow_http(endpoint.starts_with("http://"))
-                        .with_virtual_hosted_style_request(false);
-                }
-                let s3 = Arc::new(
+                    });
+                let timeout = config.request_timeout.unwrap_or(REQUEST_TIMEOUT);
+                let client = |options: ClientOptions| {
+                    // Client options first: they replace what the endpoint settings set.
+                    let mut builder = builder
+                        .clone()
+                        .with_client_options(options.with_connect_timeout(CONNECT_TIMEOUT));
+                    if let Some(endpoint) = &config.endpoint {
+                        builder = builder
+                            .with_endpoint(endpoint)
+                            .with_allow_http(endpoint.starts_with("http://"))
+                            .with_virtual_hosted_style_request(false);
+                    }
                     builder
                         .build()
-                        .map_err(|e| StoreError::Config(format!("{}: {e}", config.url)))?,
-                );
+                        .map(Arc::new)
+                        .map_err(|e| StoreError::Config(format!("{}: {e}", config.url)))
+                };
+                let s3 = client(ClientOptions::new().with_timeout(timeout))?;
+                let reads = client(
+                    ClientOptions::new()
+                        .with_timeout_disabled()
+                        .with_read_timeout(READ_STALL),
+                )?;
                 let streamed = StreamPut::new(
                     config.endpoint.as_deref(),
                     &bucket,
                     config.region.as_deref().unwrap_or("us-east-1"),
                     key_id,
                     secret.expose(),
-                    Duration::from_secs(300),
+                    timeout,
                 )
                 .map_err(|e| StoreError::Config(format!("{}: {e}", config.url)))?;
                 Ok(Self {
@@ -133,6 +151,7 @@ impl Store {
                         config.url
                     ),
                     objects: s3.clone(),
+                    reads,
                     backend: Backend::S3 {
                         s3,
                         prefix,
@@ -144,12 +163,15 @@ impl Store {
                 std::fs::create_dir_all(&root).map_err(|e| {
                     StoreError::Config(format!("cannot create {}: {e}", root.display()))
                 })?;
-                let local = LocalFileSystem::new_with_prefix(&root)
-                    .map_err(|e| StoreError::Config(format!("{}: {e}", config.url)))?;
+                let local: Arc<dyn ObjectStore> = Arc::new(
+                    LocalFileSystem::new_with_prefix(&root)
+                        .map_err(|e| StoreError::Config(format!("{}: {e}", config.url)))?,
+                );
                 Ok(Self {
                     url: config.url.clone(),
                     identity: config.url.clone(),
-                    objects: Arc::new(local),
+                    objects: local.clone(),
+                    reads: local,
                     backend: Backend::File { root },
                 })
             }
@@ -260,7 +282,7 @@ impl Store {
     /// cache control, disposition, user metadata).
     pub async fn get_with_attributes(&self, key: &str) -> Result<Fetched, StoreError> {
         let got = self
-            .objects
+            .reads
             .get_opts(&self.path(key), GetOptions::default())
             .await
             .map_err(|e| self.error("read", key, e))?;
@@ -401,7 +423,7 @@ impl Store {
         key: &str,
     ) -> Result<BoxStream<'static, Result<Bytes, StoreError>>, StoreError> {
         let got = self
-            .objects
+            .reads
             .get(&self.path(key))
             .await
             .map_err(|e| self.error("read", key, e))?;
@@ -457,16 +479,22 @@ fn prefix_or_root(store: &Store) -> &str {
 /// an opaque error whose text carries the response body, so the protocol's own error code
 /// is read from there.
 fn s3_code(e: &object_store::Error) -> Option<String> {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push(' ');
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
+    let text = error_chain(e);
     let start = text.find("<Code>")? + "<Code>".len();
     let end = text[start..].find("</Code>")?;
     Some(text[start..start + end].to_owned())
+}
+
+/// An error and every cause under it, in one line.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// An upload in progress: parts in order, then `complete` or `abort`.

@@ -886,3 +886,86 @@ async fn source_etag_that_is_no_md5_is_noticed_and_copied_again() {
     worker.stop().await;
     env.cleanup().await;
 }
+
+/// A TCP proxy to `upstream` that passes the server's bytes at about `per_sec` bytes a second,
+/// as a slow link would.
+async fn slow_proxy(upstream: u16, per_sec: usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                let up = async {
+                    let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+                    let _ = to_server.shutdown().await;
+                };
+                let down = async {
+                    let mut buf = vec![0u8; per_sec / 20];
+                    while let Ok(n @ 1..) = from_server.read(&mut buf).await {
+                        if to_client.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    let _ = to_client.shutdown().await;
+                };
+                tokio::join!(up, down);
+            });
+        }
+    });
+    port
+}
+
+/// Downloads that take longer than the store's request timeout still finish: a download is
+/// limited by stalls, not by its length, and a single PUT gets time for its size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfers_longer_than_the_request_timeout_finish() {
+    let origin = S3Server::start("origin");
+    let s3 = S3Server::start("media");
+    std::fs::create_dir_all(origin.dir.join("origin/backups")).unwrap();
+    // One streamed in a single PUT, one in parts (threshold 5 MiB).
+    let objects = [
+        ("single.bin", random_bytes(4 * MIB)),
+        ("parts.bin", random_bytes(6 * MIB)),
+    ];
+    for (key, data) in &objects {
+        std::fs::write(origin.dir.join("origin/backups").join(key), data).unwrap();
+    }
+    // 2 MB/s: each object takes two seconds or more, twice the timeout.
+    let port = slow_proxy(origin.port, 2_000_000).await;
+    let env = TestEnv::new(&format!(
+        "[files]\nmultipart_threshold_mib = 5\npart_size_mib = 5\n\
+         [kinds.\"files.migrate\"]\nbackoff_base = \"300ms\"\nbackoff_cap = \"1s\"\n\
+         [stores.src]\nurl = \"s3://origin/backups\"\nendpoint = \"http://127.0.0.1:{port}\"\n\
+         access_key_id = \"{ACCESS_KEY}\"\nsecret_access_key = \"{SECRET_KEY}\"\n\
+         request_timeout = \"1s\"\n{}",
+        s3.store_toml("dst", "media", SECRET_KEY)
+    ))
+    .await;
+    let worker = env.start_worker();
+    let started = Instant::now();
+    let out = json_of(&env.ferry(&[
+        "--json", "files", "migrate", "--from", "src", "--to", "dst", "--wait",
+    ]));
+    assert!(
+        started.elapsed() > Duration::from_secs(2),
+        "the link was not slow"
+    );
+    assert_eq!(out["state"], "succeeded", "{out}");
+    assert_eq!(out["copied"], 2, "{out}");
+    let id: Uuid = out["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(env.job_record(id).await.unwrap().attempts, 1, "{out}");
+    for (key, data) in &objects {
+        let copied = std::fs::read(s3.dir.join("media/backups").join(key)).unwrap();
+        assert!(copied == data[..], "{key} differs");
+    }
+    worker.stop().await;
+    env.cleanup().await;
+}
