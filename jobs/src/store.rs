@@ -8,7 +8,7 @@ use ferry_config::{Location, StoreConfig};
 use futures::{StreamExt, stream::BoxStream};
 use object_store::{
     Attributes, ClientOptions, GetOptions, MultipartId, ObjectStore, ObjectStoreExt,
-    PutMultipartOptions, PutOptions, PutPayload, RetryConfig,
+    PutMultipartOptions, PutPayload, RetryConfig,
     aws::{AmazonS3, AmazonS3Builder},
     local::LocalFileSystem,
     multipart::{MultipartStore, PartId},
@@ -305,23 +305,15 @@ impl Store {
         })
     }
 
-    /// Writes a whole object in one request; returns the ETag the store computed.
-    pub async fn put_with_attributes(
-        &self,
-        key: &str,
-        payload: PutPayload,
-        attributes: Attributes,
-    ) -> Result<Option<String>, StoreError> {
-        let opts = PutOptions {
-            attributes,
-            ..PutOptions::default()
-        };
-        let done = self
-            .objects
-            .put_opts(&self.path(key), payload, opts)
-            .await
-            .map_err(|e| self.error("write", key, e))?;
-        Ok(done.e_tag)
+    /// The S3 clients, for writes that carry object attributes: a local directory keeps none.
+    fn s3_only(&self) -> Result<(&Arc<AmazonS3>, &StreamPut), StoreError> {
+        match &self.backend {
+            Backend::S3 { s3, streamed, .. } => Ok((s3, streamed)),
+            Backend::File { .. } => Err(StoreError::Config(format!(
+                "{} is a local directory, which keeps no object attributes; use an S3 store",
+                self.url
+            ))),
+        }
     }
 
     /// Writes a whole object of `size` bytes in one request streamed from `body`, so memory
@@ -334,12 +326,7 @@ impl Store {
         attributes: &Attributes,
         body: BoxStream<'static, Result<Bytes, std::io::Error>>,
     ) -> Result<Option<String>, StoreError> {
-        let Backend::S3 { streamed, .. } = &self.backend else {
-            return Err(StoreError::Config(format!(
-                "{} is a local directory, which keeps no object attributes; use an S3 store",
-                self.url
-            )));
-        };
+        let (_, streamed) = self.s3_only()?;
         streamed
             .put(self.path(key).as_ref(), size, attributes, body)
             .await
@@ -353,12 +340,7 @@ impl Store {
         key: &str,
         attributes: Attributes,
     ) -> Result<Upload, StoreError> {
-        let Backend::S3 { s3, .. } = &self.backend else {
-            return Err(StoreError::Config(format!(
-                "{} is a local directory, which keeps no object attributes; use an S3 store",
-                self.url
-            )));
-        };
+        let (s3, _) = self.s3_only()?;
         let path = self.path(key);
         let opts = PutMultipartOptions {
             attributes,

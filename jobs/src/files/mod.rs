@@ -325,7 +325,7 @@ async fn copy_all(
             low += 1;
         }
     }
-    if fresh && !count.is_terminated() {
+    if !count.is_terminated() {
         (cp.total_objects, cp.total_bytes) = count.await?;
     }
     (cp.copied, cp.bytes, cp.skipped) = ledger::tally(pool, lease.id()).await?;
