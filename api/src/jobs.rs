@@ -44,15 +44,16 @@ pub struct EnqueueRequest {
     pub run_at: Option<String>,
 }
 
-/// Marks the jobs an enqueue token created, so it may read them and no others.
-fn owner_key(state: &AppState, id: Uuid) -> String {
-    format!("{}:api:own:{id}", state.config().redis.prefix)
+/// Marks a job as created by an enqueue token, so that token may read it and no other.
+fn owner_key(state: &AppState, origin: &enqueue::Origin, id: Uuid) -> String {
+    format!("{}:api:own:{origin}:{id}", state.config().redis.prefix)
 }
 
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = EnqueueRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "idempotency key")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "idempotency key, in the caller's own namespace")),
     responses((status = 202, body = Enqueued), (status = 400, body = crate::error::ErrorBody),
-        (status = 401, body = crate::error::ErrorBody)),
+        (status = 401, body = crate::error::ErrorBody), (status = 403, body = crate::error::ErrorBody),
+        (status = 429, body = crate::error::ErrorBody)),
     security(("enqueue" = []), ("admin" = [])))]
 pub async fn enqueue(
     State(state): State<AppState>,
@@ -86,14 +87,56 @@ pub async fn enqueue(
         idempotency: key,
         coalesce: None,
     };
-    let prepared = enqueue::prepare(state.registry(), &req.kind, &args, keys, run_at)
-        .map_err(ApiError::bad_request)?;
+    let prepared = prepare(&state, &caller, &req.kind, &args, keys, run_at).await?;
     let done = submit(&state, caller, prepared, "jobs.enqueue", json!({})).await?;
     Ok((StatusCode::ACCEPTED, Json(done)))
 }
 
-/// Enqueues a checked job; marks it as the enqueue token's, or audits the admin's as
-/// `action` with `details`.
+/// Checks a job for `caller`: a kind it may enqueue (403 and audited otherwise), its quota
+/// (429), then the job itself (400).
+pub(crate) async fn prepare(
+    state: &AppState,
+    caller: &Caller,
+    kind: &str,
+    args: &str,
+    keys: Keys,
+    run_at: Option<i64>,
+) -> Result<enqueue::Prepared, ApiError> {
+    state
+        .registry()
+        .get(kind)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if !caller.may_enqueue(kind) {
+        state.audit_later(
+            &caller.actor(),
+            "jobs.enqueue_refused",
+            None,
+            json!({ "kind": kind }),
+        );
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this token may not enqueue kind {kind:?}; it may enqueue {:?} ({}); other kinds need the admin token",
+                caller.kinds().unwrap_or_default(),
+                caller.kinds_setting()
+            ),
+        ));
+    }
+    state
+        .quota()
+        .check(
+            caller,
+            state.config().api.max_waiting_per_token,
+            state.queue(),
+            state.registry(),
+        )
+        .await?;
+    enqueue::prepare(state.registry(), &caller.origin, kind, args, keys, run_at)
+        .map_err(ApiError::bad_request)
+}
+
+/// Enqueues a checked job, audits it as `action` with `details` (in the next batch), and
+/// marks a job an enqueue token created as that token's.
 pub(crate) async fn submit(
     state: &AppState,
     caller: Caller,
@@ -104,24 +147,22 @@ pub(crate) async fn submit(
     let done = enqueue::submit(state.queue(), vec![prepared])
         .await?
         .remove(0);
-    match caller.scope {
-        Scope::Enqueue => {
-            let ttl = state.config().worker.keep_finished.as_secs().max(1);
-            let _: () = state
-                .redis()
-                .set_ex(owner_key(state, done.id), 1, ttl)
-                .await
-                .map_err(|e| ApiError::from(ferry_queue::QueueError::Unreachable(e.to_string())))?;
-        }
-        Scope::Admin => {
-            details["kind"] = json!(done.kind);
-            details["created"] = json!(done.created);
-            state
-                .record()
-                .audit(caller.actor(), action, Some(&done.id.to_string()), details)
-                .await?;
-        }
+    // Only a job this caller created becomes readable by it: re-sending someone else's key
+    // (impossible across namespaces, but also a retry of one's own) grants nothing new.
+    if caller.scope == Scope::Enqueue && done.created {
+        let ttl = state.config().worker.keep_finished.as_secs().max(1);
+        let _: () = state
+            .redis()
+            .set_ex(owner_key(state, &caller.origin, done.id), 1, ttl)
+            .await
+            .map_err(|e| ApiError::from(ferry_queue::QueueError::Unreachable(e.to_string())))?;
     }
+    details["kind"] = json!(done.kind);
+    details["created"] = json!(done.created);
+    state
+        .audit()
+        .send(&caller.actor(), action, Some(done.id.to_string()), details)
+        .await;
     Ok(done)
 }
 
@@ -189,7 +230,7 @@ pub async fn show(
     if caller.scope == Scope::Enqueue {
         let owned: bool = state
             .redis()
-            .exists(owner_key(&state, id))
+            .exists(owner_key(&state, &caller.origin, id))
             .await
             .map_err(|e| ApiError::from(ferry_queue::QueueError::Unreachable(e.to_string())))?;
         if !owned {
@@ -246,7 +287,7 @@ async fn requeue(
             state.registry(),
             targets,
             None,
-            caller.actor(),
+            &caller.actor(),
         )
         .await?
     };
@@ -314,7 +355,7 @@ pub async fn cancel(
         Some(state.record()),
         state.registry(),
         id,
-        caller.actor(),
+        &caller.actor(),
     )
     .await?;
     Ok(Json(CancelResponse { id, result }))

@@ -3,11 +3,12 @@
 //! [`router`] builds the routes over an [`AppState`]; [`serve`] connects, binds them to a
 //! listener and runs until `shutdown` resolves, so tests pass their own listener and signal.
 //!
-//! Two bearer tokens: `FERRY_API_TOKEN` (scope `enqueue`: `POST /v1/jobs`,
-//! `POST /v1/sync/entity`, and reading the jobs it enqueued) and `FERRY_ADMIN_TOKEN`
-//! (scope `admin`: everything, and the dashboard). `/healthz`, `/readyz`, `/metrics` and
+//! Bearer tokens of two scopes: enqueue tokens (`FERRY_API_TOKEN` and `[[api.tokens]]`:
+//! `POST /v1/jobs` and `POST /v1/sync/entity` for their kinds only, and reading the jobs each
+//! enqueued) and `FERRY_ADMIN_TOKEN` (scope `admin`: everything, and the dashboard). `/healthz`, `/readyz`, `/metrics` and
 //! `/openapi.json` need no token: they hold no arguments, errors or secrets.
 
+mod audit;
 mod auth;
 mod dashboard;
 mod error;
@@ -15,12 +16,15 @@ mod health;
 mod jobs;
 mod metrics;
 mod openapi;
+mod quota;
 mod runs;
 mod schedules;
+mod session;
 mod state;
 mod sync;
+mod throttle;
 
-use std::{future::Future, sync::Arc};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -67,13 +71,25 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let state = AppState::connect(config).await?;
+    let (state, audit_writer) = AppState::connect(config).await?;
     let addr = listener.local_addr().map_err(ServeError::Io)?;
     tracing::info!(%addr, "serving the API, dashboard and /metrics");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+    // The peer address is what failed sign-ins are counted by.
+    let served = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(ServeError::Io);
+    // Every handler is gone, so the audit channel closes once its backlog is written.
+    if tokio::time::timeout(Duration::from_secs(10), audit_writer)
         .await
-        .map_err(ServeError::Io)
+        .is_err()
+    {
+        tracing::error!("audit entries still unwritten after 10 s (is Postgres reachable?)");
+    }
+    served
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@ use axum::{Json, extract::State, http::StatusCode};
 use ferry_jobs::{
     Kind,
     backup::manifest::{self, Manifest},
-    enqueue::{self, Enqueued, Keys},
+    enqueue::{Enqueued, Keys},
     sync::{self, EntityArgs, FullArgs, status::TableStatus},
 };
 use serde::Deserialize;
@@ -14,7 +14,7 @@ use crate::{
     ApiError, AppState,
     auth::{Admin, Caller},
     error::Body,
-    jobs::submit,
+    jobs::{prepare, submit},
 };
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -36,14 +36,15 @@ pub async fn full(
     let target = state.sync_target().await?;
     target.catalog(state.config()).await?.select(&req.tables)?;
     let args = FullArgs { tables: req.tables };
-    let prepared = enqueue::prepare(
-        state.registry(),
+    let prepared = prepare(
+        &state,
+        &caller,
         sync::Full::NAME,
         &serde_json::to_string(&args).unwrap_or_default(),
         Keys::default(),
         None,
     )
-    .map_err(ApiError::bad_request)?;
+    .await?;
     let details = serde_json::json!({ "tables": args.tables });
     let done = submit(&state, caller, prepared, "sync.full", details).await?;
     Ok((StatusCode::ACCEPTED, Json(done)))
@@ -76,14 +77,15 @@ pub async fn entity(
         idempotency: None,
         coalesce: Some(args.coalesce_key()),
     };
-    let prepared = enqueue::prepare(
-        state.registry(),
+    let prepared = prepare(
+        &state,
+        &caller,
         sync::Entity::NAME,
         &serde_json::to_string(&args).unwrap_or_default(),
         keys,
         None,
     )
-    .map_err(ApiError::bad_request)?;
+    .await?;
     let details = serde_json::json!({ "table": args.table, "key": args.key });
     let done = submit(&state, caller, prepared, "sync.entity", details).await?;
     Ok((StatusCode::ACCEPTED, Json(done)))

@@ -12,6 +12,47 @@ use crate::Registry;
 /// Longest idempotency key accepted.
 const MAX_KEY_LEN: usize = 200;
 
+/// Furthest ahead a job may be scheduled: past this a `run_at` is almost surely a unit
+/// mistake (milliseconds for seconds), and a far-future job holds Redis memory for years.
+pub const MAX_RUN_AHEAD: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
+
+/// The prefix of the scheduler's own keys; no other caller may send a key that starts so.
+const SCHEDULE_PREFIX: &str = "schedule:";
+
+/// Who enqueues. Idempotency keys live in the caller's namespace and the kind's, so one
+/// caller can neither adopt nor pre-empt another's job by sending its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The admin token (API or dashboard).
+    Admin,
+    /// An enqueue token: `api` for `FERRY_API_TOKEN`, else its `[[api.tokens]]` name.
+    Token(String),
+    /// `ferry enqueue` and the other CLI commands.
+    Cli,
+    /// Cron fires.
+    Scheduler,
+    /// ferry's own fan-out (a full sync's chunks, relayed changes).
+    Ferry,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Admin => f.write_str("admin"),
+            Self::Token(name) if name == "api" => f.write_str("api"),
+            Self::Token(name) => write!(f, "token:{name}"),
+            Self::Cli => f.write_str("cli"),
+            Self::Scheduler => f.write_str("scheduler"),
+            Self::Ferry => f.write_str("ferry"),
+        }
+    }
+}
+
+/// The idempotency key as stored: `ORIGIN/KIND/KEY`.
+pub fn scoped_key(origin: &Origin, kind: &str, key: &str) -> String {
+    format!("{origin}/{kind}/{key}")
+}
+
 /// A checked job and the queue its kind travels on.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -40,9 +81,11 @@ pub struct Enqueued {
 }
 
 /// Checks a job before anything is enqueued: a known kind, arguments (JSON text) that are an
-/// object fitting the kind, a sane key. The message says what is wrong.
+/// object fitting the kind and hold no NUL, a sane key in `origin`'s namespace, a run time
+/// within a year. The message says what is wrong.
 pub fn prepare(
     registry: &Registry,
+    origin: &Origin,
     kind: &str,
     args: &str,
     keys: Keys,
@@ -54,6 +97,11 @@ pub fn prepare(
     if !value.is_object() {
         return Err(format!("args must be a JSON object, got {value}"));
     }
+    if let Some(path) = nul_at(&value, "args") {
+        return Err(format!(
+            "{path} holds a NUL character (\\u0000), which PostgreSQL cannot store, so the job could never be recorded; remove it"
+        ));
+    }
     entry.validate(args)?;
     for key in [&keys.idempotency, &keys.coalesce].into_iter().flatten() {
         if key.is_empty() || key.len() > MAX_KEY_LEN {
@@ -63,15 +111,51 @@ pub fn prepare(
             ));
         }
     }
+    if let Some(key) = &keys.idempotency
+        && key.starts_with(SCHEDULE_PREFIX)
+        && *origin != Origin::Scheduler
+    {
+        return Err(format!(
+            "idempotency keys starting with {SCHEDULE_PREFIX:?} belong to the scheduler; choose another key"
+        ));
+    }
+    if let Some(at) = run_at_us
+        && at - now_us() > MAX_RUN_AHEAD.as_micros() as i64
+    {
+        return Err(format!(
+            "run_at is more than {} days ahead; schedule it closer (a cron schedule suits far-off work)",
+            MAX_RUN_AHEAD.as_secs() / 86_400
+        ));
+    }
     let settings = entry.settings();
     let mut job = NewJob::new(kind, value.to_string(), settings.max_attempts);
-    job.idempotency_key = keys.idempotency;
+    job.idempotency_key = keys.idempotency.map(|k| scoped_key(origin, kind, &k));
     job.coalesce_key = keys.coalesce;
     job.run_at_us = run_at_us;
     Ok(Prepared {
         queue: settings.queue.to_owned(),
         job,
     })
+}
+
+/// Where the first NUL character in `value` (a key or a string) is, as a path like `args.a[2]`.
+fn nul_at(value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => Some(path.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_at(v, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(format!("{path} (a key)"))
+            } else {
+                nul_at(v, &format!("{path}.{k}"))
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// A run time: an RFC 3339 time, or a delay from now such as `30s` or `5m`.

@@ -16,7 +16,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
 };
 
-pub use audit::AuditEntry;
+pub use audit::{AuditEntry, NewAudit};
 pub use dead::{DeadFilter, DeadJob};
 pub use delivery::{DeliveryRow, NewDelivery, NotSent, Prior};
 pub use error::{RecordError, is_transient};

@@ -16,7 +16,10 @@ use std::{
 
 use chrono::{DateTime, TimeDelta, Utc};
 use ferry_config::{CatchUp, Config, ConfigError, Schedule};
-use ferry_jobs::Registry;
+use ferry_jobs::{
+    Registry,
+    enqueue::{Origin, scoped_key},
+};
 use ferry_queue::{NewJob, Queue};
 use ferry_record::Record;
 use tokio_util::sync::CancellationToken;
@@ -263,30 +266,44 @@ impl Fires {
 
         let claimed = self.claim(&mut tx, name, &fires, now).await?;
         if !claimed.is_empty() {
+            let kind = &p.schedule.kind;
             let jobs: Vec<NewJob> = claimed
                 .iter()
                 .map(|(at, id)| {
-                    let mut job = NewJob::new(&p.schedule.kind, &p.args, p.max_attempts);
+                    let mut job = NewJob::new(kind, &p.args, p.max_attempts);
                     job.id = *id;
-                    job.idempotency_key = Some(fire_key(name, *at));
+                    job.idempotency_key = Some(fire_key(name, kind, *at, None));
                     job
                 })
                 .collect();
             let ids = self.queue.enqueue(&p.queue, &jobs).await?;
-            for ((at, claimed_id), (id, _created)) in claimed.iter().zip(ids) {
+            for ((at, claimed_id), (mut id, _created)) in claimed.iter().zip(ids) {
                 if id != *claimed_id {
-                    // An earlier claim of this fire enqueued it and then failed to commit:
-                    // the key returned its job, which is the one to record.
-                    sqlx::query(
-                        "UPDATE schedule_fires SET job_id = $3
-                         WHERE schedule = $1 AND fire_time = $2",
-                    )
-                    .bind(name)
-                    .bind(at)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(SchedulerError::db("record fire"))?;
+                    // An earlier claim of this fire enqueued it and then failed to commit: the
+                    // key returned its job, which is the one to record — if it is this
+                    // schedule's kind. Keys are namespaced per caller and kind, so nobody else
+                    // can hold one; should a job of another kind turn up anyway, the fire
+                    // still runs, under a key of its own.
+                    let adopted = self.queue.job(&p.queue, id).await?;
+                    if adopted.as_ref().is_some_and(|j| j.kind != *kind) {
+                        tracing::error!(schedule = %name, %id, "a fire's key named a job of another kind; enqueueing the fire anew");
+                        let mut job = NewJob::new(kind, &p.args, p.max_attempts);
+                        job.id = *claimed_id;
+                        job.idempotency_key = Some(fire_key(name, kind, *at, Some(*claimed_id)));
+                        id = self.queue.enqueue(&p.queue, &[job]).await?[0].0;
+                    }
+                    if id != *claimed_id {
+                        sqlx::query(
+                            "UPDATE schedule_fires SET job_id = $3
+                             WHERE schedule = $1 AND fire_time = $2",
+                        )
+                        .bind(name)
+                        .bind(at)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(SchedulerError::db("record fire"))?;
+                    }
                 }
                 report.enqueued.push((name.clone(), *at, id));
             }
@@ -354,10 +371,15 @@ impl Fires {
     }
 }
 
-/// The idempotency key of a fire: the same for every replica.
-fn fire_key(schedule: &str, at: DateTime<Utc>) -> String {
-    format!(
+/// The idempotency key of a fire: the same for every replica, in the scheduler's namespace
+/// (`scheduler/KIND/schedule:NAME:TIME`), which no token or CLI can write to.
+fn fire_key(schedule: &str, kind: &str, at: DateTime<Utc>, claim: Option<Uuid>) -> String {
+    let mut key = format!(
         "schedule:{schedule}:{}",
         at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    )
+    );
+    if let Some(claim) = claim {
+        key.push_str(&format!(":{claim}"));
+    }
+    scoped_key(&Origin::Scheduler, kind, &key)
 }

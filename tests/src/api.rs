@@ -10,8 +10,11 @@ use tokio_util::sync::CancellationToken;
 pub const ENQUEUE_TOKEN: &str = "enqueue-token-for-tests-0001";
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests-000001";
 
-/// The `[api]` section giving both tokens; add it to a test's config.
-pub const API_CONFIG: &str = "[api]\ntoken = \"enqueue-token-for-tests-0001\"\nadmin_token = \"admin-token-for-tests-000001\"\nbody_limit = 4096\n";
+/// The `[api]` section giving both tokens; add it to a test's config. The enqueue token may
+/// also enqueue the diagnostic kinds the API tests run (`tests/tests/trust.rs` tests the
+/// default list); the failure limit is high because every test calls from 127.0.0.1; the
+/// cookie has no `Secure` flag because tests serve plain http.
+pub const API_CONFIG: &str = "[api]\ntoken = \"enqueue-token-for-tests-0001\"\nadmin_token = \"admin-token-for-tests-000001\"\nbody_limit = 4096\nenqueue_kinds = [\"noop\", \"sleep\", \"fail\", \"sync.entity\", \"notify.send\"]\nmax_auth_failures = 1000\ninsecure_cookies = true\n";
 
 pub struct ApiServer {
     /// `http://127.0.0.1:PORT`

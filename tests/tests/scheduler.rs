@@ -97,7 +97,8 @@ async fn three_replicas_enqueue_each_fire_of_a_per_second_schedule_once() {
         .collect();
     assert_eq!(keys.len(), jobs.len());
     assert!(
-        keys.iter().all(|k| k.starts_with("schedule:tick:")),
+        keys.iter()
+            .all(|k| k.starts_with("scheduler/noop/schedule:tick:")),
         "{keys:?}"
     );
 
@@ -150,7 +151,7 @@ async fn a_fire_enqueued_by_a_replica_that_died_before_committing_is_not_enqueue
     fires.register(at("2026-06-01T12:00:00Z")).await.unwrap();
     // The dead replica's enqueue reached Redis; its claim in Postgres was rolled back.
     let (queue, mut job) = env.job("noop", "{}");
-    job.idempotency_key = Some("schedule:tick:2026-06-01T12:00:01.000Z".into());
+    job.idempotency_key = Some("scheduler/noop/schedule:tick:2026-06-01T12:00:01.000Z".into());
     let first = env.queue.enqueue(&queue, &[job]).await.unwrap()[0].0;
 
     let r = fires.tick(at("2026-06-01T12:00:01.005Z")).await.unwrap();

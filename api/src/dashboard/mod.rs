@@ -1,16 +1,19 @@
 //! The admin dashboard: server-rendered HTML (maud) with a little JavaScript that refreshes
 //! each panel from the server and sends the buttons' requests to the JSON API. No build step.
 //!
-//! Signing in with the admin token sets an HttpOnly, SameSite=Strict cookie holding a digest
-//! of the token. The API's write routes take JSON bodies or none, and the cookie is never
-//! sent by other sites, so pages elsewhere cannot act with an admin's session.
+//! Signing in with the admin token opens a server-side session ([`crate::session`]): an
+//! HttpOnly, SameSite=Strict, Secure cookie holding a random id. Sign-ins are limited per
+//! client address and audited, failures included; every cookie-authenticated request that
+//! changes something must come from this server's own origin.
 
 mod panels;
 
+use std::net::SocketAddr;
+
 use axum::{
     Form, Router,
-    extract::{Path, State},
-    http::{StatusCode, header},
+    extract::{ConnectInfo, Path, State},
+    http::{HeaderMap, StatusCode, header},
     response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
 };
@@ -19,9 +22,15 @@ use maud::{DOCTYPE, Markup, html};
 use serde::Deserialize;
 
 use crate::{
-    AppState,
-    auth::{SESSION_COOKIE, has_session, session_cookie, token_matches},
+    ApiError, AppState,
+    auth::token_matches,
+    session::{self, SESSION_COOKIE},
 };
+
+/// Whether the request has a live session; Redis being down reads as signed out.
+async fn has_session(state: &AppState, jar: &CookieJar) -> bool {
+    session::valid(state, jar).await.unwrap_or(false)
+}
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -81,7 +90,7 @@ fn login_page(problem: Option<&str>) -> Markup {
 }
 
 async fn page(State(state): State<AppState>, jar: CookieJar) -> Response {
-    if !has_session(&state, &jar) {
+    if !has_session(&state, &jar).await {
         return Html(login_page(None).into_string()).into_response();
     }
     let mut sections = Vec::new();
@@ -107,30 +116,66 @@ struct Login {
     token: String,
 }
 
-async fn login(State(state): State<AppState>, jar: CookieJar, Form(form): Form<Login>) -> Response {
+async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Form(form): Form<Login>,
+) -> Response {
     let Some(admin) = state.config().api.admin_token.as_ref() else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
+    let ip = peer.ip();
+    // A sign-in form posted from another site would sign the browser in to the attacker's
+    // idea of this server: only the login page's own origin may post it.
+    if let Err(e) = session::check_origin(&headers) {
+        state.refused(ip, "dashboard.login_cross_site", "/dashboard/login");
+        return e.into_response();
+    }
+    if let Err(e) = state.throttle().check(ip) {
+        return e.into_response();
+    }
     if !token_matches(Some(admin), &form.token) {
+        state.refused(ip, "dashboard.login_failed", "/dashboard/login");
         let page = login_page(Some("That is not the admin token."));
         return (StatusCode::UNAUTHORIZED, Html(page.into_string())).into_response();
     }
-    if let Err(e) = state
-        .record()
-        .audit(
-            "dashboard:admin",
-            "dashboard.login",
-            None,
-            serde_json::json!({}),
-        )
-        .await
-    {
-        return crate::ApiError::from(e).into_response();
+    let opened = async {
+        let cookie = session::open(&state, admin).await?;
+        state
+            .record()
+            .audit(
+                "dashboard:admin",
+                "dashboard.login",
+                None,
+                serde_json::json!({ "client": ip.to_string() }),
+            )
+            .await?;
+        Ok::<_, ApiError>(cookie)
+    };
+    match opened.await {
+        Ok(cookie) => (jar.add(cookie), Redirect::to("/dashboard")).into_response(),
+        Err(e) => e.into_response(),
     }
-    (jar.add(session_cookie(admin)), Redirect::to("/dashboard")).into_response()
 }
 
-async fn logout(jar: CookieJar) -> Response {
+/// Ends the session on the server, not only in this browser.
+async fn logout(State(state): State<AppState>, headers: HeaderMap, jar: CookieJar) -> Response {
+    if let Err(e) = session::check_origin(&headers) {
+        return e.into_response();
+    }
+    if has_session(&state, &jar).await {
+        if let Err(e) = session::close(&state, &jar).await {
+            return e.into_response();
+        }
+        state.audit_later(
+            "dashboard:admin",
+            "dashboard.logout",
+            None,
+            serde_json::json!({}),
+        );
+    }
     let jar = jar.remove(Cookie::build(SESSION_COOKIE).path("/"));
     (jar, Redirect::to("/dashboard")).into_response()
 }
@@ -140,7 +185,7 @@ async fn panel(
     jar: CookieJar,
     Path(name): Path<String>,
 ) -> Response {
-    if !has_session(&state, &jar) {
+    if !has_session(&state, &jar).await {
         return (StatusCode::UNAUTHORIZED, "sign in again").into_response();
     }
     match panels::NAMES.iter().find(|n| **n == name) {

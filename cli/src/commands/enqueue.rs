@@ -1,7 +1,7 @@
 use std::{io::BufRead, path::PathBuf};
 
 pub use ferry_jobs::enqueue::Keys;
-use ferry_jobs::enqueue::{self, Enqueued, Prepared};
+use ferry_jobs::enqueue::{self, Enqueued, Origin, Prepared};
 use ferry_queue::Queue;
 use serde::{Deserialize, Serialize};
 
@@ -140,7 +140,7 @@ fn prepare(
         idempotency: key,
         coalesce: None,
     };
-    enqueue::prepare(&ctx.registry, kind, args, keys, run_at)
+    enqueue::prepare(&ctx.registry, &Origin::Cli, kind, args, keys, run_at)
 }
 
 /// Enqueues one job built by a convenience command, prints its id, and with `wait` follows it
@@ -186,6 +186,7 @@ pub async fn enqueue_one<A: Serialize>(
 ) -> Result<(Queue, Enqueued)> {
     let prepared = enqueue::prepare(
         &ctx.registry,
+        &Origin::Cli,
         kind,
         &serde_json::to_string(args).unwrap_or_default(),
         keys,

@@ -198,11 +198,10 @@ async fn plan(
                 serde_json::to_string(&args).map_err(|e| JobError::Permanent(e.to_string()))?;
             let mut job = NewJob::new(<super::Chunk as Kind>::NAME, json, settings.max_attempts);
             // Planning again after a crash before the checkpoint finds the same chunks.
-            job.idempotency_key = Some(format!(
-                "sync.full:{}:{}:{}",
-                ctx.id,
-                table.name,
-                jobs.len()
+            job.idempotency_key = Some(crate::enqueue::scoped_key(
+                &crate::enqueue::Origin::Ferry,
+                <super::Chunk as Kind>::NAME,
+                &format!("sync.full:{}:{}:{}", ctx.id, table.name, jobs.len()),
             ));
             jobs.push(job);
             after = upto;
