@@ -21,6 +21,8 @@ struct Inner {
     record: Record,
     /// For the marks that tie a job to the enqueue token that created it.
     redis: redis::aio::ConnectionManager,
+    /// MongoDB, stores and SMTP, for `/readyz`.
+    dependencies: ferry_jobs::readiness::Dependencies,
     /// Opened on first use: the API runs without sync configured.
     sync: OnceCell<Target>,
     /// The previous sample of finished jobs per kind, for rates.
@@ -47,7 +49,9 @@ impl AppState {
             .get_connection_manager()
             .await
             .map_err(|e| ferry_queue::QueueError::Unreachable(e.to_string()))?;
+        let dependencies = ferry_jobs::readiness::Dependencies::from_config(&config).await;
         Ok(Self(Arc::new(Inner {
+            dependencies,
             config,
             registry,
             queue,
@@ -72,6 +76,10 @@ impl AppState {
 
     pub fn record(&self) -> &Record {
         &self.0.record
+    }
+
+    pub(crate) fn dependencies(&self) -> &ferry_jobs::readiness::Dependencies {
+        &self.0.dependencies
     }
 
     pub(crate) fn redis(&self) -> redis::aio::ConnectionManager {

@@ -1,13 +1,13 @@
 //! `[api]`: the HTTP server of `ferry serve`.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::{ConfigError, Env, Secret};
+use crate::{ConfigError, Secret};
 
 /// Shorter tokens are guessable; 32 random characters are what `openssl rand -hex 16` gives.
 const MIN_TOKEN_LEN: usize = 16;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Api {
     /// Address `ferry serve` listens on (`--listen` overrides).
@@ -32,15 +32,6 @@ impl Default for Api {
 }
 
 impl Api {
-    pub(crate) fn apply_env(&mut self, env: &Env) {
-        if let Some(v) = env.get("FERRY_API_TOKEN") {
-            self.token = Some(Secret::new(v));
-        }
-        if let Some(v) = env.get("FERRY_ADMIN_TOKEN") {
-            self.admin_token = Some(Secret::new(v));
-        }
-    }
-
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         for (key, token) in [
             ("api.token (FERRY_API_TOKEN)", &self.token),
