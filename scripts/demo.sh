@@ -108,7 +108,10 @@ kill -TERM "$S1"; wait "$S1" && echo "== scheduler stopped cleanly on SIGTERM (e
 kill -TERM "$W2"; wait "$W2" && echo "== worker 2 stopped cleanly on SIGTERM (exit 0)"; W2=""
 
 # S3 requests for the demo's setup: curl signs them (SigV4) with the stand-ins' keys.
-s3() { curl -sSf --aws-sigv4 "aws:amz:$S3_REGION:s3" -u "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" "$@"; }
+s3() {
+  curl -sSf --aws-sigv4 "aws:amz:$S3_REGION:s3" -u "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY" \
+    -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" "$@"
+}
 for bucket in "$S3_ENDPOINT/ferry-demo-backups" "$S3_ENDPOINT/ferry-demo-uploads" "$S3_SECOND_ENDPOINT/ferry-demo-archive"; do
   s3 -o /dev/null -X PUT "$bucket" 2>/dev/null || true  # already there on a second run
 done
@@ -118,7 +121,7 @@ echo "== backup: database ferry_demo_app into s3://ferry-demo-backups (s3s-fs), 
 psql -qtA "$DATABASE_URL" -c "SELECT 1 FROM pg_database WHERE datname = 'ferry_demo_app'" | grep -q 1 ||
   psql -q "$DATABASE_URL" -c 'CREATE DATABASE ferry_demo_app'
 app_url="${DATABASE_URL%/*}/ferry_demo_app"
-psql -q "$app_url" -c 'DROP SCHEMA IF EXISTS school CASCADE; CREATE SCHEMA school'
+psql -q "$app_url" -c 'SET client_min_messages = warning; DROP SCHEMA IF EXISTS school CASCADE; CREATE SCHEMA school'
 { echo 'SET search_path = school;'; cat tests/fixtures/school.sql; } | psql -q -v ON_ERROR_STOP=1 "$app_url"
 ferry backup run --wait
 backup=$(ferry --json backup list | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
