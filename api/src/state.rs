@@ -30,6 +30,8 @@ struct Inner {
     audit: AuditSink,
     /// For the marks that tie a job to the enqueue token that created it.
     redis: redis::aio::ConnectionManager,
+    /// MongoDB, stores and SMTP, for `/readyz`.
+    dependencies: ferry_jobs::readiness::Dependencies,
     /// Opened on first use: the API runs without sync configured.
     sync: OnceCell<Target>,
     /// The previous sample of finished jobs per kind, for rates.
@@ -62,7 +64,9 @@ impl AppState {
             .map_err(|e| ferry_queue::QueueError::Unreachable(e.to_string()))?;
         let tokens = Tokens::new(&config.api);
         let throttle = Throttle::new(config.api.max_auth_failures);
+        let dependencies = ferry_jobs::readiness::Dependencies::from_config(&config).await;
         let state = Self(Arc::new(Inner {
+            dependencies,
             config,
             registry,
             queue,
@@ -138,6 +142,10 @@ impl AppState {
                 }),
             );
         }
+    }
+
+    pub(crate) fn dependencies(&self) -> &ferry_jobs::readiness::Dependencies {
+        &self.0.dependencies
     }
 
     pub(crate) fn redis(&self) -> redis::aio::ConnectionManager {

@@ -63,6 +63,11 @@ pub enum Command {
     /// Send notifications: in-app rows and email.
     #[command(subcommand)]
     Notify(commands::notify::Command),
+    /// Exit 0 when this host's api, worker or scheduler is healthy (for container probes).
+    Healthcheck(commands::healthcheck::Args),
+    /// Check the configuration and show where each value came from.
+    #[command(subcommand)]
+    Config(commands::config::Command),
 }
 
 pub fn init_tracing(cli: &Cli) {
@@ -140,5 +145,7 @@ pub async fn run(cli: Cli) -> Result<Code> {
         Command::Backup(command) => commands::backup::run(&ctx, command).await,
         Command::Files(command) => commands::files::run(&ctx, command).await,
         Command::Notify(command) => commands::notify::run(&ctx, command).await,
+        Command::Healthcheck(args) => commands::healthcheck::run(&ctx, args).await,
+        Command::Config(command) => commands::config::run(&ctx, command),
     }
 }

@@ -5,6 +5,9 @@ mod commands;
 mod exit;
 mod output;
 
+#[cfg(test)]
+mod help_text;
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{ConfigError, Env, Secret, duration};
 
@@ -21,7 +21,7 @@ const RESERVED_NAMES: [&str; 5] = ["admin", "api", "cli", "scheduler", "ferry"];
 /// `deploy/kubernetes/secret.example.yaml`).
 const PLACEHOLDER: &str = "change-me";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Api {
     /// Address `ferry serve` listens on (`--listen` overrides).
@@ -51,12 +51,12 @@ pub struct Api {
     /// gets 429 for the rest of the minute.
     pub max_auth_failures: u32,
     /// Send the session cookie without `Secure`, for a dashboard served over plain http
-    /// (`FERRY_INSECURE_COOKIES=1`).
+    /// (`FERRY_API__INSECURE_COOKIES=true`).
     pub insecure_cookies: bool,
 }
 
 /// One `[[api.tokens]]`: an enqueue-scope token for one application.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NamedToken {
     /// Shown in the audit log as `token:NAME`; letters, digits, `-` and `_`.
@@ -90,16 +90,9 @@ impl Default for Api {
 }
 
 impl Api {
-    pub(crate) fn apply_env(&mut self, env: &Env) {
-        if let Some(v) = env.get("FERRY_API_TOKEN") {
-            self.token = Some(Secret::new(v));
-        }
-        if let Some(v) = env.get("FERRY_ADMIN_TOKEN") {
-            self.admin_token = Some(Secret::new(v));
-        }
-        if let Some(v) = env.get("FERRY_INSECURE_COOKIES") {
-            self.insecure_cookies = matches!(v.as_str(), "1" | "true" | "yes");
-        }
+    /// Reads each `[[api.tokens]]` value from the variable it names (FERRY_API_TOKEN and
+    /// FERRY_ADMIN_TOKEN are aliases, see `env_rule`).
+    pub(crate) fn read_token_env(&mut self, env: &Env) {
         for token in &mut self.tokens {
             token.secret = env.get(&token.env).map(Secret::new);
         }

@@ -2,11 +2,11 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{ConfigError, Secret};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Backup {
     /// Database names on the server of `DATABASE_URL`; empty means that URL's own database.
@@ -25,7 +25,7 @@ pub struct Backup {
     /// (or its contents in `FERRY_AGE_IDENTITY`).
     pub identity_file: Option<PathBuf>,
     /// Set from `FERRY_AGE_IDENTITY` only; never from the file.
-    #[serde(skip)]
+    #[serde(skip_deserializing)]
     pub identity: Option<Secret>,
     /// Directory holding `pg_dump` and `pg_restore` when the ones on `PATH` do not match the
     /// server's major version, e.g. `/usr/lib/postgresql/16/bin`.
@@ -52,7 +52,7 @@ impl Default for Backup {
 
 /// How many generations `prune` keeps: the newest backup of each of the last `daily` days,
 /// `weekly` ISO weeks and `monthly` months.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Retention {
     pub daily: u32,

@@ -28,3 +28,10 @@ impl Env {
         self.0.get(key).filter(|v| !v.is_empty()).cloned()
     }
 }
+
+impl Env {
+    /// Every variable, for rules that match names by pattern (`FERRY_SECTION__KEY`).
+    pub fn vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}

@@ -27,6 +27,28 @@ impl ConfigError {
     }
 }
 
+impl ConfigError {
+    /// A problem found after the environment was laid over the file: when variables took
+    /// part, they are named, since the value may be theirs.
+    pub(crate) fn from_merged(
+        e: toml::de::Error,
+        from_env: &std::collections::BTreeMap<String, String>,
+    ) -> Self {
+        if from_env.is_empty() {
+            return Self::from_toml(e);
+        }
+        let vars: Vec<&str> = from_env.values().map(String::as_str).collect();
+        Self::new(
+            "ferry.toml or the environment",
+            e.message().to_owned(),
+            format!(
+                "correct the file or one of the variables set ({}); see the Configuration section of the README",
+                vars.join(", ")
+            ),
+        )
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -1,10 +1,10 @@
 //! `[files]`: how bucket-to-bucket migrations copy and rewrite.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ConfigError;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Files {
     /// Objects copied at once by one migration.

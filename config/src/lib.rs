@@ -14,21 +14,26 @@
 mod api;
 mod backup;
 mod duration;
+mod effective;
 mod env;
+mod env_rule;
 mod error;
 mod files;
 mod notify;
 mod schedule;
 mod secret;
+mod smtp_parts;
 mod sql;
 mod store;
+mod unix_cron;
 
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use api::Api;
 pub use backup::{Backup, Retention};
+pub use effective::Setting;
 pub use env::Env;
 pub use error::ConfigError;
 pub use files::Files;
@@ -39,7 +44,7 @@ pub use sql::{Sql, Statement};
 pub use store::{Location, StoreConfig};
 
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -76,9 +81,12 @@ pub struct Config {
     pub files: Files,
     #[serde(default)]
     pub api: Api,
+    /// Which keys the file and the environment set, for `ferry config check`.
+    #[serde(skip)]
+    provenance: effective::Provenance,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Mongodb {
     /// `MONGODB_URI`
@@ -97,7 +105,7 @@ impl Default for Mongodb {
 }
 
 /// How timestamps reach MongoDB.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Timestamps {
     /// BSON dates: milliseconds, so sub-millisecond digits are lost (reported).
@@ -106,7 +114,7 @@ pub enum Timestamps {
     Iso,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Sync {
     /// Every table with a primary key in these schemas is mirrored.
@@ -144,7 +152,7 @@ impl Default for Sync {
 }
 
 /// Overrides for one mirrored table.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncTable {
     /// `schema.table`
@@ -161,7 +169,7 @@ pub struct SyncTable {
     pub skip: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Postgres {
     /// The application database (`DATABASE_URL`).
@@ -191,7 +199,7 @@ impl Postgres {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Redis {
     /// `REDIS_URL`
@@ -209,7 +217,7 @@ impl Default for Redis {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Worker {
     /// Jobs run at once by one worker process, per queue.
@@ -247,7 +255,7 @@ impl Default for Worker {
 }
 
 /// Overrides of one kind's declared defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KindOverrides {
     pub max_attempts: Option<u32>,
@@ -278,45 +286,47 @@ impl Config {
         Self::from_toml_str(&text, env)
     }
 
+    /// Reads `text`, then the environment (see `env_rule` for the rule), then validates.
     pub fn from_toml_str(text: &str, env: &Env) -> Result<Self, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(ConfigError::from_toml)?;
-        config.apply_env(env);
+        let mut table: toml::Table = toml::from_str(text).map_err(ConfigError::from_toml)?;
+        let file = effective::keys(&serde_json::to_value(&table).unwrap_or_default());
+        let from_env = env_rule::apply(&mut table, env)?;
+        let mut config: Config = table
+            .try_into()
+            .map_err(|e| ConfigError::from_merged(e, &from_env))?;
+        config.provenance = effective::Provenance {
+            file,
+            env: from_env,
+        };
+        config.apply_store_env(env);
+        config.api.read_token_env(env);
         config.validate()?;
         Ok(config)
     }
 
-    fn apply_env(&mut self, env: &Env) {
-        if let Some(v) = env.get("DATABASE_URL") {
-            self.postgres.url = Some(v);
-        }
-        if let Some(v) = env.get("FERRY_DATABASE_URL") {
-            self.postgres.ferry_url = Some(v);
-        }
-        if let Some(v) = env.get("FERRY_SCHEMA") {
-            self.postgres.schema = v;
-        }
-        if let Some(v) = env.get("REDIS_URL") {
-            self.redis.url = v;
-        }
-        if let Some(v) = env.get("FERRY_REDIS_PREFIX") {
-            self.redis.prefix = v;
-        }
-        if let Some(v) = env.get("MONGODB_URI") {
-            self.mongodb.uri = Some(v);
-        }
-        if let Some(v) = env.get("MONGODB_DATABASE") {
-            self.mongodb.database = v;
-        }
-        for store in self.stores.values_mut() {
-            store.apply_env(env);
+    /// The built-in defaults, before file and environment.
+    pub(crate) fn defaults() -> Self {
+        toml::from_str("").expect("an empty file is a valid configuration")
+    }
+
+    /// Settings that fill gaps rather than set a key: S3 credentials for every S3 store that
+    /// has none, and the age identity, which only the environment may hold.
+    fn apply_store_env(&mut self, env: &Env) {
+        for (name, store) in &mut self.stores {
+            for (field, var) in store.apply_env(env) {
+                self.provenance
+                    .env
+                    .insert(format!("stores.{name}.{field}"), var.into());
+            }
         }
         self.env_store = StoreConfig::from_url("s3://");
         self.env_store.apply_env(env);
         if let Some(v) = env.get("FERRY_AGE_IDENTITY") {
             self.backup.identity = Some(Secret::new(v));
+            self.provenance
+                .env
+                .insert("backup.identity".into(), "FERRY_AGE_IDENTITY".into());
         }
-        self.notify.apply_env(env);
-        self.api.apply_env(env);
     }
 
     /// The store `spec` names: a key of `[stores]`, or an `s3://` / `file://` URL (S3

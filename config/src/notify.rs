@@ -2,11 +2,11 @@
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::{ConfigError, Env, duration, error::listing, is_sql_name, positive};
+use crate::{ConfigError, duration, error::listing, is_sql_name, positive};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Notify {
     /// `SMTP_URL`: `smtp://[user:pass@]host[:port]` (plain, port 25), `?tls=required` (STARTTLS,
@@ -51,7 +51,7 @@ impl Default for Notify {
 }
 
 /// Where the parts of an in-app notification go.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Columns {
     pub user: String,
@@ -72,7 +72,7 @@ impl Default for Columns {
 }
 
 /// One message: minijinja templates rendered with the job's data.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Template {
     pub subject: String,
@@ -110,6 +110,13 @@ impl SmtpUrl {
     }
 }
 
+/// Serialized only for display (`ferry config check`), so the password is masked.
+impl Serialize for SmtpUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
 impl fmt::Debug for SmtpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
@@ -117,15 +124,6 @@ impl fmt::Debug for SmtpUrl {
 }
 
 impl Notify {
-    pub(crate) fn apply_env(&mut self, env: &Env) {
-        if let Some(v) = env.get("SMTP_URL") {
-            self.smtp_url = Some(SmtpUrl(v));
-        }
-        if let Some(v) = env.get("SMTP_FROM") {
-            self.from = Some(v);
-        }
-    }
-
     /// The query of audience `name`, or a message naming the audiences there are.
     pub fn audience(&self, name: &str) -> Result<&str, String> {
         self.audiences.get(name).map(String::as_str).ok_or_else(|| {

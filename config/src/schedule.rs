@@ -1,23 +1,25 @@
 //! `[[schedule]]` and `[scheduler]`: cron fires with time zones, what happens after downtime,
 //! and the timings of the scheduler's loops.
 //!
-//! Cron expressions have a seconds field first (`sec min hour day month weekday [year]`) and
-//! are read on the wall clock of the schedule's time zone. Kinds and their arguments are
+//! Cron expressions are the usual five fields (`min hour day month weekday`, fired at second 0)
+//! or have a seconds field first (`sec min hour day month weekday [year]`); they are read on the
+//! wall clock of the schedule's time zone. Kinds and their arguments are
 //! checked against the registry by the scheduler, before it connects.
 
 use std::{str::FromStr, time::Duration};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{ConfigError, duration};
 
 /// One cron schedule.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     /// Stable name: fires are recorded under it.
     pub name: String,
-    /// `sec min hour day month weekday [year]`, e.g. `"0 0 2 * * *"` for 02:00 every day.
+    /// `min hour day month weekday` (crontab), e.g. `"0 2 * * *"` for 02:00 every day, or
+    /// `sec min hour day month weekday [year]`.
     pub cron: String,
     /// An IANA zone such as `"Europe/Berlin"`; default UTC.
     #[serde(default = "utc")]
@@ -34,7 +36,7 @@ pub struct Schedule {
 }
 
 /// What a scheduler enqueues for the fires it missed while none ran.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CatchUp {
     /// One job, for the newest missed fire.
@@ -58,7 +60,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Scheduler {
     /// Longest pause between two checks for due fires (a scheduler also wakes at each fire).
@@ -97,12 +99,8 @@ impl Schedule {
 
     /// The parsed cron expression.
     pub fn cron(&self) -> Result<cron::Schedule, String> {
-        let fields = self.cron.split_whitespace().count();
-        if !(6..=7).contains(&fields) {
-            return Err(format!("{:?} has {fields} fields, not 6 or 7", self.cron));
-        }
-        cron::Schedule::from_str(&self.cron).map_err(|e| {
-            // The parser's message is the expression with a caret under the first bad spot.
+        let expr = crate::unix_cron::seconds_first(&self.cron)?;
+        cron::Schedule::from_str(&expr).map_err(|e| {
             // The parser's message is the expression, a caret under the first bad spot, and
             // sometimes a reason.
             let message = e.to_string();
@@ -110,6 +108,7 @@ impl Schedule {
             let at = lines
                 .next()
                 .and_then(|l| l.find('^'))
+                .filter(|_| expr == self.cron) // a rewritten five-field form has other positions
                 .map_or(String::new(), |at| format!(" from character {}", at + 1));
             let why: Vec<&str> = lines.map(str::trim).filter(|l| !l.is_empty()).collect();
             let why = if why.is_empty() {
@@ -139,7 +138,7 @@ impl Schedule {
             return Err(ConfigError::new(
                 self.key(index, "cron"),
                 problem,
-                "give six or seven fields with seconds first: sec min hour day month weekday [year], e.g. \"0 0 2 * * *\" for 02:00 daily",
+                "give five fields (min hour day month weekday, e.g. \"0 2 * * *\" for 02:00 daily) or six or seven with seconds first (sec min hour day month weekday [year])",
             ));
         }
         if let Err(problem) = self.tz() {
@@ -238,10 +237,11 @@ mod tests {
     #[test]
     fn bad_schedules_name_the_schedule_and_the_fix() {
         let base = "[[schedule]]\nname = \"nightly\"\nkind = \"noop\"\n";
-        let e = load(&format!("{base}cron = \"0 2 * * *\"\n")).unwrap_err();
+        let e = load(&format!("{base}cron = \"2 * * *\"\n")).unwrap_err();
         assert!(e.key.contains("schedule[0] (nightly).cron"), "{e}");
         assert!(e.fix.contains("seconds first"), "{e}");
-        assert!(e.problem.contains("has 5 fields"), "{e}");
+        assert!(e.problem.contains("has 4 fields"), "{e}");
+        load(&format!("{base}cron = \"*/15 * * * *\"\n")).unwrap();
         let e = load(&format!("{base}cron = \"0 0 25 * * *\"\n")).unwrap_err();
         assert!(e.problem.contains("not a cron expression"), "{e}");
         let e = load(&format!(

@@ -2,11 +2,11 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{ConfigError, duration, error::listing, is_sql_name};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Sql {
     /// How long a statement may run unless it names its own timeout.
@@ -25,7 +25,7 @@ impl Default for Sql {
 }
 
 /// `NAME = "SQL"`, or `NAME = { sql = "SQL", timeout = "30m" }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum Statement {
     Text(String),

@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{ConfigError, Env, Secret};
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// `s3://bucket[/prefix]` or `file:///path`.
@@ -46,21 +46,35 @@ impl StoreConfig {
         }
     }
 
-    pub(crate) fn apply_env(&mut self, env: &Env) {
+    /// Fills unset S3 settings from the environment; returns the fields filled and from which
+    /// variable.
+    pub(crate) fn apply_env(&mut self, env: &Env) -> Vec<(&'static str, &'static str)> {
+        let mut filled = Vec::new();
         if !self.url.starts_with("s3://") {
-            return;
+            return filled;
         }
-        let fill = |slot: &mut Option<String>, var: &str| {
+        let mut fill = |slot: &mut Option<String>, field, var| {
             if slot.is_none() {
                 *slot = env.get(var);
+                if slot.is_some() {
+                    filled.push((field, var));
+                }
             }
         };
-        fill(&mut self.endpoint, "S3_ENDPOINT");
-        fill(&mut self.region, "S3_REGION");
-        fill(&mut self.access_key_id, "AWS_ACCESS_KEY_ID");
+        fill(&mut self.endpoint, "endpoint", "S3_ENDPOINT");
+        fill(&mut self.region, "region", "S3_REGION");
+        fill(
+            &mut self.access_key_id,
+            "access_key_id",
+            "AWS_ACCESS_KEY_ID",
+        );
         if self.secret_access_key.is_none() {
             self.secret_access_key = env.get("AWS_SECRET_ACCESS_KEY").map(Secret::new);
+            if self.secret_access_key.is_some() {
+                filled.push(("secret_access_key", "AWS_SECRET_ACCESS_KEY"));
+            }
         }
+        filled
     }
 
     /// Parses `url`; `key` names the config key in errors.

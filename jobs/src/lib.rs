@@ -36,6 +36,7 @@ mod kind;
 pub mod manage;
 pub mod notify;
 pub mod put_stream;
+pub mod readiness;
 mod registry;
 pub mod sql;
 pub mod store;

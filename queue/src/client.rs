@@ -268,6 +268,24 @@ impl Queue {
         Ok(score.map(|ms| ms as i64))
     }
 
+    /// Workers that proved themselves alive on `queue` within `within`, by Redis's clock (the
+    /// one heartbeats are compared with when workers decide another is dead).
+    pub async fn live_workers(
+        &self,
+        queue: &str,
+        within: Duration,
+    ) -> Result<Vec<String>, QueueError> {
+        let mut conn = self.conn();
+        let (secs, micros): (i64, i64) = redis::cmd("TIME")
+            .query_async(&mut conn)
+            .await
+            .map_err(QueueError::redis("read the server's time"))?;
+        let since = secs * 1000 + micros / 1000 - within.as_millis() as i64;
+        conn.zrangebyscore(self.keys(queue).workers, since, "+inf")
+            .await
+            .map_err(QueueError::redis("read worker heartbeats"))
+    }
+
     /// Every failed attempt of a job, oldest first.
     pub async fn attempt_errors(
         &self,

@@ -14,7 +14,7 @@ use std::{
 
 use ferry_config::{Config, Env};
 use ferry_record::Record;
-use ferry_tests::{TestEnv, WorkerProcess, database_url, redis_url, signal};
+use ferry_tests::{TestEnv, WorkerProcess, database_url, ferry_bin, signal};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -171,26 +171,30 @@ async fn postgres_connections_use_tls_when_the_url_asks_for_it() {
     env.cleanup().await;
 }
 
-fn healthcheck(role: &str, vars: &[(&str, &str)]) -> Output {
-    Command::new("bash")
-        .arg(root().join("deploy/healthcheck.sh"))
-        .arg(role)
-        .envs(vars.iter().copied())
+/// `ferry healthcheck` as the image's HEALTHCHECK runs it: the role from FERRY_ROLE.
+fn healthcheck(mut ferry: Command, role: &str) -> Output {
+    ferry
+        .arg("healthcheck")
+        .env("FERRY_ROLE", role)
+        .stdin(Stdio::null())
         .output()
         .unwrap()
 }
 
+fn ferry_without_config() -> Command {
+    let mut ferry = Command::new(ferry_bin());
+    ferry
+        .env_remove("FERRY_CONFIG")
+        .current_dir(std::env::temp_dir());
+    ferry
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_healthcheck_follows_the_workers_heartbeat() {
+    // The test workers heartbeat every 300 ms and count as dead after 2 s (reclaim_after).
     let env = TestEnv::new("").await;
-    let redis = redis_url();
-    // The test workers heartbeat every 300 ms.
-    let vars = [
-        ("REDIS_URL", redis.as_str()),
-        ("FERRY_REDIS_PREFIX", env.name.as_str()),
-        ("FERRY_HEALTH_MAX_AGE_MS", "1500"),
-    ];
-    let before = healthcheck("worker", &vars);
+    let check = || healthcheck(env.command(&[]), "worker");
+    let before = check();
     assert_eq!(
         before.status.code(),
         Some(1),
@@ -199,7 +203,7 @@ async fn worker_healthcheck_follows_the_workers_heartbeat() {
 
     let mut worker = env.spawn_worker_process("health");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !healthcheck("worker", &vars).status.success() {
+    while !check().status.success() {
         assert!(Instant::now() < deadline, "worker never became healthy");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -209,7 +213,7 @@ async fn worker_healthcheck_follows_the_workers_heartbeat() {
     worker.wait().unwrap();
     let killed = Instant::now();
     let after = loop {
-        let out = healthcheck("worker", &vars);
+        let out = check();
         if !out.status.success() {
             break out;
         }
@@ -257,19 +261,25 @@ fn api_healthcheck_wants_200_from_healthz() {
         "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n",
     ])
     .to_string();
-    let vars = [("FERRY_HEALTH_PORT", port.as_str())];
-    let ok = healthcheck("api", &vars);
+    let api = || {
+        let mut ferry = ferry_without_config();
+        ferry.env("FERRY_HEALTH_PORT", &port);
+        healthcheck(ferry, "api")
+    };
+    let ok = api();
     assert!(ok.status.success(), "{:?}", ok);
-    let unavailable = healthcheck("api", &vars);
+    let unavailable = api();
     assert_eq!(unavailable.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unavailable.stderr).contains("answered 503"));
 
     let closed = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port().to_string();
     drop(closed);
-    let refused = healthcheck("api", &[("FERRY_HEALTH_PORT", port.as_str())]);
+    let mut ferry = ferry_without_config();
+    ferry.env("FERRY_HEALTH_PORT", &port);
+    let refused = healthcheck(ferry, "api");
     assert_eq!(refused.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("nothing listens"));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("nothing answers"));
 }
 
 /// A Redis of the test's own that speaks only TLS, with a certificate for `localhost` signed

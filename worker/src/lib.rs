@@ -17,7 +17,7 @@ use ferry_record::Record;
 use tokio_util::sync::CancellationToken;
 
 pub use dispatch::Dispatcher;
-pub use identity::worker_id;
+pub use identity::{host, worker_id};
 
 /// Choices made on the command line rather than in config.
 #[derive(Debug, Clone, Default)]

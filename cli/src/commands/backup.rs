@@ -16,27 +16,36 @@ use crate::{
 pub enum Command {
     /// Back up every configured database (or those named) as a `backup.run` job.
     Run {
+        /// Only these databases (comma-separated); default backup.databases.
         #[arg(long, value_delimiter = ',')]
         databases: Vec<String>,
+        /// Follow the job until it finishes and exit with its outcome.
         #[arg(long)]
         wait: bool,
     },
     /// Backups in the manifest, newest first.
     List {
+        /// Only backups of this database.
         #[arg(long)]
         database: Option<String>,
     },
     /// Download, check, decrypt and restore a backup into a scratch database, then compare
     /// row counts with the manifest. Exit 1 on any difference.
-    Verify { id: Uuid },
+    Verify {
+        /// The backup's id (`ferry backup list`).
+        id: Uuid,
+    },
     /// Restore a backup into the database at URL (created if missing; must hold no tables).
     Restore {
+        /// The backup's id (`ferry backup list`).
         id: Uuid,
+        /// postgres:// URL of the database to restore into.
         #[arg(long)]
         to: String,
     },
     /// Delete backups outside the retention generations (never the newest verified one).
     Prune {
+        /// Print what would be deleted; delete nothing.
         #[arg(long)]
         dry_run: bool,
     },

@@ -36,13 +36,20 @@ pub enum Command {
         /// Print the plan (objects, bytes, rows to rewrite) and change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Follow the job until it finishes and exit with its outcome.
         #[arg(long)]
         wait: bool,
     },
     /// Put back every URL a migration run rewrote.
-    Rollback { run: Uuid },
+    Rollback {
+        /// The migration's run id (`ferry runs ls`).
+        run: Uuid,
+    },
     /// What a migration run did so far.
-    Status { run: Uuid },
+    Status {
+        /// The migration's run id (`ferry runs ls`).
+        run: Uuid,
+    },
 }
 
 pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {

@@ -16,8 +16,10 @@ use crate::{
 pub enum Command {
     /// List jobs, newest first: live ones from Redis, dead ones from the durable record.
     Ls {
+        /// Only jobs in this state.
         #[arg(long)]
         state: Option<JobState>,
+        /// Only jobs of this kind, e.g. `backup.run`.
         #[arg(long)]
         kind: Option<String>,
         /// Only jobs enqueued (dead: died) within this long, e.g. 1h.
@@ -26,21 +28,29 @@ pub enum Command {
         /// Only jobs whose last error contains this text.
         #[arg(long)]
         error: Option<String>,
+        /// Most jobs listed.
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
     /// Arguments, attempts, errors, checkpoint and progress of one job.
-    Show { id: Uuid },
+    Show {
+        /// The job's id, as `ferry enqueue` and `ferry jobs ls` print it.
+        id: Uuid,
+    },
     /// Re-queue jobs by id, or every dead job matching a filter.
     Retry {
+        /// Jobs to re-queue, by id.
         ids: Vec<Uuid>,
         /// With no ids: re-queue jobs in this state (only `dead`).
         #[arg(long, conflicts_with = "ids")]
         state: Option<JobState>,
+        /// With --state: only dead jobs of this kind.
         #[arg(long, requires = "state")]
         kind: Option<String>,
+        /// With --state: only jobs that died within this long, e.g. 1h.
         #[arg(long, requires = "state", value_parser = humantime::parse_duration)]
         since: Option<Duration>,
+        /// With --state: only jobs whose last error contains this text.
         #[arg(long, requires = "state")]
         error: Option<String>,
         /// Show what would be re-queued; change nothing.
@@ -51,7 +61,10 @@ pub enum Command {
         rate: Option<f64>,
     },
     /// Cancel a waiting job, or ask a running one to stop.
-    Cancel { id: Uuid },
+    Cancel {
+        /// The job's id.
+        id: Uuid,
+    },
 }
 
 pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {

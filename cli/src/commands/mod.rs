@@ -1,6 +1,8 @@
 pub mod backup;
+pub mod config;
 pub mod enqueue;
 pub mod files;
+pub mod healthcheck;
 pub mod jobs;
 pub mod notify;
 pub mod runs;

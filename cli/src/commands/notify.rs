@@ -17,8 +17,10 @@ use crate::{
 pub enum Command {
     /// One notification: an in-app row (--user-id) and/or an email (--to).
     Send {
+        /// Email address to send to.
         #[arg(long)]
         to: Option<String>,
+        /// User id the in-app row is for (needs notify.table).
         #[arg(long)]
         user_id: Option<String>,
         /// A name from [notify.templates].
@@ -30,18 +32,22 @@ pub enum Command {
         /// Idempotency key: at most one email and one in-app row per key.
         #[arg(long)]
         key: Option<String>,
+        /// Follow the job until it finishes and exit with its outcome.
         #[arg(long)]
         wait: bool,
     },
     /// Mail every recipient of an audience from [notify.audiences], resumably, at notify.rate.
     Broadcast {
+        /// A name from [notify.templates].
         #[arg(long)]
         template: String,
+        /// A name from [notify.audiences].
         #[arg(long)]
         audience: String,
         /// Variables for every recipient, a JSON object; each recipient's columns win.
         #[arg(long)]
         data: Option<String>,
+        /// Follow the job until it finishes and exit with its outcome.
         #[arg(long)]
         wait: bool,
     },

@@ -10,13 +10,18 @@ use crate::{
 pub enum Command {
     /// Newest runs first.
     Ls {
+        /// Only runs in this state, e.g. `running`, `succeeded`, `failed`.
         #[arg(long)]
         state: Option<String>,
+        /// Most runs listed.
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
     /// One run: checkpoint, progress, lease.
-    Show { id: uuid::Uuid },
+    Show {
+        /// The run's id (`ferry runs ls`).
+        id: uuid::Uuid,
+    },
 }
 
 pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {

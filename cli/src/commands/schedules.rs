@@ -11,9 +11,15 @@ pub enum Command {
     /// Every configured schedule: next fire, last fire and its job's outcome, missed fires.
     Ls,
     /// Stop enqueueing a schedule's fires (they are not counted as missed).
-    Pause { name: String },
+    Pause {
+        /// The schedule's `name` in [[schedule]].
+        name: String,
+    },
     /// Enqueue a paused schedule's fires again, from its next fire on.
-    Resume { name: String },
+    Resume {
+        /// The schedule's `name` in [[schedule]].
+        name: String,
+    },
 }
 
 pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {

@@ -15,24 +15,35 @@ use crate::{
 pub enum Command {
     /// Plan and run a chunked full sync.
     Full {
+        /// Only these tables (schema.table, comma-separated); default every mirrored table.
         #[arg(long, value_delimiter = ',')]
         tables: Vec<String>,
+        /// Follow the job until it finishes and exit with its outcome.
         #[arg(long)]
         wait: bool,
     },
     /// Sync rows changed since each table's watermark (and sweep deletes where no triggers).
     Incremental {
+        /// Only these tables (schema.table, comma-separated); default every mirrored table.
         #[arg(long, value_delimiter = ',')]
         tables: Vec<String>,
+        /// Follow the job until it finishes and exit with its outcome.
         #[arg(long)]
         wait: bool,
     },
     /// Sync one row now. KEY: the value of a one-column key, or a JSON object {column: value}.
-    Entity { table: String, key: String },
+    Entity {
+        /// The table, schema.table.
+        table: String,
+        /// The row's key: its text for a one-column key, a JSON object for a composite one.
+        key: String,
+    },
     /// Compare source and mirror: counts; with --deep every document. Exit 1 on a difference.
     Verify {
+        /// Only these tables (schema.table, comma-separated); default every mirrored table.
         #[arg(long, value_delimiter = ',')]
         tables: Vec<String>,
+        /// Compare every document, not just counts.
         #[arg(long)]
         deep: bool,
         /// Run as a `sync.verify` job that checkpoints every page (resumable; for large
@@ -42,6 +53,7 @@ pub enum Command {
     },
     /// Install change-capture triggers so writes and deletes reach the mirror within seconds.
     InstallTriggers {
+        /// Only these tables (schema.table, comma-separated); default every mirrored table.
         #[arg(long, value_delimiter = ',')]
         tables: Vec<String>,
     },

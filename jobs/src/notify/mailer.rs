@@ -106,6 +106,15 @@ impl Mailer {
         })
     }
 
+    /// Takes a connection (connect, EHLO, authenticate) or a pooled one that answers NOOP,
+    /// and gives it back: whether the server would take mail now, for `/readyz`.
+    pub async fn ping(&self) -> Result<(), SendError> {
+        self.pool.get().await.map(drop).map_err(|e| match e {
+            PoolError::Backend(e) => e,
+            other => SendError::Deferred(other.to_string()),
+        })
+    }
+
     /// Parses a recipient address.
     pub fn address(to: &str) -> Result<Mailbox, SendError> {
         to.parse::<Mailbox>()
