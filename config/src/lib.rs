@@ -17,6 +17,7 @@ mod duration;
 mod env;
 mod error;
 mod files;
+mod import;
 mod notify;
 mod schedule;
 mod secret;
@@ -32,6 +33,7 @@ pub use backup::{Backup, Retention};
 pub use env::Env;
 pub use error::ConfigError;
 pub use files::Files;
+pub use import::{INDEX, Import, ImportChild, ImportCollection, RefSource, Source};
 pub use notify::{Columns, Notify, SmtpUrl, Template};
 pub use schedule::{CatchUp, Schedule, Scheduler};
 pub use secret::Secret;
@@ -76,6 +78,8 @@ pub struct Config {
     pub files: Files,
     #[serde(default)]
     pub api: Api,
+    #[serde(default)]
+    pub import: Import,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -433,6 +437,7 @@ impl Config {
         schedule::validate(&self.scheduler, &self.schedules)?;
         self.files.validate()?;
         self.api.validate()?;
+        self.import.validate()?;
         for (kind, o) in &self.kinds {
             let key = |field: &str| format!("kinds.{kind}.{field}");
             if o.max_attempts == Some(0) {
