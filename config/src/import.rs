@@ -172,7 +172,10 @@ impl Import {
                 if child.columns.contains_key(&child.parent) {
                     return Err(ConfigError::new(
                         ck("columns"),
-                        format!("{} is the parent column and is filled by ferry", child.parent),
+                        format!(
+                            "{} is the parent column and is filled by ferry",
+                            child.parent
+                        ),
                         "remove it from columns",
                     ));
                 }
@@ -314,6 +317,9 @@ columns = { position = "$index", title = "title" }
         let e = load(&GOOD.replace("name = \"courses\"", "name = \"users\"")).unwrap_err();
         assert!(e.problem.contains("twice"), "{e}");
         let e = load(&GOOD.replace("{ path = \"org\",", "{ pth = \"org\",")).unwrap_err();
-        assert!(e.to_string().contains("org_id") || e.key == "ferry.toml", "{e}");
+        assert!(
+            e.to_string().contains("org_id") || e.key == "ferry.toml",
+            "{e}"
+        );
     }
 }

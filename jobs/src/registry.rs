@@ -6,9 +6,7 @@ use std::{
 use ferry_config::{Config, ConfigError};
 use futures::{FutureExt, future::BoxFuture};
 
-use crate::{
-    JobContext, JobError, Kind, Settings, backup, diag, files, import, notify, sql, sync,
-};
+use crate::{JobContext, JobError, Kind, Settings, backup, diag, files, import, notify, sql, sync};
 
 /// A kind with its arguments erased, so the worker can hold every kind in one map.
 pub trait Entry: Send + Sync {

@@ -1,6 +1,7 @@
 pub mod backup;
 pub mod enqueue;
 pub mod files;
+pub mod import;
 pub mod jobs;
 pub mod notify;
 pub mod runs;

@@ -88,18 +88,20 @@ pub async fn read_table(app: &PgPool, name: &str, key: &str) -> Result<TargetTab
     let columns = rows
         .into_iter()
         .map(
-            |(name, not_null, defaulted, type_name, cast, base, array, elem, labels)| TargetColumn {
-                quoted: quote(&name),
-                name,
-                ty: ColumnType {
-                    scalar: Scalar::from_type_name(if array { &elem } else { &base }),
-                    array,
-                },
-                type_name,
-                cast,
-                not_null,
-                defaulted,
-                labels,
+            |(name, not_null, defaulted, type_name, cast, base, array, elem, labels)| {
+                TargetColumn {
+                    quoted: quote(&name),
+                    name,
+                    ty: ColumnType {
+                        scalar: Scalar::from_type_name(if array { &elem } else { &base }),
+                        array,
+                    },
+                    type_name,
+                    cast,
+                    not_null,
+                    defaulted,
+                    labels,
+                }
             },
         )
         .collect();

@@ -57,10 +57,17 @@ fn scalar(v: &Bson, col: &TargetColumn) -> Result<Option<String>, String> {
     if matches!(v, Bson::Null | Bson::Undefined) {
         return Ok(None);
     }
-    let wrong = || Err(format!("is {}, which {} cannot hold", kind(v), col.type_name));
+    let wrong = || {
+        Err(format!(
+            "is {}, which {} cannot hold",
+            kind(v),
+            col.type_name
+        ))
+    };
     let text = match col.ty.scalar {
-        Scalar::Json => serde_json::to_string(&v.clone().into_relaxed_extjson())
-            .map_err(|e| e.to_string())?,
+        Scalar::Json => {
+            serde_json::to_string(&v.clone().into_relaxed_extjson()).map_err(|e| e.to_string())?
+        }
         Scalar::Text => match v {
             Bson::String(s) | Bson::Symbol(s) => s.clone(),
             Bson::ObjectId(o) => o.to_hex(),
@@ -122,7 +129,9 @@ fn scalar(v: &Bson, col: &TargetColumn) -> Result<Option<String>, String> {
             if col.ty.scalar == Scalar::Float4 {
                 let narrow = f as f32;
                 if f64::from(narrow) != f && !f.is_nan() {
-                    return Err(format!("{f} would be rounded by real; make the column float8"));
+                    return Err(format!(
+                        "{f} would be rounded by real; make the column float8"
+                    ));
                 }
             }
             float_text(f)
@@ -338,15 +347,27 @@ mod tests {
         let money = col(Scalar::Numeric, false, "numeric(10,2)");
         let d = |s: &str| Bson::Decimal128(s.parse().unwrap());
         assert_eq!(to_text(&d("19.90"), &money).unwrap().unwrap(), "19.9");
-        assert!(to_text(&d("19.999"), &money).unwrap_err().contains("rounded"));
-        assert!(to_text(&d("123456789.1"), &money).unwrap_err().contains("too large"));
+        assert!(
+            to_text(&d("19.999"), &money)
+                .unwrap_err()
+                .contains("rounded")
+        );
+        assert!(
+            to_text(&d("123456789.1"), &money)
+                .unwrap_err()
+                .contains("too large")
+        );
         let int4 = col(Scalar::Int4, false, "integer");
         assert_eq!(to_text(&Bson::Double(3.0), &int4).unwrap().unwrap(), "3");
         assert!(to_text(&Bson::Double(3.5), &int4).is_err());
         assert!(to_text(&Bson::Int64(1 << 40), &int4).is_err());
         assert!(to_text(&Bson::String("3".into()), &int4).is_err());
         let mood = col(Scalar::Other, false, "mood");
-        assert!(to_text(&Bson::String("angry".into()), &mood).unwrap_err().contains("happy"));
+        assert!(
+            to_text(&Bson::String("angry".into()), &mood)
+                .unwrap_err()
+                .contains("happy")
+        );
         let tags = col(Scalar::Text, true, "text[]");
         let arr = Bson::Array(vec![Bson::String("a\"b".into()), Bson::Null]);
         assert_eq!(to_text(&arr, &tags).unwrap().unwrap(), "{\"a\\\"b\",NULL}");

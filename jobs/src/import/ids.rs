@@ -55,6 +55,9 @@ mod tests {
         let s = document_uuid("users", &Bson::String("x".into()));
         assert_eq!(s, document_uuid("users", &Bson::String("x".into())));
         assert_ne!(s, document_uuid("orgs", &Bson::String("x".into())));
-        assert_ne!(element_uuid(&ua, "lessons", 0), element_uuid(&ua, "lessons", 1));
+        assert_ne!(
+            element_uuid(&ua, "lessons", 0),
+            element_uuid(&ua, "lessons", 1)
+        );
     }
 }

@@ -137,9 +137,16 @@ pub async fn plan(target: &Target, config: &Import) -> Result<Vec<CollectionPlan
             .await
             .map_err(SyncError::mongo("sample documents"))?;
         let seen = catalog::sample_paths(&sample);
-        let table = catalog::read_table(&target.app, &config.qualified(&c.table), &key("table"))
-            .await?;
-        let rows = table_plan(table, &c.columns, &seen, sample.len(), &key("columns"), None)?;
+        let table =
+            catalog::read_table(&target.app, &config.qualified(&c.table), &key("table")).await?;
+        let rows = table_plan(
+            table,
+            &c.columns,
+            &seen,
+            sample.len(),
+            &key("columns"),
+            None,
+        )?;
         let mut children = Vec::new();
         for (j, child) in c.children.iter().enumerate() {
             let ck = |field: &str| key(&format!("child[{j}].{field}"));
@@ -280,7 +287,11 @@ fn table_plan(
                 Some(f) if f == "_id" => (From::Path(f.clone()), "same name"),
                 Some(f) => (
                     From::Path(f.clone()),
-                    if *f == col.name { "same name" } else { "snake_case" },
+                    if *f == col.name {
+                        "same name"
+                    } else {
+                        "snake_case"
+                    },
                 ),
                 None if col.name == table.key && parent.is_some() => (From::ElementId, "ferry"),
                 None if col.name == table.key => (From::Path("_id".into()), "primary key"),

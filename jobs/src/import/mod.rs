@@ -14,6 +14,7 @@ mod chunk;
 pub mod convert;
 pub mod ids;
 pub mod mapping;
+pub mod propose;
 pub mod read;
 pub mod rejects;
 pub mod rows;

@@ -57,7 +57,10 @@ pub async fn open(
 }
 
 /// Up to `n` documents from the cursor; fewer only at its end.
-pub async fn next_batch(cursor: &mut Cursor<Document>, n: usize) -> Result<Vec<Document>, SyncError> {
+pub async fn next_batch(
+    cursor: &mut Cursor<Document>,
+    n: usize,
+) -> Result<Vec<Document>, SyncError> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         match cursor.next().await {

@@ -81,14 +81,12 @@ pub async fn reason(
     collection: &str,
     source_id: &str,
 ) -> Result<Option<String>, SyncError> {
-    sqlx::query_scalar(
-        "SELECT reason FROM import_rejects WHERE collection = $1 AND source_id = $2",
-    )
-    .bind(collection)
-    .bind(source_id)
-    .fetch_optional(record)
-    .await
-    .map_err(SyncError::db("read rejects"))
+    sqlx::query_scalar("SELECT reason FROM import_rejects WHERE collection = $1 AND source_id = $2")
+        .bind(collection)
+        .bind(source_id)
+        .fetch_optional(record)
+        .await
+        .map_err(SyncError::db("read rejects"))
 }
 
 /// Rejects, optionally of one collection, oldest document id first.

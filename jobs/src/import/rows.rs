@@ -71,9 +71,8 @@ fn convert_doc(plan: &CollectionPlan, doc: &Document) -> Result<DocRows, String>
     let mut refs = Vec::new();
     let row = table_row(&plan.name, &plan.rows, doc, None, &mut refs)?;
     let parent_key = row[plan.rows.key].clone().unwrap_or_default();
-    let parent_uuid = uuid::Uuid::parse_str(&parent_key).unwrap_or_else(|_| {
-        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, parent_key.as_bytes())
-    });
+    let parent_uuid = uuid::Uuid::parse_str(&parent_key)
+        .unwrap_or_else(|_| uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, parent_key.as_bytes()));
     let mut children = Vec::new();
     for child in &plan.children {
         let items = match get_path(doc, &child.path) {
@@ -173,8 +172,9 @@ fn value(
                 None => ids::element_uuid(e.parent_uuid, e.path, e.index).to_string(),
             }))
         }
-        From::Path(p) if p == "_id" && element.is_none() && uuid_col => Ok(get_path(doc, p)
-            .map(|id| ids::document_uuid(collection, id).to_string())),
+        From::Path(p) if p == "_id" && element.is_none() && uuid_col => {
+            Ok(get_path(doc, p).map(|id| ids::document_uuid(collection, id).to_string()))
+        }
         From::Path(p) => match get_path(doc, p) {
             None => Ok(None),
             Some(v) => convert::to_text(v, col).map_err(|e| fail(p, e)),

@@ -5,12 +5,7 @@ use ferry_record::{Progress, RunState};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{
-    ChunkArgs, QUEUE,
-    chunk::ChunkCheckpoint,
-    read,
-    write::Tally,
-};
+use super::{ChunkArgs, QUEUE, chunk::ChunkCheckpoint, read, write::Tally};
 use crate::{JobContext, JobError, Kind, Settings, sync::SyncError};
 
 /// Imports the configured collections in foreign-key order, each fanned out as chunks.

@@ -80,11 +80,17 @@ async fn compare_all(
             match &c.rows {
                 Err(_) => suspects.push(&c.source_id),
                 Ok(rows) => {
-                    owner.insert(rows.row[plan.rows.key].clone().unwrap_or_default(), &c.source_id);
+                    owner.insert(
+                        rows.row[plan.rows.key].clone().unwrap_or_default(),
+                        &c.source_id,
+                    );
                     parents.push(&rows.row);
                     for (i, child) in plan.children.iter().enumerate() {
                         for r in &rows.children[i] {
-                            owner.insert(r[child.rows.key].clone().unwrap_or_default(), &c.source_id);
+                            owner.insert(
+                                r[child.rows.key].clone().unwrap_or_default(),
+                                &c.source_id,
+                            );
                             children[i].push(r);
                         }
                     }

@@ -66,7 +66,10 @@ fn refused(e: &sqlx::Error) -> Option<String> {
         .and_then(|p| p.detail())
         .map(|d| format!(" ({d})"))
         .unwrap_or_default();
-    Some(format!("PostgreSQL refused the row: {}{detail}", db.message()))
+    Some(format!(
+        "PostgreSQL refused the row: {}{detail}",
+        db.message()
+    ))
 }
 
 impl Writer<'_> {
@@ -82,6 +85,23 @@ impl Writer<'_> {
             .begin()
             .await
             .map_err(SyncError::db("begin"))?;
+        if self.dry_run {
+            // Rows of parents a dry run did not keep would fail foreign keys: replica mode
+            // skips those triggers (and only a superuser may set it; otherwise the dry run
+            // reports such rows as rejects).
+            let replica = sqlx::query("SET LOCAL session_replication_role = replica")
+                .execute(&mut *tx)
+                .await;
+            if replica.is_err() {
+                tx.rollback().await.map_err(SyncError::db("roll back"))?;
+                tx = self
+                    .target
+                    .app
+                    .begin()
+                    .await
+                    .map_err(SyncError::db("begin"))?;
+            }
+        }
         let ok: Vec<&DocRows> = batch.iter().filter_map(|c| c.rows.as_ref().ok()).collect();
         let mut savepoint_needed = false;
         sqlx::query("SAVEPOINT batch")
@@ -167,7 +187,8 @@ impl Writer<'_> {
                 .iter()
                 .map(|r| r[self.plan.rows.key].clone())
                 .collect();
-            let keys: Vec<Option<String>> = rows.iter().map(|r| r[child.rows.key].clone()).collect();
+            let keys: Vec<Option<String>> =
+                rows.iter().map(|r| r[child.rows.key].clone()).collect();
             let t = &child.rows.table;
             let pcol = &child.rows.columns[child.parent].column;
             let kcol = &child.rows.columns[child.rows.key].column;
@@ -192,7 +213,10 @@ impl Writer<'_> {
             if let Ok(rows) = &c.rows {
                 for r in &rows.refs {
                     if r.collection != self.plan.name {
-                        wanted.entry(&r.collection).or_default().insert(r.key.clone());
+                        wanted
+                            .entry(&r.collection)
+                            .or_default()
+                            .insert(r.key.clone());
                     }
                 }
             }
@@ -266,7 +290,9 @@ fn count(tally: &mut Tally, written: &[bool], docs: usize) {
 
 /// `unnest($1::text[], ...) AS s(c0, ...)` and the casts that turn its text into the columns.
 pub fn unnest_source(t: &TablePlan) -> (String, Vec<String>) {
-    let params: Vec<String> = (1..=t.columns.len()).map(|i| format!("${i}::text[]")).collect();
+    let params: Vec<String> = (1..=t.columns.len())
+        .map(|i| format!("${i}::text[]"))
+        .collect();
     let names: Vec<String> = (0..t.columns.len()).map(|i| format!("c{i}")).collect();
     let casts = t
         .columns
@@ -308,7 +334,10 @@ async fn upsert_rows(
     let action = if others.is_empty() {
         "NOTHING".to_owned()
     } else {
-        let set: Vec<String> = others.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+        let set: Vec<String> = others
+            .iter()
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .collect();
         let old: Vec<String> = others.iter().map(|c| format!("t.{c}")).collect();
         let new: Vec<String> = others.iter().map(|c| format!("EXCLUDED.{c}")).collect();
         format!(
