@@ -494,3 +494,60 @@ async fn a_worker_killed_mid_import_is_resumed_by_another() {
     ok(&env.ferry(&["import", "verify"]));
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_starts_an_import_for_admins_only_and_reports_counts() {
+    use ferry_tests::api::{ADMIN_TOKEN, API_CONFIG, ApiServer, ENQUEUE_TOKEN};
+    let env = TestEnv::new(&format!("{API_CONFIG}{CONFIG}")).await;
+    load_fixture(&env, 30).await;
+    let api = ApiServer::start(env.config.clone()).await;
+    let http = reqwest::Client::new();
+    let post = |token: &'static str| {
+        http.post(api.at("/v1/import/run"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({}))
+            .send()
+    };
+    assert_eq!(post(ENQUEUE_TOKEN).await.unwrap().status(), 403);
+    let r = http
+        .post(api.at("/v1/import/run"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"collections": ["nosuch"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "{}", r.text().await.unwrap());
+    let worker = env.start_worker();
+    let r = post(ADMIN_TOKEN).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let id: uuid::Uuid = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let job = env
+        .wait_for(id, Duration::from_secs(120), |j| j.state.is_final())
+        .await;
+    assert_eq!(job.state, ferry_queue::JobState::Succeeded, "{job:?}");
+    let status: Vec<serde_json::Value> = http
+        .get(api.at("/v1/import/status"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status.len(), 4, "{status:?}");
+    for s in &status {
+        assert_eq!(
+            s["imported"].as_i64().unwrap() + s["rejected"].as_i64().unwrap(),
+            s["source"].as_i64().unwrap(),
+            "{s}"
+        );
+    }
+    assert!(status.iter().any(|s| s["rejected"].as_i64() > Some(0)));
+    worker.stop().await;
+    api.stop().await;
+    env.cleanup().await;
+}
