@@ -57,9 +57,7 @@ pub async fn status(
     Ok(Json(collection_status(&state).await?))
 }
 
-pub(crate) async fn collection_status(
-    state: &AppState,
-) -> Result<Vec<CollectionStatus>, ApiError> {
+pub(crate) async fn collection_status(state: &AppState) -> Result<Vec<CollectionStatus>, ApiError> {
     let target = state.sync_target().await?;
     let plans = import::recent_plan(target, state.config()).await?;
     let all: Vec<_> = plans.iter().collect();

@@ -63,7 +63,12 @@ fn routes() -> Vec<(Method, String, Option<Value>, Needs)> {
             Enqueue,
         ),
         (Method::GET, "/v1/sync/status".into(), None, Admin),
-        (Method::POST, "/v1/import/run".into(), Some(json!({})), Admin),
+        (
+            Method::POST,
+            "/v1/import/run".into(),
+            Some(json!({})),
+            Admin,
+        ),
         (Method::GET, "/v1/import/status".into(), None, Admin),
         (Method::GET, "/metrics".into(), None, Nothing),
         (Method::GET, "/healthz".into(), None, Nothing),
