@@ -13,6 +13,7 @@ mod auth;
 mod dashboard;
 mod error;
 mod health;
+mod import;
 mod jobs;
 mod metrics;
 mod openapi;
@@ -55,6 +56,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sync/full", post(sync::full))
         .route("/v1/sync/entity", post(sync::entity))
         .route("/v1/sync/status", get(sync::status))
+        .route("/v1/import/run", post(import::run))
+        .route("/v1/import/status", get(import::status))
         .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

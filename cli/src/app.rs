@@ -54,6 +54,9 @@ pub enum Command {
     /// Mirror PostgreSQL tables into MongoDB.
     #[command(subcommand)]
     Sync(commands::sync::Command),
+    /// Import MongoDB collections into PostgreSQL tables (the move away from MongoDB).
+    #[command(subcommand)]
+    Import(commands::import::Command),
     /// Back up PostgreSQL to an object store, verify, restore and prune.
     #[command(subcommand)]
     Backup(commands::backup::Command),
@@ -142,6 +145,7 @@ pub async fn run(cli: Cli) -> Result<Code> {
         Command::Runs(command) => commands::runs::run(&ctx, command).await,
         Command::Stats => commands::stats::run(&ctx).await,
         Command::Sync(command) => commands::sync::run(&ctx, command).await,
+        Command::Import(command) => commands::import::run(&ctx, command).await,
         Command::Backup(command) => commands::backup::run(&ctx, command).await,
         Command::Files(command) => commands::files::run(&ctx, command).await,
         Command::Notify(command) => commands::notify::run(&ctx, command).await,

@@ -19,6 +19,7 @@ mod env;
 mod env_rule;
 mod error;
 mod files;
+mod import;
 mod notify;
 mod schedule;
 mod secret;
@@ -37,6 +38,7 @@ pub use effective::Setting;
 pub use env::Env;
 pub use error::ConfigError;
 pub use files::Files;
+pub use import::{INDEX, Import, ImportChild, ImportCollection, RefSource, Source};
 pub use notify::{Columns, Notify, SmtpUrl, Template};
 pub use schedule::{CatchUp, Schedule, Scheduler};
 pub use secret::Secret;
@@ -81,6 +83,8 @@ pub struct Config {
     pub files: Files,
     #[serde(default)]
     pub api: Api,
+    #[serde(default)]
+    pub import: Import,
     /// Which keys the file and the environment set, for `ferry config check`.
     #[serde(skip)]
     provenance: effective::Provenance,
@@ -443,6 +447,7 @@ impl Config {
         schedule::validate(&self.scheduler, &self.schedules)?;
         self.files.validate()?;
         self.api.validate()?;
+        self.import.validate()?;
         for (kind, o) in &self.kinds {
             let key = |field: &str| format!("kinds.{kind}.{field}");
             if o.max_attempts == Some(0) {

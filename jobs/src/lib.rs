@@ -32,6 +32,7 @@ pub mod diag;
 pub mod enqueue;
 mod error;
 pub mod files;
+pub mod import;
 mod kind;
 pub mod manage;
 pub mod notify;

@@ -3,6 +3,7 @@ pub mod config;
 pub mod enqueue;
 pub mod files;
 pub mod healthcheck;
+pub mod import;
 pub mod jobs;
 pub mod notify;
 pub mod runs;
