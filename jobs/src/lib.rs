@@ -37,6 +37,7 @@ pub mod manage;
 pub mod notify;
 pub mod put_stream;
 mod registry;
+pub mod row_security;
 pub mod sql;
 pub mod store;
 pub mod sync;
