@@ -16,6 +16,12 @@ pub trait Kind: Send + Sync + 'static {
     /// This kind's defaults; `[kinds.NAME]` in config overrides them.
     fn defaults() -> Settings;
 
+    /// Checks arguments against config when a job is enqueued, contacting nothing; the
+    /// message says what is wrong and what to do.
+    fn check(_args: &Self::Args, _config: &ferry_config::Config) -> Result<(), String> {
+        Ok(())
+    }
+
     fn run(
         &self,
         args: Self::Args,

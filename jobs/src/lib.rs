@@ -39,6 +39,7 @@ pub mod notify;
 pub mod put_stream;
 pub mod readiness;
 mod registry;
+pub mod row_security;
 pub mod sql;
 pub mod store;
 pub mod sync;

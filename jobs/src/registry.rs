@@ -20,6 +20,7 @@ pub trait Entry: Send + Sync {
 struct Typed<K: Kind> {
     kind: Arc<K>,
     settings: Settings,
+    config: Arc<Config>,
 }
 
 impl<K: Kind> Entry for Typed<K> {
@@ -32,9 +33,9 @@ impl<K: Kind> Entry for Typed<K> {
     }
 
     fn validate(&self, args: &str) -> Result<(), String> {
-        serde_json::from_str::<K::Args>(args)
-            .map(drop)
-            .map_err(|e| format!("arguments for {} do not fit: {e}", K::NAME))
+        let args = serde_json::from_str::<K::Args>(args)
+            .map_err(|e| format!("arguments for {} do not fit: {e}", K::NAME))?;
+        K::check(&args, &self.config)
     }
 
     fn run(&self, args: &str, ctx: JobContext) -> BoxFuture<'static, Result<(), JobError>> {
@@ -53,6 +54,8 @@ impl<K: Kind> Entry for Typed<K> {
 /// Every kind this build of ferry knows, with settings from config applied.
 pub struct Registry {
     kinds: BTreeMap<&'static str, Arc<dyn Entry>>,
+    /// What kinds check arguments against when a job is enqueued.
+    config: Arc<Config>,
 }
 
 /// A kind name nobody registered.
@@ -68,6 +71,7 @@ impl Registry {
     pub fn new(config: &Config) -> Result<Self, ConfigError> {
         let mut registry = Self {
             kinds: BTreeMap::new(),
+            config: Arc::new(config.clone()),
         };
         registry.register(diag::Noop);
         registry.register(diag::Sleep);
@@ -107,6 +111,7 @@ impl Registry {
         let entry = Arc::new(Typed {
             kind: Arc::new(kind),
             settings: K::defaults(),
+            config: self.config.clone(),
         });
         assert!(
             self.kinds.insert(K::NAME, entry).is_none(),

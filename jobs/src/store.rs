@@ -399,6 +399,23 @@ impl Store {
         Ok(())
     }
 
+    /// Removes all an attempt that died left of `key`: its unfinished upload (S3, when the
+    /// id is known), its partial file (local directories), and the object if it completed.
+    pub async fn discard(&self, key: &str, upload_id: Option<&str>) -> Result<(), StoreError> {
+        if let Some(id) = upload_id
+            && let Err(e) = self.abort_upload(key, id).await
+            // A completed upload has no id left to abort: S3 answers NoSuchUpload, some
+            // servers 403. Then the object is there, and deleting it below is what is left.
+            && self.head(key).await?.is_none()
+        {
+            return Err(e);
+        }
+        if let Backend::File { .. } = &self.backend {
+            self.delete(&format!("{key}.partial")).await?;
+        }
+        self.delete(key).await
+    }
+
     /// The object's bytes as a stream.
     pub async fn get(
         &self,

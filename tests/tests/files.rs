@@ -7,7 +7,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use ferry_queue::JobState;
+use ferry_queue::{JobState, NewJob};
 use ferry_tests::{
     TestEnv, moto,
     s3::{ACCESS_KEY, S3Server, SECRET_KEY},
@@ -967,5 +967,130 @@ async fn transfers_longer_than_the_request_timeout_finish() {
         assert!(copied == data[..], "{key} differs");
     }
     worker.stop().await;
+    env.cleanup().await;
+}
+
+/// Objects under `dir` of the s3s-fs server, as paths relative to it.
+fn objects_under(dir: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                todo.push(e.path());
+            } else {
+                found.push(e.path().strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_source_and_destination_are_refused_before_any_copy() {
+    let s3 = S3Server::start("media");
+    std::fs::create_dir_all(s3.dir.join("mirror")).unwrap();
+    for name in ["a.bin", "b/c.bin"] {
+        let path = s3.dir.join("media/site").join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, name).unwrap();
+    }
+    let store = |name: &str, url: &str, public: &str| {
+        format!(
+            "[stores.{name}]\nurl = \"{url}\"\nendpoint = \"{}\"\naccess_key_id = \"{ACCESS_KEY}\"\n\
+             secret_access_key = \"{SECRET_KEY}\"\npublic_url = \"{public}\"\n",
+            s3.endpoint()
+        )
+    };
+    let env = TestEnv::new(
+        &[
+            store("site", "s3://media/site", "https://cdn.example.com/site"),
+            // Inside `site` in the same bucket.
+            store("inner", "s3://media/site/moved", "https://new.example.com"),
+            // Another bucket, but served under `site`'s public URL.
+            store(
+                "mirror",
+                "s3://mirror",
+                "https://CDN.example.com/site/mirror/",
+            ),
+        ]
+        .concat(),
+    )
+    .await;
+    let originals = objects_under(&s3.dir.join("media"));
+    assert_eq!(originals.len(), 2, "{originals:?}");
+
+    // The CLI refuses before enqueueing; the message names both and what to do.
+    for (from, to, says) in [
+        (
+            "site",
+            "inner",
+            "the destination \"site/moved\" lies inside the source \"site\"",
+        ),
+        (
+            "inner",
+            "site",
+            "the source \"site/moved\" lies inside the destination \"site\"",
+        ),
+        ("site:b", "site:b", "both are \"site/b\""),
+        ("mirror", "site", "public URLs nest"),
+    ] {
+        let out = env.ferry(&["files", "migrate", "--from", from, "--to", to]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{from} -> {to}: {err}");
+        assert!(err.contains(says), "{from} -> {to}: {err}");
+        assert!(
+            err.contains(&format!("{from:?}")) && err.contains(&format!("{to:?}")),
+            "{err}"
+        );
+        assert!(
+            err.contains("Choose a destination outside the source"),
+            "{err}"
+        );
+    }
+    // So does any enqueue of the kind (the API's path: the registry checks the arguments).
+    let out = env.ferry(&[
+        "enqueue",
+        "files.migrate",
+        "--args",
+        r#"{"from": "site", "to": "mirror"}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("public URLs nest"),
+        "{}",
+        stderr(&out)
+    );
+    // Prefixes that only share letters are apart.
+    assert!(
+        env.registry
+            .get("files.migrate")
+            .unwrap()
+            .validate(r#"{"from": "site:b", "to": "site:bb"}"#)
+            .is_ok()
+    );
+    assert_eq!(env.count("files.migrate", "waiting").await, 0);
+
+    // Jobs enqueued under an earlier config reach the worker: refused when they start.
+    let worker = env.start_worker();
+    for to in ["inner", "mirror"] {
+        let args = format!(r#"{{"from": "site", "to": "{to}"}}"#);
+        let job = NewJob::new("files.migrate", &args, 5);
+        let id = env.queue.enqueue("files", &[job]).await.unwrap()[0].0;
+        let job = env
+            .wait_for(id, Duration::from_secs(60), |j| j.state.is_final())
+            .await;
+        assert_eq!((job.state, job.attempts), (JobState::Dead, 1), "{job:?}");
+        let error = job.last_error.unwrap_or_default();
+        assert!(error.contains("overlap"), "{error}");
+    }
+    worker.stop().await;
+    assert!(objects_under(&s3.dir.join("mirror")).is_empty());
+    assert_eq!(objects_under(&s3.dir.join("media")), originals);
+    assert!(copied_rows(&env).await.is_empty());
     env.cleanup().await;
 }

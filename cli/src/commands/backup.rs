@@ -39,9 +39,17 @@ pub enum Command {
     Restore {
         /// The backup's id (`ferry backup list`).
         id: Uuid,
+<<<<<<< HEAD
         /// postgres:// URL of the database to restore into.
+=======
+        /// postgres://USER@HOST/DB, without a password: a command line is visible to every
+        /// user of the host.
+>>>>>>> trustdata
         #[arg(long)]
         to: String,
+        /// The environment variable holding the password for --to (default PGPASSWORD).
+        #[arg(long, value_name = "NAME")]
+        to_password_env: Option<String>,
     },
     /// Delete backups outside the retention generations (never the newest verified one).
     Prune {
@@ -135,11 +143,16 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
             }
             Ok(if report.ok { Code::Ok } else { Code::Failed })
         }
-        Command::Restore { id, to } => {
+        Command::Restore {
+            id,
+            to,
+            to_password_env,
+        } => {
+            let target = restore_target(&to, to_password_env.as_deref())?;
             let record = ctx.record().await?;
             let m = manifest::get(record.pool(), id).await?;
             let store = backup::store_of(&ctx.config, &m)?;
-            let counts = backup::restore::restore(&ctx.config, &store, &m, &to).await?;
+            let counts = backup::restore::restore(&ctx.config, &store, &m, target).await?;
             let differ: Vec<&String> = m
                 .row_counts
                 .iter()
@@ -190,5 +203,29 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
             }
             Ok(Code::Ok)
         }
+    }
+}
+
+/// The database `--to` names, with its password from the environment: a password in the URL
+/// itself is refused, since every user of the host can read a command line.
+fn restore_target(to: &str, password_env: Option<&str>) -> Result<backup::Database> {
+    let target = backup::Database::parse(to).map_err(|e| Exit::usage(format!("--to: {e}")))?;
+    if target.has_password() {
+        return Err(Exit::usage(format!(
+            "--to {} carries a password, which any user of this host can read in the process \
+             list; remove it from the URL and put it in an environment variable: PGPASSWORD, or \
+             one you name with --to-password-env NAME",
+            target.url
+        )));
+    }
+    let var = password_env.unwrap_or("PGPASSWORD");
+    match std::env::var(var) {
+        Ok(password) => Ok(target.with_password(ferry_config::Secret::new(password))),
+        Err(_) if password_env.is_some() => Err(Exit::usage(format!(
+            "--to-password-env {var}: the variable is not set; export it with the password of \
+             {}",
+            target.url
+        ))),
+        Err(_) => Ok(target),
     }
 }

@@ -76,8 +76,9 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
     let catalog = target.catalog(&ctx.config).await?;
     match command {
         Command::Full { tables, wait } => {
-            catalog.select(&tables)?;
+            let selected = catalog.select(&tables)?;
             warn_unmirrored(&catalog);
+            warn_row_security(&target, &selected).await?;
             enqueue::submit(
                 ctx,
                 sync::Full::NAME,
@@ -231,6 +232,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
                 println!("{t}");
                 warn_unmirrored(&catalog);
             }
+            warn_row_security(&target, &catalog.tables).await?;
             Ok(Code::Ok)
         }
     }
@@ -251,4 +253,16 @@ fn warn_unmirrored(catalog: &sync::Catalog) {
     for u in &catalog.unmirrored {
         eprintln!("not mirrored: {u}");
     }
+}
+
+/// A mirror of a table row-level security filters for ferry's role is partial, silently.
+async fn warn_row_security(target: &Target, tables: &[sync::Table]) -> Result<()> {
+    let names: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
+    let hidden = ferry_jobs::row_security::hidden(&target.app, &names)
+        .await
+        .map_err(|e| Exit::failed(format!("cannot check row-level security: {e}")))?;
+    if let Some(hidden) = hidden {
+        eprintln!("WARNING: {hidden}");
+    }
+    Ok(())
 }

@@ -44,9 +44,10 @@ fn db(what: &'static str) -> impl Fn(sqlx::Error) -> JobError {
     move |e| JobError::db(format!("cannot {what} in the backup manifest: {e}"), &e)
 }
 
-/// Records a finished backup. A retry of a job whose insert landed finds its row and keeps it.
-pub async fn insert(pool: &PgPool, m: &Manifest) -> Result<(), JobError> {
-    sqlx::query(
+/// Records a finished backup; false when the job already has a row for the database (another
+/// attempt's, which is kept).
+pub async fn insert(pool: &PgPool, m: &Manifest) -> Result<bool, JobError> {
+    let done = sqlx::query(
         "INSERT INTO backups (id, job_id, database, store, object_key, bytes, sha256, compression,
              encrypted_to, server_version, pg_dump_version, started_at, created_at, duration_ms,
              row_counts)
@@ -71,7 +72,33 @@ pub async fn insert(pool: &PgPool, m: &Manifest) -> Result<(), JobError> {
     .execute(pool)
     .await
     .map_err(db("record a backup"))?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
+}
+
+/// The backup `job_id` recorded of `database`, if it got that far.
+pub async fn of_job(
+    pool: &PgPool,
+    job_id: Uuid,
+    database: &str,
+) -> Result<Option<Manifest>, JobError> {
+    sqlx::query_as("SELECT * FROM backups WHERE job_id = $1 AND database = $2")
+        .bind(job_id)
+        .bind(database)
+        .fetch_optional(pool)
+        .await
+        .map_err(db("read a backup"))
+}
+
+/// Whether `job_id` recorded the object at `key`.
+pub(super) async fn records(pool: &PgPool, job_id: Uuid, key: &str) -> Result<bool, JobError> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM backups WHERE job_id = $1 AND object_key = $2)",
+    )
+    .bind(job_id)
+    .bind(key)
+    .fetch_one(pool)
+    .await
+    .map_err(db("read a backup"))
 }
 
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Manifest, JobError> {

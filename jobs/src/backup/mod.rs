@@ -60,7 +60,8 @@ pub struct RunArgs {
 struct RunCheckpoint {
     /// Databases whose backup is in the manifest.
     done: Vec<String>,
-    /// An upload that was started and may need aborting if the attempt died.
+    /// An object being written and not yet in the manifest: a retry removes what is left of
+    /// it, so the store holds no backup the manifest does not know.
     open_upload: Option<OpenUpload>,
     bytes: i64,
 }
@@ -68,7 +69,9 @@ struct RunCheckpoint {
 #[derive(Debug, Serialize, Deserialize)]
 struct OpenUpload {
     key: String,
-    id: String,
+    /// The S3 multipart upload, once started.
+    #[serde(default)]
+    id: Option<String>,
 }
 
 impl Kind for Run {
@@ -101,12 +104,23 @@ impl Kind for Run {
             bytes_done: cp.bytes + current,
             bytes_total: None,
         };
+        let pool = ctx.deps.record.pool();
         if let Some(open) = cp.open_upload.take() {
-            store.abort_upload(&open.key, &open.id).await?;
+            if !manifest::records(pool, ctx.id, &open.key).await? {
+                store.discard(&open.key, open.id.as_deref()).await?;
+                tracing::info!(key = %open.key, "removed what an earlier attempt left unrecorded");
+            }
             lease.save(&cp, progress(&cp, 0)).await?;
         }
         for db in &databases {
             if cp.done.contains(&db.name) {
+                continue;
+            }
+            // An earlier attempt recorded it, then died before its checkpoint said so.
+            if let Some(m) = manifest::of_job(pool, ctx.id, &db.name).await? {
+                cp.bytes += m.bytes;
+                cp.done.push(db.name.clone());
+                lease.save(&cp, progress(&cp, 0)).await?;
                 continue;
             }
             if let Some(stop) = ctx.should_stop() {
@@ -115,11 +129,16 @@ impl Kind for Run {
             let started = Utc::now();
             let clock = std::time::Instant::now();
             let key = object_key(&db.name, started, recipient.is_some());
+            cp.open_upload = Some(OpenUpload {
+                key: key.clone(),
+                id: None,
+            });
+            lease.save(&cp, progress(&cp, 0)).await?;
             let mut upload = store.begin_upload(&key).await?;
             if let Some(id) = upload.id() {
                 cp.open_upload = Some(OpenUpload {
                     key: key.clone(),
-                    id: id.to_owned(),
+                    id: Some(id.to_owned()),
                 });
                 lease.save(&cp, progress(&cp, 0)).await?;
             }
@@ -149,14 +168,14 @@ impl Kind for Run {
             };
             upload.complete().await?;
             let elapsed = clock.elapsed();
-            manifest::insert(
-                ctx.deps.record.pool(),
+            let recorded = manifest::insert(
+                pool,
                 &Manifest {
                     id: Uuid::now_v7(),
                     job_id: ctx.id,
                     database: db.name.clone(),
                     store: config.backup.target.clone(),
-                    object_key: key,
+                    object_key: key.clone(),
                     bytes: written.bytes as i64,
                     sha256: written.sha256,
                     compression: format!("zstd-{}", config.backup.level),
@@ -173,6 +192,10 @@ impl Kind for Run {
                 },
             )
             .await?;
+            if !recorded {
+                // An attempt running beside this one recorded its own object first.
+                store.discard(&key, None).await?;
+            }
             tracing::info!(
                 database = %db.name,
                 bytes = written.bytes,
@@ -243,6 +266,24 @@ async fn snapshot_dump(
         .connect()
         .await
         .map_err(|e| postgres::connect_error(db, e))?;
+    // pg_dump would stop at the first such table, and the manifest's counts would cover only
+    // the rows the policies show: refuse before dumping, naming them all.
+    let tables: Vec<String> = postgres::tables(&mut conn)
+        .await
+        .retryable()?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    if let Some(hidden) = crate::row_security::hidden(&mut conn, &tables)
+        .await
+        .retryable()?
+    {
+        tracing::error!(database = %db.name, "{hidden}");
+        return Err(JobError::Permanent(format!(
+            "cannot back up {:?}: {hidden}",
+            db.name
+        )));
+    }
     let (server_version, major) = postgres::server_version(&mut conn).await.retryable()?;
     let pg_dump_version = Tools::check(&tools.pg_dump, major).await?;
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")

@@ -29,10 +29,22 @@ impl Database {
                 url.scheme()
             )));
         }
-        let password = url
+        let mut password = url
             .password()
             .map(|p| Secret::new(percent_encoding::percent_decode_str(p).decode_utf8_lossy()));
         let _ = url.set_password(None);
+        // libpq also takes `?password=`; it must not reach a command line either.
+        if url.query_pairs().any(|(k, _)| k == "password") {
+            let (secret, rest): (Vec<_>, Vec<_>) = url
+                .query_pairs()
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .partition(|(k, _)| k == "password");
+            password = password.or_else(|| secret.into_iter().next().map(|(_, v)| Secret::new(v)));
+            url.set_query(None);
+            if !rest.is_empty() {
+                url.query_pairs_mut().extend_pairs(rest);
+            }
+        }
         let name = url.path().trim_start_matches('/').to_owned();
         if name.is_empty() {
             return Err(JobError::Permanent(format!(
@@ -44,6 +56,17 @@ impl Database {
             url,
             password,
         })
+    }
+
+    /// Whether the URL it was parsed from carried a password.
+    pub fn has_password(&self) -> bool {
+        self.password.is_some()
+    }
+
+    /// The same database, connecting with `password`.
+    pub fn with_password(mut self, password: Secret) -> Self {
+        self.password = Some(password);
+        self
     }
 
     /// The configured databases to back up: names on the server of `DATABASE_URL`, or that
@@ -200,4 +223,28 @@ pub async fn row_counts(conn: &mut PgConnection) -> Result<BTreeMap<String, i64>
         counts.insert(name, n);
     }
     Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_leave_the_url_wherever_they_are() {
+        for text in [
+            "postgres://u:s%40cret@h:5432/db?sslmode=disable",
+            "postgres://u@h:5432/db?password=s%40cret&sslmode=disable",
+            "postgres://u@h:5432/db?sslmode=disable&password=s@cret",
+        ] {
+            let db = Database::parse(text).unwrap();
+            assert_eq!(db.url.as_str(), "postgres://u@h:5432/db?sslmode=disable");
+            assert_eq!(db.password.as_ref().map(Secret::expose), Some("s@cret"));
+        }
+        let db = Database::parse("postgres://u@h/db?password=x").unwrap();
+        assert_eq!(
+            (db.url.as_str(), db.name.as_str()),
+            ("postgres://u@h/db", "db")
+        );
+        assert!(!Database::parse("postgres://u@h/db").unwrap().has_password());
+    }
 }

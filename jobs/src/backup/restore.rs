@@ -285,15 +285,14 @@ async fn restore_and_count(
         .map_err(|e| JobError::Retryable(format!("counting restored rows: {e}")))
 }
 
-/// Restores into the database at `url`, creating it when it does not exist. Refuses a
+/// Restores into `target`, creating the database when it does not exist. Refuses a
 /// database that already holds tables, so a restore never mixes with other data.
 pub async fn restore(
     config: &Config,
     store: &Store,
     m: &Manifest,
-    url: &str,
+    target: Database,
 ) -> Result<BTreeMap<String, i64>, JobError> {
-    let target = Database::parse(url)?;
     let mut conn = match target.connect().await {
         Ok(conn) => conn,
         Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("3D000") => {

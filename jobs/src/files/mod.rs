@@ -9,6 +9,7 @@
 pub mod copy;
 pub mod ledger;
 mod listing;
+pub mod overlap;
 pub mod plan;
 pub mod reach;
 pub mod rewrite;
@@ -123,6 +124,10 @@ impl Kind for Migrate {
             concurrency: Some(2),
             ..Settings::default()
         }
+    }
+
+    fn check(args: &MigrateArgs, config: &ferry_config::Config) -> Result<(), String> {
+        overlap::check(config, args)
     }
 
     async fn run(&self, args: MigrateArgs, ctx: JobContext) -> Result<(), JobError> {

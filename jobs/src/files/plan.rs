@@ -32,14 +32,10 @@ pub struct Dry {
 
 impl Plan {
     pub fn open(config: &Config, args: &MigrateArgs) -> Result<Self, JobError> {
+        // Before any store is opened: the job may have been enqueued under other [stores].
+        super::overlap::check(config, args).map_err(JobError::Permanent)?;
         let from = Side::open(config, &args.from, "from")?;
         let to = Side::open(config, &args.to, "to")?;
-        if from.identity() == to.identity() {
-            return Err(JobError::Permanent(format!(
-                "--from {} and --to {} are the same place",
-                args.from, args.to
-            )));
-        }
         let files = &config.files;
         let transfers = args.transfers.unwrap_or(files.transfers);
         if transfers == 0 {

@@ -76,6 +76,14 @@ pub async fn resume(
     state: &mut VerifyState,
     job: Option<(&JobContext, &Lease)>,
 ) -> Result<(), JobError> {
+    // Counts taken through row-level security would match a mirror made the same way.
+    let names: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
+    if let Some(hidden) = crate::row_security::hidden(&target.app, &names)
+        .await
+        .map_err(SyncError::db("check row-level security"))?
+    {
+        return Err(JobError::Permanent(format!("cannot verify: {hidden}")));
+    }
     for table in tables.iter().skip(state.done.len()) {
         let resuming = state
             .current
