@@ -39,12 +39,8 @@ pub enum Command {
     Restore {
         /// The backup's id (`ferry backup list`).
         id: Uuid,
-<<<<<<< HEAD
-        /// postgres:// URL of the database to restore into.
-=======
         /// postgres://USER@HOST/DB, without a password: a command line is visible to every
         /// user of the host.
->>>>>>> trustdata
         #[arg(long)]
         to: String,
         /// The environment variable holding the password for --to (default PGPASSWORD).
