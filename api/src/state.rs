@@ -19,8 +19,6 @@ struct Inner {
     registry: Registry,
     queue: Queue,
     record: Record,
-    /// For the marks that tie a job to the enqueue token that created it.
-    redis: redis::aio::ConnectionManager,
     /// Opened on first use: the API runs without sync configured.
     sync: OnceCell<Target>,
     /// The previous sample of finished jobs per kind, for rates.
@@ -42,17 +40,11 @@ impl AppState {
         let record = Record::connect(&config.postgres).await?;
         record.check_migrated().await?;
         let queue = Queue::for_config(&config).await?;
-        let redis = redis::Client::open(config.redis.url.as_str())
-            .map_err(|e| ferry_queue::QueueError::BadUrl(e.to_string()))?
-            .get_connection_manager()
-            .await
-            .map_err(|e| ferry_queue::QueueError::Unreachable(e.to_string()))?;
         Ok(Self(Arc::new(Inner {
             config,
             registry,
             queue,
             record,
-            redis,
             sync: OnceCell::new(),
             finished: Mutex::new(None),
         })))
@@ -74,8 +66,10 @@ impl AppState {
         &self.0.record
     }
 
-    pub(crate) fn redis(&self) -> redis::aio::ConnectionManager {
-        self.0.redis.clone()
+    /// For the marks that tie a job to the enqueue token that created it: the queue's own
+    /// connection, so they follow it onto a Redis Cluster.
+    pub(crate) fn redis(&self) -> ferry_queue::Conn {
+        self.0.queue.redis()
     }
 
     /// The application database and MongoDB, connected on first use.

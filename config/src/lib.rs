@@ -18,6 +18,7 @@ mod env;
 mod error;
 mod files;
 mod notify;
+mod queues;
 mod schedule;
 mod secret;
 mod sql;
@@ -33,6 +34,7 @@ pub use env::Env;
 pub use error::ConfigError;
 pub use files::Files;
 pub use notify::{Columns, Notify, SmtpUrl, Template};
+pub use queues::{Keep, QueueSettings};
 pub use schedule::{CatchUp, Schedule, Scheduler};
 pub use secret::Secret;
 pub use sql::{Sql, Statement};
@@ -51,6 +53,9 @@ pub struct Config {
     /// Per-kind overrides of the defaults each kind declares, keyed by kind name.
     #[serde(default)]
     pub kinds: BTreeMap<String, KindOverrides>,
+    /// Per-queue retention, keyed by queue name.
+    #[serde(default)]
+    pub queues: BTreeMap<String, QueueSettings>,
     #[serde(default)]
     pub mongodb: Mongodb,
     #[serde(default)]
@@ -230,6 +235,8 @@ pub struct Worker {
     /// How long finished jobs stay inspectable in Redis.
     #[serde(with = "duration")]
     pub keep_finished: Duration,
+    /// Most finished jobs of each final state one queue keeps in Redis.
+    pub keep_finished_count: usize,
 }
 
 impl Default for Worker {
@@ -242,6 +249,7 @@ impl Default for Worker {
             reclaim_after: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(30),
             keep_finished: Duration::from_secs(24 * 3600),
+            keep_finished_count: 10_000,
         }
     }
 }
@@ -258,6 +266,8 @@ pub struct KindOverrides {
     #[serde(default, with = "duration::option")]
     pub timeout: Option<Duration>,
     pub concurrency: Option<usize>,
+    /// The queue its jobs travel on (each queue lives in one Redis Cluster slot).
+    pub queue: Option<String>,
 }
 
 impl Config {
@@ -368,12 +378,15 @@ impl Config {
                 "use lower-case letters, digits and underscores, starting with a letter",
             ));
         }
-        check_url(
-            "redis.url (REDIS_URL)",
-            &self.redis.url,
-            &["redis", "rediss"],
-            "redis://host:6379",
-        )?;
+        // Several comma-separated seed nodes name a Redis Cluster.
+        for seed in self.redis.url.split(',').map(str::trim) {
+            check_url(
+                "redis.url (REDIS_URL)",
+                seed,
+                &["redis", "rediss"],
+                "redis://host:6379, or redis://h1:6379,redis://h2:6379 for a cluster",
+            )?;
+        }
         let prefix = &self.redis.prefix;
         if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
             return Err(ConfigError::new(
@@ -414,6 +427,7 @@ impl Config {
             }
         }
         self.validate_sync()?;
+        self.validate_queues()?;
         for (name, store) in &self.stores {
             if !is_identifier(name) {
                 return Err(ConfigError::new(

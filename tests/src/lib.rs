@@ -73,13 +73,9 @@ impl TestEnv {
             .await
             .expect("Postgres must run for tests");
         record.migrate().await.unwrap();
-        let queue = Queue::connect(
-            &config.redis.url,
-            &config.redis.prefix,
-            config.worker.keep_finished,
-        )
-        .await
-        .expect("Redis must run for tests");
+        let queue = Queue::for_config(&config)
+            .await
+            .expect("Redis must run for tests");
         let registry = Arc::new(Registry::new(&config).unwrap());
         Self {
             name,
