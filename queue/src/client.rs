@@ -73,6 +73,9 @@ pub struct QueueStats {
     /// Age of the oldest entry not yet delivered.
     pub oldest_ready_age_ms: Option<i64>,
     pub workers: i64,
+    /// Redis memory of the queue; only `ferry stats` measures it (not the dashboard's polls).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<crate::QueueMemory>,
 }
 
 impl Queue {

@@ -25,6 +25,7 @@ mod job;
 mod keys;
 mod limit;
 mod listing;
+mod memory;
 mod metrics;
 mod scripts;
 
@@ -36,6 +37,7 @@ pub use job::{AttemptError, Finished, Job, JobRecord, JobState, NewJob, Outcome,
 pub use keys::Keys;
 pub use limit::Permit;
 pub use listing::JobFilter;
+pub use memory::QueueMemory;
 pub use metrics::{BUCKETS_MS, Histogram, KindMetrics};
 
 /// The consumer group every worker of a queue joins.
