@@ -28,8 +28,6 @@ struct Inner {
     throttle: Throttle,
     quota: Quota,
     audit: AuditSink,
-    /// For the marks that tie a job to the enqueue token that created it.
-    redis: redis::aio::ConnectionManager,
     /// MongoDB, stores and SMTP, for `/readyz`.
     dependencies: ferry_jobs::readiness::Dependencies,
     /// Opened on first use: the API runs without sync configured.
@@ -57,11 +55,6 @@ impl AppState {
         record.check_migrated().await?;
         let (audit, writer) = AuditSink::start(record.clone());
         let queue = Queue::for_config(&config).await?;
-        let redis = redis::Client::open(config.redis.url.as_str())
-            .map_err(|e| ferry_queue::QueueError::BadUrl(e.to_string()))?
-            .get_connection_manager()
-            .await
-            .map_err(|e| ferry_queue::QueueError::Unreachable(e.to_string()))?;
         let tokens = Tokens::new(&config.api);
         let throttle = Throttle::new(config.api.max_auth_failures);
         let dependencies = ferry_jobs::readiness::Dependencies::from_config(&config).await;
@@ -75,7 +68,6 @@ impl AppState {
             throttle,
             quota: Quota::default(),
             audit,
-            redis,
             sync: OnceCell::new(),
             finished: Mutex::new(None),
         }));
@@ -148,8 +140,8 @@ impl AppState {
         &self.0.dependencies
     }
 
-    pub(crate) fn redis(&self) -> redis::aio::ConnectionManager {
-        self.0.redis.clone()
+    pub(crate) fn redis(&self) -> ferry_queue::Conn {
+        self.0.queue.redis()
     }
 
     /// The application database and MongoDB, connected on first use.

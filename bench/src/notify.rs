@@ -85,7 +85,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
         .status()
         .expect("ferry migrate");
     assert!(migrated.success(), "ferry migrate failed");
-    let queue = Queue::connect(&args.redis_url, &prefix, Duration::from_secs(3600))
+    let queue = Queue::connect(&args.redis_url, &prefix, crate::queue::keep())
         .await
         .expect("Redis");
 

@@ -92,6 +92,14 @@ pub async fn run(args: Args, root: PathBuf, ferry: PathBuf) {
     println!("{}", json!({ "results": rows }));
 }
 
+/// Finished jobs the benchmark's queue client keeps (it enqueues and counts; workers retire).
+pub fn keep() -> ferry_config::Keep {
+    ferry_config::Keep {
+        age: Duration::from_secs(3600),
+        count: 10_000,
+    }
+}
+
 fn prefix() -> String {
     format!("bench{:08x}", rand::random::<u32>())
 }
@@ -121,7 +129,7 @@ async fn counter(queue: &Queue, state: &str) -> i64 {
 
 async fn ferry_throughput(args: &Args, ferry: &PathBuf) -> f64 {
     let prefix = prefix();
-    let queue = Queue::connect(&args.redis_url, &prefix, Duration::from_secs(3600))
+    let queue = Queue::connect(&args.redis_url, &prefix, keep())
         .await
         .expect("Redis");
     let jobs: Vec<_> = (0..args.jobs)
@@ -160,7 +168,7 @@ async fn ferry_throughput(args: &Args, ferry: &PathBuf) -> f64 {
 
 async fn ferry_latency(args: &Args, ferry: &PathBuf) -> (f64, f64) {
     let prefix = prefix();
-    let queue = Queue::connect(&args.redis_url, &prefix, Duration::from_secs(3600))
+    let queue = Queue::connect(&args.redis_url, &prefix, keep())
         .await
         .expect("Redis");
     let mut child = worker(ferry, args, &prefix);

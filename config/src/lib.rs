@@ -21,6 +21,7 @@ mod error;
 mod files;
 mod import;
 mod notify;
+mod queues;
 mod schedule;
 mod secret;
 mod smtp_parts;
@@ -40,6 +41,7 @@ pub use error::ConfigError;
 pub use files::Files;
 pub use import::{INDEX, Import, ImportChild, ImportCollection, RefSource, Source};
 pub use notify::{Columns, Notify, SmtpUrl, Template};
+pub use queues::{Keep, QueueSettings};
 pub use schedule::{CatchUp, Schedule, Scheduler};
 pub use secret::Secret;
 pub use sql::{Sql, Statement};
@@ -58,6 +60,9 @@ pub struct Config {
     /// Per-kind overrides of the defaults each kind declares, keyed by kind name.
     #[serde(default)]
     pub kinds: BTreeMap<String, KindOverrides>,
+    /// Per-queue retention, keyed by queue name.
+    #[serde(default)]
+    pub queues: BTreeMap<String, QueueSettings>,
     #[serde(default)]
     pub mongodb: Mongodb,
     #[serde(default)]
@@ -242,6 +247,8 @@ pub struct Worker {
     /// How long finished jobs stay inspectable in Redis.
     #[serde(with = "duration")]
     pub keep_finished: Duration,
+    /// Most finished jobs of each final state one queue keeps in Redis.
+    pub keep_finished_count: usize,
 }
 
 impl Default for Worker {
@@ -254,6 +261,7 @@ impl Default for Worker {
             reclaim_after: Duration::from_secs(15),
             shutdown_grace: Duration::from_secs(30),
             keep_finished: Duration::from_secs(24 * 3600),
+            keep_finished_count: 10_000,
         }
     }
 }
@@ -270,6 +278,8 @@ pub struct KindOverrides {
     #[serde(default, with = "duration::option")]
     pub timeout: Option<Duration>,
     pub concurrency: Option<usize>,
+    /// The queue its jobs travel on (each queue lives in one Redis Cluster slot).
+    pub queue: Option<String>,
 }
 
 impl Config {
@@ -382,12 +392,15 @@ impl Config {
                 "use lower-case letters, digits and underscores, starting with a letter",
             ));
         }
-        check_url(
-            "redis.url (REDIS_URL)",
-            &self.redis.url,
-            &["redis", "rediss"],
-            "redis://host:6379",
-        )?;
+        // Several comma-separated seed nodes name a Redis Cluster.
+        for seed in self.redis.url.split(',').map(str::trim) {
+            check_url(
+                "redis.url (REDIS_URL)",
+                seed,
+                &["redis", "rediss"],
+                "redis://host:6379, or redis://h1:6379,redis://h2:6379 for a cluster",
+            )?;
+        }
         let prefix = &self.redis.prefix;
         if prefix.is_empty() || prefix.contains(['{', '}', ' ']) {
             return Err(ConfigError::new(
@@ -428,6 +441,7 @@ impl Config {
             }
         }
         self.validate_sync()?;
+        self.validate_queues()?;
         for (name, store) in &self.stores {
             if !is_identifier(name) {
                 return Err(ConfigError::new(

@@ -33,7 +33,7 @@ pub trait Kind: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// The queue its jobs travel on.
-    pub queue: &'static str,
+    pub queue: String,
     /// Attempts before the job is dead (the first run counts).
     pub max_attempts: u32,
     pub backoff: Backoff,
@@ -46,7 +46,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            queue: "default",
+            queue: "default".into(),
             max_attempts: 10,
             backoff: Backoff {
                 base: Duration::from_secs(5),
@@ -74,6 +74,9 @@ impl Settings {
         }
         if let Some(v) = o.concurrency {
             self.concurrency = Some(v);
+        }
+        if let Some(v) = &o.queue {
+            self.queue = v.clone();
         }
     }
 }

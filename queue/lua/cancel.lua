@@ -9,7 +9,7 @@ if state == 'queued' or state == 'scheduled' or state == 'retrying' then
   redis.call('ZREM', base .. ':delayed', id)
   redis.call('HSET', jk, 'state', 'cancelled', 'finished', now)
   redis.call('EXPIRE', jk, keep)
-  move(base, f[1], state, 'cancelled')
+  move(base, f[1], state, 'cancelled', id, now)
   flush(base)
   return 'cancelled'
 elseif state == 'running' then

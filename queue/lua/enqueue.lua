@@ -34,7 +34,7 @@ for j = 0, n - 1 do
     else
       redis.call('ZADD', base .. ':delayed', run_at, id)
     end
-    move(base, kind, false, state)
+    move(base, kind, false, state, id, ARGV[2])
     out[#out + 1] = id
     out[#out + 1] = '1'
   end

@@ -1,18 +1,18 @@
 -- Records the outcomes of finished attempts and acknowledges their entries in one step.
--- ARGV: base, group, now_us, keep_s, keep_dead_s, n, then n x (entry id, job id, outcome,
+-- ARGV: base, group, now_us, keep_s, keep_dead_s, keep_count, n, then n x (entry id, job id, outcome,
 -- run_at_us, error_json, error_text). outcome: succeeded | dead | cancelled (final),
 -- retrying (spends the attempt) | scheduled (gives the attempt back: snooze, shutdown).
 -- A job whose entry id no longer matches was re-queued after its worker went silent: the
 -- late result is dropped, the new attempt owns the job.
-local base, group, now, keep, keepdead, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+local base, group, now, keep, keepdead, cap, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
 local stream = KEYS[1]
 local eids = {}
 for j = 0, n - 1 do
-  local o = 7 + j * 6
+  local o = 8 + j * 6
   local eid, id, outcome, run_at, err, text = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4], ARGV[o + 5]
   eids[#eids + 1] = eid
   local jk = jkey(base, id)
-  local f = redis.call('HMGET', jk, 'kind', 'state', 'eid', 'attempts', 'started')
+  local f = redis.call('HMGET', jk, 'kind', 'state', 'eid', 'attempts', 'started', 'enq')
   if f[1] and f[2] == 'running' and f[3] == eid then
     observe(f[1], 'duration', tonumber(now) - (tonumber(f[5]) or tonumber(now)))
     -- Successes are counted by the state counts (`succeeded` never goes down); these can.
@@ -22,21 +22,20 @@ for j = 0, n - 1 do
       redis.call('RPUSH', ekey(base, id), err)
       redis.call('HSET', jk, 'last_error', text)
     end
-    -- Emptied rather than deleted: one HSET per job instead of HSET plus HDEL.
+    -- Emptied rather than deleted: one HSET per job instead of HSET plus HDEL. No EXPIRE:
+    -- `trim` below retires finished jobs by count and age through their state's index.
+    local score = now
     if outcome == 'succeeded' or outcome == 'dead' or outcome == 'cancelled' then
       redis.call('HSET', jk, 'state', outcome, 'finished', now, 'eid', '', 'cancel', '')
-      local ttl = keep
-      if outcome == 'dead' then ttl = keepdead end
-      redis.call('EXPIRE', jk, ttl)
-      if err ~= '' or f[4] ~= '1' then redis.call('EXPIRE', ekey(base, id), ttl) end
     else
+      score = f[6]
       local attempts = tonumber(f[4])
       if outcome == 'scheduled' then attempts = attempts - 1 end
       redis.call('HSET', jk, 'state', outcome, 'run_at', run_at, 'attempts', attempts,
         'eid', '', 'worker', '', 'cancel', '')
       redis.call('ZADD', base .. ':delayed', run_at, id)
     end
-    move(base, f[1], 'running', outcome)
+    move(base, f[1], 'running', outcome, id, score)
   end
 end
 if #eids > 0 then
@@ -44,4 +43,5 @@ if #eids > 0 then
   redis.call('XDEL', stream, unpack(eids))
 end
 flush(ARGV[1])
+retire(base, now, keep, keepdead, cap)
 return #eids

@@ -8,10 +8,28 @@ local function ekey(base, id) return base .. ':err:' .. id end
 -- are summed per script and written once by `flush`, so a batch of 500 jobs of one kind costs
 -- two HINCRBYs, not a thousand.
 local deltas = {}
-local function move(base, kind, prev, new)
+-- The per-state indexes `base:idx:STATE` (sorted sets of job ids) that listing reads instead
+-- of scanning: score is the enqueue time for waiting and running jobs, the finish time for
+-- finished ones (so retention by age reads the index). Batched like the counts: one ZREM and
+-- one ZADD per state and script. A job moved twice in one script keeps only its last state.
+local idx_add, idx_rem = {}, {}
+local function move(base, kind, prev, new, id, score)
   if prev == new then return end
-  if prev then deltas[kind .. '|' .. prev] = (deltas[kind .. '|' .. prev] or 0) - 1 end
+  if prev then
+    deltas[kind .. '|' .. prev] = (deltas[kind .. '|' .. prev] or 0) - 1
+    local added = idx_add[prev]
+    if added and added[id] then
+      added[id] = nil
+    else
+      local r = idx_rem[prev]
+      if not r then r = {}; idx_rem[prev] = r end
+      r[id] = true
+    end
+  end
   deltas[kind .. '|' .. new] = (deltas[kind .. '|' .. new] or 0) + 1
+  local a = idx_add[new]
+  if not a then a = {}; idx_add[new] = a end
+  a[id] = score
 end
 -- Counters and histograms for /metrics (`ferry serve` runs apart from workers, so what workers
 -- observe is kept here): fields `kind|name` (counters) and `kind|hist|bucket`, `kind|hist|sum_us`
@@ -39,6 +57,20 @@ local function observe(kind, hist, us)
   h.sum = h.sum + us
 end
 local function flush(base)
+  for state, ids in pairs(idx_rem) do
+    local args = {}
+    for id in pairs(ids) do args[#args + 1] = id end
+    if #args > 0 then redis.call('ZREM', base .. ':idx:' .. state, unpack(args)) end
+  end
+  for state, ids in pairs(idx_add) do
+    local args = {}
+    for id, score in pairs(ids) do
+      args[#args + 1] = score
+      args[#args + 1] = id
+    end
+    if #args > 0 then redis.call('ZADD', base .. ':idx:' .. state, unpack(args)) end
+  end
+  idx_add, idx_rem = {}, {}
   for field, d in pairs(deltas) do
     if d ~= 0 then redis.call('HINCRBY', base .. ':stats', field, d) end
   end
@@ -76,7 +108,7 @@ local function start(base, stream, group, consumer, now, eid, id, out)
   end
   local attempt = (tonumber(f[7]) or 0) + 1
   redis.call('HSET', jk, 'attempts', attempt, 'state', 'running', 'started', now, 'worker', consumer, 'eid', eid)
-  move(base, f[1], 'queued', 'running')
+  move(base, f[1], 'queued', 'running', id, f[5])
   -- Waiting counts from when the job was due: its enqueue, or its scheduled or retry time.
   -- Its histogram's count is also the number of attempts started.
   observe(f[1], 'wait', tonumber(now) - (tonumber(f[9]) or tonumber(f[5]) or tonumber(now)))
@@ -89,4 +121,38 @@ local function start(base, stream, group, consumer, now, eid, id, out)
   out[n + 6] = f[3]
   out[n + 7] = f[5]
   out[n + 8] = f[6] or ''
+end
+
+-- Retention of finished jobs: each final state's index keeps at most `cap` jobs, none
+-- finished before `oldest_us`; what falls out is deleted with its error list. At most `limit`
+-- per call, so one call never stalls Redis; busy queues call it with every finish.
+local function trim(base, state, cap, oldest_us, limit)
+  local key = base .. ':idx:' .. state
+  local gone = {}
+  local excess = redis.call('ZCARD', key) - cap
+  if excess > 0 then
+    local popped = redis.call('ZPOPMIN', key, math.min(excess, limit))
+    for i = 1, #popped, 2 do gone[#gone + 1] = popped[i] end
+  end
+  local old = redis.call('ZRANGEBYSCORE', key, '-inf', string.format('(%d', oldest_us), 'LIMIT', 0, limit)
+  if #old > 0 then
+    redis.call('ZREM', key, unpack(old))
+    for _, id in ipairs(old) do gone[#gone + 1] = id end
+  end
+  if #gone == 0 then return 0 end
+  local dels = {}
+  for _, id in ipairs(gone) do
+    dels[#dels + 1] = jkey(base, id)
+    dels[#dels + 1] = ekey(base, id)
+  end
+  redis.call('UNLINK', unpack(dels))
+  return #gone
+end
+
+-- Retention of every final state; ARGV strings: now_us, keep_s, keep_dead_s, keep_count.
+local function retire(base, now, keep, keepdead, cap)
+  local t, cap = tonumber(now), tonumber(cap)
+  trim(base, 'succeeded', cap, t - tonumber(keep) * 1e6, 1000)
+  trim(base, 'cancelled', cap, t - tonumber(keep) * 1e6, 1000)
+  trim(base, 'dead', cap, t - tonumber(keepdead) * 1e6, 1000)
 end

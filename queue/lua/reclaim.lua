@@ -11,7 +11,7 @@ for _, e in ipairs(res[2]) do
   if fields then
     local id = fields[2]
     local jk = jkey(base, id)
-    local f = redis.call('HMGET', jk, 'kind', 'state', 'eid', 'worker', 'attempts')
+    local f = redis.call('HMGET', jk, 'kind', 'state', 'eid', 'worker', 'attempts', 'enq')
     local requeue = f[1] and f[2] == 'queued'
     if f[1] and f[2] == 'running' and f[3] == eid then
       requeue = true
@@ -23,7 +23,7 @@ for _, e in ipairs(res[2]) do
       redis.call('HSET', jk, 'state', 'queued')
       redis.call('HSET', jk, 'eid', '', 'worker', '')
       redis.call('XADD', stream, '*', 'id', id)
-      move(base, f[1], f[2], 'queued')
+      move(base, f[1], f[2], 'queued', id, f[6])
       redis.call('HINCRBY', base .. ':stats', f[1] .. '|recovered', 1)
       recovered = recovered + 1
     end

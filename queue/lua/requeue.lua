@@ -15,6 +15,6 @@ redis.call('HSET', jk, 'kind', kind, 'args', args, 'attempts', 0, 'max', max, 's
   'enq', now, 'run_at', now, 'key', key)
 redis.call('PERSIST', ekey(base, id))
 redis.call('XADD', KEYS[1], '*', 'id', id)
-move(base, kind, state, 'queued')
+move(base, kind, state, 'queued', id, now)
 flush(ARGV[1])
 return 'requeued'

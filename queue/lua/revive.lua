@@ -5,7 +5,7 @@
 -- Returns: requeued | missing | alive | pending | the job's state when not running.
 local base, group, id, now, alive_after = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local jk = jkey(base, id)
-local f = redis.call('HMGET', jk, 'kind', 'state', 'worker', 'eid', 'attempts')
+local f = redis.call('HMGET', jk, 'kind', 'state', 'worker', 'eid', 'attempts', 'enq')
 if not f[1] then return 'missing' end
 if f[2] ~= 'running' then return f[2] end
 local worker = f[3] or ''
@@ -22,7 +22,7 @@ local text = 'worker ' .. worker .. ' is gone and Redis lost the job\'s stream e
 redis.call('RPUSH', ekey(base, id), cjson.encode({attempt = tonumber(f[5]), at = tonumber(now), error = text, worker = worker}))
 redis.call('HSET', jk, 'state', 'queued', 'eid', '', 'worker', '', 'last_error', text)
 redis.call('XADD', KEYS[1], '*', 'id', id)
-move(base, f[1], 'running', 'queued')
+move(base, f[1], 'running', 'queued', id, f[6])
 redis.call('HINCRBY', base .. ':stats', f[1] .. '|recovered', 1)
 flush(base)
 return 'requeued'

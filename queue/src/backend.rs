@@ -30,7 +30,7 @@ use tower::{Layer, Service};
 use uuid::Uuid;
 
 use crate::{
-    AttemptError, Finished, GROUP, Job, Keys, Outcome, Queue, QueueError, now_us, scripts,
+    AttemptError, Conn, Finished, GROUP, Job, Keys, Outcome, Queue, QueueError, now_us, scripts,
 };
 
 /// Most outcomes recorded by one finish script.
@@ -57,6 +57,8 @@ pub struct BackendOptions {
 struct Shared {
     queue: Queue,
     keys: Keys,
+    /// Retention of this queue's finished jobs.
+    keep: ferry_config::Keep,
     name: Arc<str>,
     opts: BackendOptions,
     /// Entry id → (job id, cancel token) for every job fetched and not yet recorded finished.
@@ -99,6 +101,7 @@ impl StreamBackend {
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             keys: queue.keys(&opts.queue),
+            keep: queue.keep(&opts.queue),
             name: Arc::from(opts.queue.as_str()),
             queue,
             opts,
@@ -282,7 +285,7 @@ impl Shared {
     /// Waits up to `opts.block` for new entries, then starts their jobs.
     async fn fetch_blocking(
         &self,
-        blocking: &mut redis::aio::MultiplexedConnection,
+        blocking: &mut Conn,
         count: usize,
     ) -> Result<Vec<Job>, QueueError> {
         let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
@@ -329,8 +332,9 @@ impl Shared {
         call.arg(&self.keys.base)
             .arg(GROUP)
             .arg(now_us())
-            .arg(self.queue.keep_finished().as_secs().max(1))
+            .arg(self.keep.age.as_secs().max(1))
             .arg(self.opts.keep_dead.as_secs().max(1))
+            .arg(self.keep.count)
             .arg(batch.len());
         for f in batch {
             let error = f.outcome.error();
@@ -354,11 +358,7 @@ impl Shared {
     }
 }
 
-async fn fetch_loop(
-    shared: Arc<Shared>,
-    mut blocking: redis::aio::MultiplexedConnection,
-    jobs: mpsc::Sender<Job>,
-) {
+async fn fetch_loop(shared: Arc<Shared>, mut blocking: Conn, jobs: mpsc::Sender<Job>) {
     let mut pause = Duration::from_millis(50);
     while !shared.stop.is_cancelled() {
         let free = shared.free();
@@ -521,6 +521,9 @@ async fn promote_loop(shared: Arc<Shared>) {
             .arg(&shared.keys.base)
             .arg(now_us())
             .arg(PROMOTE_BATCH)
+            .arg(shared.keep.age.as_secs().max(1))
+            .arg(shared.opts.keep_dead.as_secs().max(1))
+            .arg(shared.keep.count)
             .invoke_async(&mut conn)
             .await;
         let wait = match reply {

@@ -1,23 +1,30 @@
 //! The queue client: enqueue, inspect, cancel and re-queue. Used by workers, the CLI and tests.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use redis::{AsyncCommands, AsyncConnectionConfig, aio::ConnectionManager};
+use ferry_config::Keep;
+use redis::AsyncCommands;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::{AttemptError, GROUP, JobRecord, JobState, Keys, NewJob, QueueError, now_us, scripts};
+use crate::{
+    AttemptError, GROUP, JobRecord, JobState, Keys, NewJob, QueueError,
+    conn::{Client, Conn},
+    now_us, scripts,
+};
 
 /// Enqueue scripts take this many jobs per call, so one call never stalls Redis for long.
 const ENQUEUE_CHUNK: usize = 500;
 
-/// A connection to ferry's queues in one Redis. Cheap to clone.
+/// A connection to ferry's queues in one Redis or one Redis Cluster. Cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
-    conn: ConnectionManager,
-    client: redis::Client,
+    conn: Conn,
+    client: Client,
     prefix: String,
-    keep_finished: Duration,
+    /// Retention of finished jobs per queue; `default_keep` for queues not named.
+    keep: Arc<BTreeMap<String, Keep>>,
+    default_keep: Keep,
 }
 
 impl std::fmt::Debug for Queue {
@@ -52,17 +59,6 @@ pub enum RequeueResult {
     Unchanged(JobState),
 }
 
-/// Which jobs `list` returns.
-#[derive(Debug, Clone, Default)]
-pub struct JobFilter {
-    pub state: Option<JobState>,
-    pub kind: Option<String>,
-    /// Enqueued at or after (µs).
-    pub since_us: Option<i64>,
-    pub error_contains: Option<String>,
-    pub limit: usize,
-}
-
 /// One queue's figures.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct QueueStats {
@@ -77,44 +73,40 @@ pub struct QueueStats {
     /// Age of the oldest entry not yet delivered.
     pub oldest_ready_age_ms: Option<i64>,
     pub workers: i64,
+    /// Redis memory of the queue; only `ferry stats` measures it (not the dashboard's polls).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<crate::QueueMemory>,
 }
 
 impl Queue {
     /// Connects to the Redis and key prefix of `config`, as every ferry process does.
     pub async fn for_config(config: &ferry_config::Config) -> Result<Self, QueueError> {
-        Self::connect(
-            &config.redis.url,
-            &config.redis.prefix,
-            config.worker.keep_finished,
-        )
-        .await
+        let keep = Keep {
+            age: config.worker.keep_finished,
+            count: config.worker.keep_finished_count,
+        };
+        let mut queue = Self::connect(&config.redis.url, &config.redis.prefix, keep).await?;
+        queue.keep = Arc::new(
+            config
+                .queues
+                .keys()
+                .map(|name| (name.clone(), config.keep(name)))
+                .collect(),
+        );
+        Ok(queue)
     }
 
-    pub async fn connect(
-        url: &str,
-        prefix: &str,
-        keep_finished: Duration,
-    ) -> Result<Self, QueueError> {
-        if url.starts_with("rediss://") {
-            // redis's TLS asks rustls for the process-wide crypto provider, and with both ring
-            // and aws-lc-rs in the dependency tree rustls picks none by itself. Err: another
-            // was installed first, which serves as well.
-            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-        }
-        let client = redis::Client::open(url).map_err(|e| QueueError::BadUrl(e.to_string()))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(3)))
-            .set_response_timeout(Some(Duration::from_secs(30)))
-            .set_number_of_retries(2);
-        let conn = client
-            .get_connection_manager_with_config(config)
-            .await
-            .map_err(|e| QueueError::Unreachable(e.to_string()))?;
+    /// Connects to `url`: one Redis, or a Redis Cluster given by comma-separated seed nodes.
+    /// Finished jobs are kept as `keep` says on every queue.
+    pub async fn connect(url: &str, prefix: &str, keep: Keep) -> Result<Self, QueueError> {
+        let client = Client::open(url)?;
+        let conn = client.shared().await?;
         let queue = Self {
             conn,
             client,
             prefix: prefix.to_owned(),
-            keep_finished,
+            keep: Arc::default(),
+            default_keep: keep,
         };
         queue.ping().await?;
         Ok(queue)
@@ -122,21 +114,22 @@ impl Queue {
 
     /// A dedicated connection for commands that block (XREADGROUP BLOCK), which would stall
     /// every other request sharing a multiplexed connection.
-    pub(crate) async fn blocking_connection(
-        &self,
-        block: Duration,
-    ) -> Result<redis::aio::MultiplexedConnection, QueueError> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(3)))
-            .set_response_timeout(Some(block + Duration::from_secs(5)));
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| QueueError::Unreachable(e.to_string()))
+    pub(crate) async fn blocking_connection(&self, block: Duration) -> Result<Conn, QueueError> {
+        self.client.blocking(block).await
     }
 
-    pub(crate) fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> Conn {
         self.conn.clone()
+    }
+
+    /// The shared connection, for keys of ferry's that are not a queue's (the API's marks).
+    pub fn redis(&self) -> Conn {
+        self.conn.clone()
+    }
+
+    /// Whether `REDIS_URL` named a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.client.is_cluster()
     }
 
     pub fn keys(&self, queue: &str) -> Keys {
@@ -147,8 +140,9 @@ impl Queue {
         &self.prefix
     }
 
-    pub fn keep_finished(&self) -> Duration {
-        self.keep_finished
+    /// How many finished jobs `queue` keeps in Redis, and for how long.
+    pub fn keep(&self, queue: &str) -> Keep {
+        self.keep.get(queue).copied().unwrap_or(self.default_keep)
     }
 
     pub async fn ping(&self) -> Result<(), QueueError> {
@@ -208,7 +202,7 @@ impl Queue {
             let mut call = scripts::ENQUEUE.key(&keys.stream);
             call.arg(&keys.base)
                 .arg(now)
-                .arg(self.keep_finished.as_secs().max(1))
+                .arg(self.keep(queue).age.as_secs().max(1))
                 .arg(chunk.len());
             for job in chunk {
                 call.arg(job.id.to_string())
@@ -303,56 +297,6 @@ impl Queue {
             .collect())
     }
 
-    /// Jobs Redis still holds (finished ones for `worker.keep_finished`), newest first.
-    /// Scans the queue's job hashes: an operator's query, not a hot path.
-    pub async fn list(
-        &self,
-        queue: &str,
-        filter: &JobFilter,
-    ) -> Result<Vec<JobRecord>, QueueError> {
-        let keys = self.keys(queue);
-        let mut conn = self.conn();
-        let mut names: Vec<String> = Vec::new();
-        {
-            let mut iter = conn
-                .scan_match::<_, String>(keys.job_pattern())
-                .await
-                .map_err(QueueError::redis("scan jobs"))?;
-            use futures::StreamExt;
-            while let Some(key) = iter.next().await {
-                names.push(key.map_err(QueueError::redis("scan jobs"))?);
-            }
-        }
-        let mut out = Vec::new();
-        for chunk in names.chunks(500) {
-            let mut pipe = redis::pipe();
-            for key in chunk {
-                pipe.hgetall(key);
-            }
-            let hashes: Vec<std::collections::HashMap<String, String>> = pipe
-                .query_async(&mut conn)
-                .await
-                .map_err(QueueError::redis("read jobs"))?;
-            for (key, hash) in chunk.iter().zip(hashes) {
-                let Some(id) = key.rsplit(':').next().and_then(|s| Uuid::parse_str(s).ok()) else {
-                    continue;
-                };
-                if hash.is_empty() {
-                    continue;
-                }
-                let job = JobRecord::from_hash(queue, id, hash)?;
-                if filter.matches(&job) {
-                    out.push(job);
-                }
-            }
-        }
-        out.sort_by(|a, b| b.enqueued_us.cmp(&a.enqueued_us).then(b.id.cmp(&a.id)));
-        if filter.limit > 0 {
-            out.truncate(filter.limit);
-        }
-        Ok(out)
-    }
-
     pub async fn cancel(&self, queue: &str, id: Uuid) -> Result<CancelResult, QueueError> {
         let keys = self.keys(queue);
         let mut conn = self.conn();
@@ -361,7 +305,7 @@ impl Queue {
             .arg(&keys.base)
             .arg(id.to_string())
             .arg(now_us())
-            .arg(self.keep_finished.as_secs().max(1))
+            .arg(self.keep(queue).age.as_secs().max(1))
             .invoke_async(&mut conn)
             .await
             .map_err(QueueError::redis("cancel job"))?;
@@ -498,19 +442,6 @@ impl Queue {
             .await
             .map_err(QueueError::redis("read waiting entries"))?;
         Ok((groups, entries))
-    }
-}
-
-impl JobFilter {
-    fn matches(&self, job: &JobRecord) -> bool {
-        self.state.is_none_or(|s| s == job.state)
-            && self.kind.as_ref().is_none_or(|k| *k == job.kind)
-            && self.since_us.is_none_or(|t| job.enqueued_us >= t)
-            && self.error_contains.as_ref().is_none_or(|needle| {
-                job.last_error
-                    .as_ref()
-                    .is_some_and(|e| e.to_lowercase().contains(&needle.to_lowercase()))
-            })
     }
 }
 

@@ -1,3 +1,5 @@
+use crate::JobState;
+
 /// The Redis keys of one queue.
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -29,9 +31,10 @@ impl Keys {
         format!("{}:err:{id}", self.base)
     }
 
-    /// The pattern matching every job hash of this queue.
-    pub fn job_pattern(&self) -> String {
-        format!("{}:job:*", self.base)
+    /// The index of the jobs in `state`: a sorted set of ids scored by enqueue time
+    /// (waiting and running jobs) or finish time (finished ones).
+    pub fn index(&self, state: JobState) -> String {
+        format!("{}:idx:{}", self.base, state.as_str())
     }
 }
 

@@ -13,24 +13,31 @@
 //! | `P:{q}:stats` | hash | per kind and state counts |
 //! | `P:{q}:metrics` | hash | per kind counters and histogram buckets for `/metrics` |
 //! | `P:{q}:workers` | sorted set | live worker ids by last heartbeat |
+//! | `P:{q}:idx:STATE` | sorted set | job ids in that state, by enqueue (finish) time, for listing and retention |
 //!
 //! Every state change is one Lua script, so counters, hashes and the stream move together.
 
 mod backend;
 mod client;
+mod conn;
 mod error;
 mod job;
 mod keys;
 mod limit;
+mod listing;
+mod memory;
 mod metrics;
 mod scripts;
 
 pub use backend::{AckLayer, BackendOptions, StreamBackend};
-pub use client::{CancelResult, JobFilter, Queue, QueueStats, RequeueResult};
+pub use client::{CancelResult, Queue, QueueStats, RequeueResult};
+pub use conn::Conn;
 pub use error::QueueError;
 pub use job::{AttemptError, Finished, Job, JobRecord, JobState, NewJob, Outcome, now_us};
 pub use keys::Keys;
 pub use limit::Permit;
+pub use listing::JobFilter;
+pub use memory::QueueMemory;
 pub use metrics::{BUCKETS_MS, Histogram, KindMetrics};
 
 /// The consumer group every worker of a queue joins.

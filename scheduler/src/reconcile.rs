@@ -78,7 +78,7 @@ impl Reconciler {
                 tracing::warn!(run = %id, kind, "silent run of a kind unknown here; left alone");
                 continue;
             };
-            let queue = entry.settings().queue;
+            let queue = entry.settings().queue.as_str();
             let alive_after = (now - self.worker_timeout).timestamp_millis();
             let redispatched_how = match self.queue.job(queue, id).await? {
                 // Running on a worker that is gone, its stream entry lost: the queue's reclaim

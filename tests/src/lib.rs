@@ -51,6 +51,11 @@ pub struct TestEnv {
 impl TestEnv {
     /// A fresh schema and prefix; `toml` adds to [`FAST_WORKER`] settings.
     pub async fn new(toml: &str) -> Self {
+        Self::on_redis(toml, &redis_url()).await
+    }
+
+    /// Like [`TestEnv::new`] on another Redis (a cluster's seed list, say).
+    pub async fn on_redis(toml: &str, redis: &str) -> Self {
         let name = format!("t{:012x}", rand::random::<u64>() >> 16);
         let toml = toml
             .replace("{schema}", &format!("{name}_app"))
@@ -63,7 +68,7 @@ impl TestEnv {
         let text = format!(
             "{toml}\n[postgres]\nurl = \"{}\"\nschema = \"{name}\"\nmax_connections = 4\n[redis]\nurl = \"{}\"\nprefix = \"{name}\"\n[mongodb]\nuri = \"{}\"\ndatabase = \"{name}\"\n",
             database_url(),
-            redis_url(),
+            redis,
             mongodb_uri()
         );
         let config_path = std::env::temp_dir().join(format!("ferry-{name}.toml"));
@@ -73,13 +78,9 @@ impl TestEnv {
             .await
             .expect("Postgres must run for tests");
         record.migrate().await.unwrap();
-        let queue = Queue::connect(
-            &config.redis.url,
-            &config.redis.prefix,
-            config.worker.keep_finished,
-        )
-        .await
-        .expect("Redis must run for tests");
+        let queue = Queue::for_config(&config)
+            .await
+            .expect("Redis must run for tests");
         let registry = Arc::new(Registry::new(&config).unwrap());
         Self {
             name,

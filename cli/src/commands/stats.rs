@@ -8,7 +8,10 @@ use crate::{
 
 pub async fn run(ctx: &Ctx) -> Result<Code> {
     let queue = ctx.queue().await?;
-    let stats = ferry_jobs::manage::stats(&queue, &ctx.registry).await?;
+    let mut stats = ferry_jobs::manage::stats(&queue, &ctx.registry).await?;
+    for (name, q) in stats.queues.iter_mut() {
+        q.memory = Some(queue.memory(name).await?);
+    }
     if ctx.json {
         output::json(&stats);
         return Ok(Code::Ok);
@@ -33,6 +36,8 @@ pub async fn run(ctx: &Ctx) -> Result<Code> {
         "delayed",
         "oldest ready",
         "workers",
+        "jobs in Redis",
+        "memory",
     ]);
     for (name, q) in &stats.queues {
         t.add_row(vec![
@@ -44,6 +49,10 @@ pub async fn run(ctx: &Ctx) -> Result<Code> {
                 .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
                 .unwrap_or_else(|| "-".into()),
             q.workers.to_string(),
+            q.memory.map(|m| m.jobs.to_string()).unwrap_or_default(),
+            q.memory
+                .map(|m| format!("{:.1} MiB", m.bytes as f64 / (1024.0 * 1024.0)))
+                .unwrap_or_default(),
         ]);
     }
     println!("{t}");

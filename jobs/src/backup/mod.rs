@@ -37,7 +37,7 @@ pub fn store_of(config: &Config, m: &Manifest) -> Result<Store, JobError> {
 /// what the database server and the disk can bear.
 fn long_job() -> Settings {
     Settings {
-        queue: QUEUE,
+        queue: QUEUE.into(),
         max_attempts: 3,
         timeout: Duration::from_secs(6 * 3600),
         concurrency: Some(1),
@@ -383,7 +383,7 @@ impl Kind for Prune {
 
     fn defaults() -> Settings {
         Settings {
-            queue: QUEUE,
+            queue: QUEUE.into(),
             max_attempts: 3,
             concurrency: Some(1),
             ..Settings::default()

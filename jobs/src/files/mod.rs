@@ -118,7 +118,7 @@ impl Kind for Migrate {
 
     fn defaults() -> Settings {
         Settings {
-            queue: QUEUE,
+            queue: QUEUE.into(),
             max_attempts: 5,
             timeout: Duration::from_secs(24 * 3600),
             concurrency: Some(2),

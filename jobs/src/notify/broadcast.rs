@@ -42,7 +42,7 @@ impl Kind for Broadcast {
 
     fn defaults() -> Settings {
         Settings {
-            queue: QUEUE,
+            queue: QUEUE.into(),
             max_attempts: 10,
             backoff: Backoff {
                 base: Duration::from_secs(10),

@@ -29,7 +29,7 @@ impl Kind for Send {
 
     fn defaults() -> Settings {
         Settings {
-            queue: QUEUE,
+            queue: QUEUE.into(),
             max_attempts: 8,
             backoff: Backoff {
                 base: Duration::from_secs(10),

@@ -85,7 +85,7 @@ impl Kind for Entity {
 
     fn defaults() -> Settings {
         Settings {
-            queue: QUEUE,
+            queue: QUEUE.into(),
             max_attempts: 10,
             backoff: Backoff {
                 base: std::time::Duration::from_secs(1),

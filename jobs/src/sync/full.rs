@@ -33,7 +33,7 @@ impl Kind for Full {
 
     fn defaults() -> Settings {
         Settings {
-            queue: QUEUE,
+            queue: QUEUE.into(),
             max_attempts: 5,
             timeout: Duration::from_secs(24 * 3600),
             ..Settings::default()

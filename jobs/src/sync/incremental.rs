@@ -22,7 +22,7 @@ impl Kind for Incremental {
 
     fn defaults() -> Settings {
         Settings {
-            queue: QUEUE,
+            queue: QUEUE.into(),
             max_attempts: 5,
             ..Settings::default()
         }

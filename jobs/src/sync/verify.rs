@@ -250,7 +250,7 @@ impl Kind for Verify {
 
     fn defaults() -> Settings {
         Settings {
-            queue: super::QUEUE,
+            queue: super::QUEUE.into(),
             max_attempts: 5,
             timeout: Duration::from_secs(24 * 3600),
             ..Settings::default()

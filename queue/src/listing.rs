@@ -1,0 +1,132 @@
+//! Listing jobs from the per-state indexes (`P:{q}:idx:STATE`, kept by the Lua scripts),
+//! never by scanning job hashes: the cost follows the page asked for, not what Redis holds.
+
+use std::collections::HashMap;
+
+use redis::AsyncCommands;
+use uuid::Uuid;
+
+use crate::{JobRecord, JobState, Queue, QueueError};
+
+/// Index entries read per round trip when a filter (kind, error) may skip some.
+const PAGE: usize = 500;
+/// Most index entries one state's listing examines; bounds a filter that matches little.
+const MAX_EXAMINED: usize = 100_000;
+
+/// Which jobs `list` returns.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    pub kind: Option<String>,
+    /// Enqueued at or after (µs).
+    pub since_us: Option<i64>,
+    pub error_contains: Option<String>,
+    /// 0: no limit.
+    pub limit: usize,
+}
+
+impl JobFilter {
+    fn matches(&self, job: &JobRecord) -> bool {
+        self.state.is_none_or(|s| s == job.state)
+            && self.kind.as_ref().is_none_or(|k| *k == job.kind)
+            && self.since_us.is_none_or(|t| job.enqueued_us >= t)
+            && self.error_contains.as_ref().is_none_or(|needle| {
+                job.last_error
+                    .as_ref()
+                    .is_some_and(|e| e.to_lowercase().contains(&needle.to_lowercase()))
+            })
+    }
+
+    /// Whether every indexed job at or after `since_us` matches, so a page can be exactly
+    /// as long as the limit.
+    fn selects_by_index_only(&self) -> bool {
+        self.kind.is_none() && self.error_contains.is_none()
+    }
+}
+
+impl Queue {
+    /// Jobs Redis still holds (finished ones as `[queues.NAME]` retention keeps them),
+    /// newest first: waiting and running jobs by enqueue time, finished ones by finish time.
+    pub async fn list(
+        &self,
+        queue: &str,
+        filter: &JobFilter,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        let states = match filter.state {
+            Some(state) => vec![state],
+            None => JobState::ALL.to_vec(),
+        };
+        let want = if filter.limit == 0 {
+            usize::MAX
+        } else {
+            filter.limit
+        };
+        let mut out = Vec::new();
+        for state in states {
+            out.extend(self.list_state(queue, state, filter, want).await?);
+        }
+        out.sort_by(|a, b| b.enqueued_us.cmp(&a.enqueued_us).then(b.id.cmp(&a.id)));
+        out.truncate(want);
+        Ok(out)
+    }
+
+    async fn list_state(
+        &self,
+        queue: &str,
+        state: JobState,
+        filter: &JobFilter,
+        want: usize,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        let keys = self.keys(queue);
+        let index = keys.index(state);
+        let mut conn = self.conn();
+        // Every score is at or after the enqueue time, so older scores cannot match `since`.
+        let min = filter.since_us.map_or("-inf".to_owned(), |t| t.to_string());
+        let page = if filter.selects_by_index_only() {
+            want.min(PAGE * 10)
+        } else {
+            PAGE
+        };
+        let (mut out, mut stale, mut offset) = (Vec::new(), Vec::new(), 0);
+        while out.len() < want && offset < MAX_EXAMINED {
+            let ids: Vec<String> = conn
+                .zrevrangebyscore_limit(&index, "+inf", &min, offset as isize, page as isize)
+                .await
+                .map_err(QueueError::redis("read job index"))?;
+            if ids.is_empty() {
+                break;
+            }
+            let mut pipe = redis::pipe();
+            for id in &ids {
+                pipe.hgetall(keys.job(id));
+            }
+            let hashes: Vec<HashMap<String, String>> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(QueueError::redis("read jobs"))?;
+            for (raw, hash) in ids.iter().zip(hashes) {
+                let Ok(id) = Uuid::parse_str(raw) else {
+                    continue;
+                };
+                // Gone: retired or expired between the two reads, or an index entry a
+                // cancellation's expiry left behind.
+                if hash.is_empty() {
+                    stale.push(raw.clone());
+                    continue;
+                }
+                let job = JobRecord::from_hash(queue, id, hash)?;
+                if filter.matches(&job) && out.len() < want {
+                    out.push(job);
+                }
+            }
+            if ids.len() < page {
+                break;
+            }
+            offset += ids.len();
+        }
+        if !stale.is_empty() {
+            let _: Result<i64, _> = conn.zrem(&index, &stale).await;
+        }
+        Ok(out)
+    }
+}
