@@ -37,7 +37,7 @@ impl Kind for Chunk {
 
     fn defaults() -> Settings {
         Settings {
-            queue: QUEUE,
+            queue: QUEUE.into(),
             max_attempts: 8,
             backoff: Backoff {
                 base: std::time::Duration::from_secs(2),

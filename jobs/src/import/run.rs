@@ -39,7 +39,7 @@ impl Kind for Run {
 
     fn defaults() -> Settings {
         Settings {
-            queue: QUEUE,
+            queue: QUEUE.into(),
             max_attempts: 5,
             timeout: Duration::from_secs(24 * 3600),
             ..Settings::default()
