@@ -14,6 +14,7 @@ mod error;
 mod health;
 mod jobs;
 mod metrics;
+mod metrics_unattended;
 mod openapi;
 mod runs;
 mod schedules;

@@ -63,6 +63,8 @@ pub enum Command {
     /// Send notifications: in-app rows and email.
     #[command(subcommand)]
     Notify(commands::notify::Command),
+    /// Delete ferry's own records past `[retention]` (what the daily maintenance does).
+    Prune(commands::prune::Args),
 }
 
 pub fn init_tracing(cli: &Cli) {
@@ -140,5 +142,6 @@ pub async fn run(cli: Cli) -> Result<Code> {
         Command::Backup(command) => commands::backup::run(&ctx, command).await,
         Command::Files(command) => commands::files::run(&ctx, command).await,
         Command::Notify(command) => commands::notify::run(&ctx, command).await,
+        Command::Prune(args) => commands::prune::run(&ctx, args).await,
     }
 }

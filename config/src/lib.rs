@@ -11,13 +11,16 @@
 //! assert_eq!(config.worker.concurrency, 8);
 //! ```
 
+mod alerts;
 mod api;
 mod backup;
+mod backup_env;
 mod duration;
 mod env;
 mod error;
 mod files;
 mod notify;
+mod retention;
 mod schedule;
 mod secret;
 mod sql;
@@ -27,12 +30,14 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use serde::Deserialize;
 
+pub use alerts::{ALERT_TEMPLATE, Alerts};
 pub use api::Api;
 pub use backup::{Backup, Retention};
 pub use env::Env;
 pub use error::ConfigError;
 pub use files::Files;
 pub use notify::{Columns, Notify, SmtpUrl, Template};
+pub use retention::Retention as RecordRetention;
 pub use schedule::{CatchUp, Schedule, Scheduler};
 pub use secret::Secret;
 pub use sql::{Sql, Statement};
@@ -76,6 +81,11 @@ pub struct Config {
     pub files: Files,
     #[serde(default)]
     pub api: Api,
+    #[serde(default)]
+    pub alerts: Alerts,
+    /// How long ferry keeps its own record.
+    #[serde(default)]
+    pub retention: RecordRetention,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +291,14 @@ impl Config {
     pub fn from_toml_str(text: &str, env: &Env) -> Result<Self, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(ConfigError::from_toml)?;
         config.apply_env(env);
+        backup_env::apply(&mut config, env)?;
+        if !config.alerts.email.is_empty() {
+            config
+                .notify
+                .templates
+                .entry(ALERT_TEMPLATE.into())
+                .or_insert_with(Alerts::default_template);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -433,6 +451,8 @@ impl Config {
         schedule::validate(&self.scheduler, &self.schedules)?;
         self.files.validate()?;
         self.api.validate()?;
+        self.alerts.validate(self.notify.smtp_url.is_some())?;
+        self.retention.validate()?;
         for (kind, o) in &self.kinds {
             let key = |field: &str| format!("kinds.{kind}.{field}");
             if o.max_attempts == Some(0) {

@@ -33,6 +33,7 @@ pub mod enqueue;
 mod error;
 pub mod files;
 mod kind;
+pub mod maintenance;
 pub mod manage;
 pub mod notify;
 pub mod put_stream;

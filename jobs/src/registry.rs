@@ -6,7 +6,9 @@ use std::{
 use ferry_config::{Config, ConfigError};
 use futures::{FutureExt, future::BoxFuture};
 
-use crate::{JobContext, JobError, Kind, Settings, backup, diag, files, notify, sql, sync};
+use crate::{
+    JobContext, JobError, Kind, Settings, backup, diag, files, maintenance, notify, sql, sync,
+};
 
 /// A kind with its arguments erased, so the worker can hold every kind in one map.
 pub trait Entry: Send + Sync {
@@ -84,6 +86,7 @@ impl Registry {
         registry.register(notify::Broadcast);
         registry.register(sql::Sql);
         registry.register(files::Migrate);
+        registry.register(maintenance::Prune);
         for (name, overrides) in &config.kinds {
             let Some(entry) = registry.kinds.get_mut(name.as_str()) else {
                 return Err(ConfigError::new(

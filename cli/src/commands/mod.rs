@@ -3,6 +3,7 @@ pub mod enqueue;
 pub mod files;
 pub mod jobs;
 pub mod notify;
+pub mod prune;
 pub mod runs;
 pub mod scheduler;
 pub mod schedules;
