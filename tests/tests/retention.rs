@@ -116,30 +116,62 @@ async fn prune_deletes_only_rows_past_retention_and_the_scheduler_runs_it_daily(
         [5, 1, 1, 1],
         "{report}"
     );
-    assert_eq!(count(&env, "SELECT count(*) FROM dead_jobs").await, 6, "a dry run deletes nothing");
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM dead_jobs").await,
+        6,
+        "a dry run deletes nothing"
+    );
 
     let out = env.ferry(&["prune"]);
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("dead_jobs") && text.contains("deleted"), "{text}");
-    assert_eq!(ids(&env, "SELECT id FROM dead_jobs").await, vec![recent_dead]);
+    assert!(
+        text.contains("dead_jobs") && text.contains("deleted"),
+        "{text}"
+    );
+    assert_eq!(
+        ids(&env, "SELECT id FROM dead_jobs").await,
+        vec![recent_dead]
+    );
     let mut kept = ids(&env, "SELECT id FROM backups ORDER BY id").await;
     kept.sort();
     let mut want = vec![newest_verified, recently_deleted, live];
     want.sort();
-    assert_eq!(kept, want, "old unverified {old_unverified} goes, the rest stay");
     assert_eq!(
-        count(&env, "SELECT count(*) FROM audit_log WHERE actor <> 'cli:old' AND action = 'x'").await,
+        kept, want,
+        "old unverified {old_unverified} goes, the rest stay"
+    );
+    assert_eq!(
+        count(
+            &env,
+            "SELECT count(*) FROM audit_log WHERE actor <> 'cli:old' AND action = 'x'"
+        )
+        .await,
         1
     );
-    assert_eq!(count(&env, "SELECT count(*) FROM audit_log WHERE actor = 'cli:old'").await, 0);
     assert_eq!(
-        count(&env, "SELECT count(*) FROM schedule_fires WHERE schedule = 'gone'").await,
+        count(
+            &env,
+            "SELECT count(*) FROM audit_log WHERE actor = 'cli:old'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &env,
+            "SELECT count(*) FROM schedule_fires WHERE schedule = 'gone'"
+        )
+        .await,
         1,
         "the newest fire of a schedule stays"
     );
     assert_eq!(
-        count(&env, "SELECT count(*) FROM audit_log WHERE action = 'record.prune'").await,
+        count(
+            &env,
+            "SELECT count(*) FROM audit_log WHERE action = 'record.prune'"
+        )
+        .await,
         1,
         "the prune is audited"
     );
@@ -157,10 +189,17 @@ async fn prune_deletes_only_rows_past_retention_and_the_scheduler_runs_it_daily(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
-        count(&env, "SELECT count(*) FROM schedule_fires WHERE schedule = 'ferry-maintenance'").await
+        count(
+            &env,
+            "SELECT count(*) FROM schedule_fires WHERE schedule = 'ferry-maintenance'"
+        )
+        .await
             >= 1
     );
-    assert_eq!(ids(&env, "SELECT id FROM dead_jobs").await, vec![recent_dead]);
+    assert_eq!(
+        ids(&env, "SELECT id FROM dead_jobs").await,
+        vec![recent_dead]
+    );
     scheduler.stop().await;
     worker.stop().await;
     env.cleanup().await;
