@@ -16,6 +16,7 @@ mod health;
 mod import;
 mod jobs;
 mod metrics;
+mod metrics_unattended;
 mod openapi;
 mod quota;
 mod runs;

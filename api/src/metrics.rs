@@ -261,6 +261,7 @@ async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(snapshot(&state).await?));
+    registry.register_collector(Box::new(crate::metrics_unattended::snapshot(&state).await?));
     let mut text = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).map_err(|_| {
         ApiError::new(

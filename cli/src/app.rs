@@ -71,6 +71,8 @@ pub enum Command {
     /// Check the configuration and show where each value came from.
     #[command(subcommand)]
     Config(commands::config::Command),
+    /// Delete ferry's own records past `[retention]` (what the daily maintenance does).
+    Prune(commands::prune::Args),
 }
 
 pub fn init_tracing(cli: &Cli) {
@@ -151,5 +153,6 @@ pub async fn run(cli: Cli) -> Result<Code> {
         Command::Notify(command) => commands::notify::run(&ctx, command).await,
         Command::Healthcheck(args) => commands::healthcheck::run(&ctx, args).await,
         Command::Config(command) => commands::config::run(&ctx, command),
+        Command::Prune(args) => commands::prune::run(&ctx, args).await,
     }
 }

@@ -11,8 +11,10 @@
 //! assert_eq!(config.worker.concurrency, 8);
 //! ```
 
+mod alerts;
 mod api;
 mod backup;
+mod backup_env;
 mod duration;
 mod effective;
 mod env;
@@ -22,6 +24,7 @@ mod files;
 mod import;
 mod notify;
 mod queues;
+mod retention;
 mod schedule;
 mod secret;
 mod smtp_parts;
@@ -33,6 +36,7 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
+pub use alerts::{ALERT_TEMPLATE, Alerts};
 pub use api::Api;
 pub use backup::{Backup, Retention};
 pub use effective::Setting;
@@ -42,6 +46,7 @@ pub use files::Files;
 pub use import::{INDEX, Import, ImportChild, ImportCollection, RefSource, Source};
 pub use notify::{Columns, Notify, SmtpUrl, Template};
 pub use queues::{Keep, QueueSettings};
+pub use retention::Retention as RecordRetention;
 pub use schedule::{CatchUp, Schedule, Scheduler};
 pub use secret::Secret;
 pub use sql::{Sql, Statement};
@@ -90,6 +95,11 @@ pub struct Config {
     pub api: Api,
     #[serde(default)]
     pub import: Import,
+    #[serde(default)]
+    pub alerts: Alerts,
+    /// How long ferry keeps its own record.
+    #[serde(default)]
+    pub retention: RecordRetention,
     /// Which keys the file and the environment set, for `ferry config check`.
     #[serde(skip)]
     provenance: effective::Provenance,
@@ -314,6 +324,14 @@ impl Config {
         };
         config.apply_store_env(env);
         config.api.read_token_env(env);
+        backup_env::apply(&mut config, env)?;
+        if !config.alerts.email.is_empty() {
+            config
+                .notify
+                .templates
+                .entry(ALERT_TEMPLATE.into())
+                .or_insert_with(Alerts::default_template);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -462,6 +480,8 @@ impl Config {
         self.files.validate()?;
         self.api.validate()?;
         self.import.validate()?;
+        self.alerts.validate(self.notify.smtp_url.is_some())?;
+        self.retention.validate()?;
         for (kind, o) in &self.kinds {
             let key = |field: &str| format!("kinds.{kind}.{field}");
             if o.max_attempts == Some(0) {

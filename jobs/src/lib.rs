@@ -34,6 +34,7 @@ mod error;
 pub mod files;
 pub mod import;
 mod kind;
+pub mod maintenance;
 pub mod manage;
 pub mod notify;
 pub mod put_stream;

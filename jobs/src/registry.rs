@@ -6,7 +6,10 @@ use std::{
 use ferry_config::{Config, ConfigError};
 use futures::{FutureExt, future::BoxFuture};
 
-use crate::{JobContext, JobError, Kind, Settings, backup, diag, files, import, notify, sql, sync};
+use crate::{
+    JobContext, JobError, Kind, Settings, backup, diag, files, import, maintenance, notify, sql,
+    sync,
+};
 
 /// A kind with its arguments erased, so the worker can hold every kind in one map.
 pub trait Entry: Send + Sync {
@@ -90,6 +93,7 @@ impl Registry {
         registry.register(files::Migrate);
         registry.register(import::Run);
         registry.register(import::Chunk);
+        registry.register(maintenance::Prune);
         for (name, overrides) in &config.kinds {
             let Some(entry) = registry.kinds.get_mut(name.as_str()) else {
                 return Err(ConfigError::new(

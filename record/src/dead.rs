@@ -47,7 +47,7 @@ impl Record {
              ON CONFLICT (id) DO UPDATE SET
                  attempts = EXCLUDED.attempts, errors = EXCLUDED.errors,
                  last_error = EXCLUDED.last_error, died_at = EXCLUDED.died_at,
-                 retried_at = NULL, retried_as = NULL",
+                 retried_at = NULL, retried_as = NULL, alerted_at = NULL",
         )
         .bind(job.id)
         .bind(&job.queue)

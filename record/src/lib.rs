@@ -7,6 +7,7 @@ mod audit;
 mod dead;
 mod delivery;
 mod error;
+mod figures;
 mod run;
 
 use std::str::FromStr;
@@ -20,6 +21,7 @@ pub use audit::{AuditEntry, NewAudit};
 pub use dead::{DeadFilter, DeadJob};
 pub use delivery::{DeliveryRow, NewDelivery, NotSent, Prior};
 pub use error::{RecordError, is_transient};
+pub use figures::{BackupAges, RelayBacklog};
 pub use run::{Lease, Progress, RunRow, RunState};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");

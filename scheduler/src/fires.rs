@@ -85,6 +85,24 @@ pub fn plan(config: &Config, registry: &Registry) -> Result<Vec<Planned>, Config
     Ok(out)
 }
 
+/// [`plan`], plus the daily `maintenance.prune` of `[retention]` unless a configured
+/// schedule already runs that kind or `retention.schedule` is empty. Only the scheduler
+/// fires it; `schedules ls` shows the configured schedules.
+pub fn plan_with_maintenance(
+    config: &Config,
+    registry: &Registry,
+) -> Result<Vec<Planned>, ConfigError> {
+    let mut planned = plan(config, registry)?;
+    if let Some(builtin) = config.retention.builtin_schedule()
+        && !planned.iter().any(|p| p.schedule.kind == builtin.kind)
+    {
+        let mut only = config.clone();
+        only.schedules = vec![builtin];
+        planned.extend(plan(&only, registry)?);
+    }
+    Ok(planned)
+}
+
 /// What one tick did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TickReport {

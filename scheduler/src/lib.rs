@@ -5,6 +5,7 @@
 //! `run(config, shutdown)` takes its shutdown from outside; [`run_with_clock`] also takes the
 //! clock, and [`Fires::tick`] takes the time itself, so tests drive time without sleeping.
 
+mod alerts;
 mod calendar;
 mod clock;
 mod fires;
@@ -20,9 +21,10 @@ use ferry_queue::Queue;
 use ferry_record::Record;
 use tokio_util::sync::CancellationToken;
 
+pub use alerts::Alerter;
 pub use calendar::fires_after;
 pub use clock::{Clock, SystemClock};
-pub use fires::{Fires, Planned, TickReport, plan};
+pub use fires::{Fires, Planned, TickReport, plan, plan_with_maintenance};
 pub use reconcile::Reconciler;
 pub use status::{ScheduleStatus, set_paused, statuses};
 
@@ -63,13 +65,20 @@ pub async fn run_with_clock(
     shutdown: CancellationToken,
 ) -> Result<(), SchedulerError> {
     let registry = Arc::new(Registry::new(&config)?);
-    let planned = plan(&config, &registry)?;
+    let planned = plan_with_maintenance(&config, &registry)?;
     let record = Record::connect(&config.postgres).await?;
     record.check_migrated().await?;
     let queue = Queue::for_config(&config).await?;
     let replica = format!("scheduler-{}", ferry_worker::worker_id());
     tracing::info!(replica, schedules = planned.len(), "scheduler starting");
 
+    let alerter = Alerter::new(
+        record.clone(),
+        queue.clone(),
+        registry.clone(),
+        config.clone(),
+        planned.clone(),
+    );
     let fires = Fires::new(planned, record.clone(), queue.clone(), &config, &replica);
     fires.register(clock.now()).await?;
     let reconciler = Reconciler::new(record.clone(), queue.clone(), registry, &config);
@@ -83,7 +92,8 @@ pub async fn run_with_clock(
     });
     tokio::join!(
         fires.run(clock.clone(), shutdown.clone()),
-        reconciler.run(clock, shutdown.clone()),
+        reconciler.run(clock.clone(), shutdown.clone()),
+        alerter.run(clock, shutdown.clone()),
         async {
             if let Some(relay) = relay {
                 relay.await;

@@ -6,6 +6,7 @@ pub mod healthcheck;
 pub mod import;
 pub mod jobs;
 pub mod notify;
+pub mod prune;
 pub mod runs;
 pub mod scheduler;
 pub mod schedules;
