@@ -63,6 +63,9 @@ pub enum Command {
     /// Send notifications: in-app rows and email.
     #[command(subcommand)]
     Notify(commands::notify::Command),
+    /// [[on_change]] rules: install the change capture they need.
+    #[command(subcommand)]
+    Events(commands::events::Command),
 }
 
 pub fn init_tracing(cli: &Cli) {
@@ -140,5 +143,6 @@ pub async fn run(cli: Cli) -> Result<Code> {
         Command::Backup(command) => commands::backup::run(&ctx, command).await,
         Command::Files(command) => commands::files::run(&ctx, command).await,
         Command::Notify(command) => commands::notify::run(&ctx, command).await,
+        Command::Events(command) => commands::events::run(&ctx, command).await,
     }
 }

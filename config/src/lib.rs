@@ -18,6 +18,7 @@ mod env;
 mod error;
 mod files;
 mod notify;
+mod on_change;
 mod schedule;
 mod secret;
 mod sql;
@@ -32,7 +33,8 @@ pub use backup::{Backup, Retention};
 pub use env::Env;
 pub use error::ConfigError;
 pub use files::Files;
-pub use notify::{Columns, Notify, SmtpUrl, Template};
+pub use notify::{Columns, Delivery, Notify, SmtpUrl, Template};
+pub use on_change::{OnChange, Op};
 pub use schedule::{CatchUp, Schedule, Scheduler};
 pub use secret::Secret;
 pub use sql::{Sql, Statement};
@@ -76,6 +78,9 @@ pub struct Config {
     pub files: Files,
     #[serde(default)]
     pub api: Api,
+    /// Rules routing captured row changes to jobs, `[[on_change]]` in the file.
+    #[serde(default)]
+    pub on_change: Vec<OnChange>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -433,6 +438,7 @@ impl Config {
         schedule::validate(&self.scheduler, &self.schedules)?;
         self.files.validate()?;
         self.api.validate()?;
+        on_change::validate(&self.on_change)?;
         for (kind, o) in &self.kinds {
             let key = |field: &str| format!("kinds.{kind}.{field}");
             if o.max_attempts == Some(0) {

@@ -147,6 +147,17 @@ impl Queue {
         &self.prefix
     }
 
+    /// `PUBLISH channel payload` on the queue's connection (the channel as given, no prefix:
+    /// it is the application's name); returns how many subscribers got it.
+    pub async fn publish(&self, channel: &str, payload: &str) -> Result<i64, QueueError> {
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(QueueError::redis("publish"))
+    }
+
     pub fn keep_finished(&self) -> Duration {
         self.keep_finished
     }

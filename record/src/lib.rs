@@ -8,6 +8,7 @@ mod dead;
 mod delivery;
 mod error;
 mod run;
+mod unconfirmed;
 
 use std::str::FromStr;
 
@@ -21,6 +22,7 @@ pub use dead::{DeadFilter, DeadJob};
 pub use delivery::{DeliveryRow, NewDelivery, NotSent, Prior};
 pub use error::{RecordError, is_transient};
 pub use run::{Lease, Progress, RunRow, RunState};
+pub use unconfirmed::Unconfirmed;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 

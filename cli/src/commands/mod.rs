@@ -1,5 +1,6 @@
 pub mod backup;
 pub mod enqueue;
+pub mod events;
 pub mod files;
 pub mod jobs;
 pub mod notify;
@@ -9,5 +10,6 @@ pub mod schedules;
 pub mod serve;
 pub mod stats;
 pub mod sync;
+pub mod unconfirmed;
 pub mod wait;
 pub mod worker;
