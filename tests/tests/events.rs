@@ -57,7 +57,8 @@ fn output(out: &std::process::Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_gets_the_row_with_its_extra_columns_within_a_second() {
     let env = TestEnv::new(&format!(
-        "[notify]\ntable = \"{{schema}}.notifications\"\nrealtime = \"{{schema}}:notifications\"\nrealtime_pg = true\n[notify.columns]\nkind = \"type\"\n{TEMPLATES}"
+        "[notify]\ntable = \"{{schema}}.notifications\"\nrealtime = \"{{schema}}:notifications\"\nrealtime_pg = true\n[notify.columns]\nkind = \"type\"\n{TEMPLATES}{}",
+        ferry_tests::api::API_CONFIG
     ))
     .await;
     env.sql(APP).await;
