@@ -300,9 +300,9 @@ async fn a_change_relayed_again_enqueues_nothing_and_a_bad_one_is_kept_with_its_
     ))
     .await;
     let rules = ferry_jobs::events::Rules::compile(&env.config, &env.registry).unwrap();
-    let insert = |id: i64, row: Value| {
+    let change = |id: i64, op: &'static str, row: Value| {
         let sql = format!(
-            "INSERT INTO \"{}\".change_events (id, table_name, op, key, row) VALUES ({id}, '{}.enrollments', 'INSERT', '{{\"id\": 1}}', '{row}')",
+            "INSERT INTO \"{}\".change_events (id, table_name, op, key, row) VALUES ({id}, '{}.enrollments', '{op}', '{{\"id\": 1}}', '{row}')",
             env.name,
             env.app_schema()
         );
@@ -315,6 +315,7 @@ async fn a_change_relayed_again_enqueues_nothing_and_a_bad_one_is_kept_with_its_
         }
     };
     let row = json!({"id": 1, "course_id": 7, "instructor_id": 100, "student": "A"});
+    let insert = |id: i64, row: Value| change(id, "INSERT", row);
     let relay =
         || ferry_jobs::events::relay::relay_once(&env.record, &env.queue, &env.registry, &rules);
     insert(5, row.clone()).await;
@@ -327,6 +328,14 @@ async fn a_change_relayed_again_enqueues_nothing_and_a_bad_one_is_kept_with_its_
         (1, 0),
         "the key named the first job"
     );
+    assert_eq!(notify_jobs(&env).await, 1);
+    // An update of a table whose rules want inserts (and deletes) starts nothing.
+    change(7, "UPDATE", row.clone()).await;
+    let update = relay().await.unwrap();
+    assert_eq!((update.changes, update.jobs, update.failed), (1, 0, 0));
+    // A delete starts the delete rule's job.
+    change(8, "DELETE", row.clone()).await;
+    assert_eq!(relay().await.unwrap().jobs, 1);
     assert_eq!(notify_jobs(&env).await, 1);
     // A row the rule cannot render (no instructor_id) starts nothing and stays, with why.
     insert(6, json!({"id": 1, "course_id": 7, "student": "B"})).await;
