@@ -28,6 +28,8 @@ const OLDEST_SCAN: usize = 1000;
 struct Snapshot {
     queues: Vec<QueueFigures>,
     running: Vec<RunRow>,
+    /// In-app rows whose realtime publish was missed.
+    realtime_missed: i64,
 }
 
 #[derive(Debug)]
@@ -138,6 +140,12 @@ impl Collector for Snapshot {
             runs.2,
         )?;
 
+        counter(
+            &mut encoder,
+            "ferry_notify_realtime_missed",
+            "In-app notifications written whose realtime publish (Redis or pg_notify) failed.",
+            vec![(Labels::new(), self.realtime_missed)],
+        )?;
         let started = self.each_kind_metrics(|m| m.wait.count() as i64);
         counter(
             &mut encoder,
@@ -255,7 +263,12 @@ async fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
         });
     }
     let running = state.record().runs(Some("running"), 200).await?;
-    Ok(Snapshot { queues, running })
+    let realtime_missed = state.record().realtime_missed().await?;
+    Ok(Snapshot {
+        queues,
+        running,
+        realtime_missed,
+    })
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {

@@ -73,6 +73,9 @@ pub enum Command {
     Config(commands::config::Command),
     /// Delete ferry's own records past `[retention]` (what the daily maintenance does).
     Prune(commands::prune::Args),
+    /// [[on_change]] rules: install the change capture they need.
+    #[command(subcommand)]
+    Events(commands::events::Command),
 }
 
 pub fn init_tracing(cli: &Cli) {
@@ -154,5 +157,6 @@ pub async fn run(cli: Cli) -> Result<Code> {
         Command::Healthcheck(args) => commands::healthcheck::run(&ctx, args).await,
         Command::Config(command) => commands::config::run(&ctx, command),
         Command::Prune(args) => commands::prune::run(&ctx, args).await,
+        Command::Events(command) => commands::events::run(&ctx, command).await,
     }
 }

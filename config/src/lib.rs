@@ -23,6 +23,7 @@ mod error;
 mod files;
 mod import;
 mod notify;
+mod on_change;
 mod queues;
 mod retention;
 mod schedule;
@@ -44,7 +45,8 @@ pub use env::Env;
 pub use error::ConfigError;
 pub use files::Files;
 pub use import::{INDEX, Import, ImportChild, ImportCollection, RefSource, Source};
-pub use notify::{Columns, Notify, SmtpUrl, Template};
+pub use notify::{Columns, Delivery, Notify, SmtpUrl, Template};
+pub use on_change::{OnChange, Op};
 pub use queues::{Keep, QueueSettings};
 pub use retention::Retention as RecordRetention;
 pub use schedule::{CatchUp, Schedule, Scheduler};
@@ -100,6 +102,9 @@ pub struct Config {
     /// How long ferry keeps its own record.
     #[serde(default)]
     pub retention: RecordRetention,
+    /// Rules routing captured row changes to jobs, `[[on_change]]` in the file.
+    #[serde(default)]
+    pub on_change: Vec<OnChange>,
     /// Which keys the file and the environment set, for `ferry config check`.
     #[serde(skip)]
     provenance: effective::Provenance,
@@ -482,6 +487,7 @@ impl Config {
         self.import.validate()?;
         self.alerts.validate(self.notify.smtp_url.is_some())?;
         self.retention.validate()?;
+        on_change::validate(&self.on_change)?;
         for (kind, o) in &self.kinds {
             let key = |field: &str| format!("kinds.{kind}.{field}");
             if o.max_attempts == Some(0) {

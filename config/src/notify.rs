@@ -31,6 +31,14 @@ pub struct Notify {
     /// Longest wait for one SMTP reply.
     #[serde(with = "duration")]
     pub smtp_timeout: Duration,
+    /// A channel prefix: each in-app row, once committed, is published as JSON on Redis
+    /// pub/sub channel `PREFIX:USER_ID` for the app's WebSocket layer. Unset: no publishing.
+    pub realtime: Option<String>,
+    /// Also `pg_notify` on the same channel name (needs `realtime`).
+    pub realtime_pg: bool,
+    /// Longest a realtime publish may take before it counts as missed; the delivery goes on.
+    #[serde(with = "duration")]
+    pub realtime_timeout: Duration,
 }
 
 impl Default for Notify {
@@ -46,19 +54,26 @@ impl Default for Notify {
             chunk_size: 100,
             rate: 100,
             smtp_timeout: Duration::from_secs(30),
+            realtime: None,
+            realtime_pg: false,
+            realtime_timeout: Duration::from_millis(250),
         }
     }
 }
 
 /// Where the parts of an in-app notification go.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Columns {
     pub user: String,
     /// Gets the rendered subject.
     pub title: String,
     /// Gets the rendered text.
     pub body: String,
+    /// The app's own columns: a name `notify.send` takes in `"columns"` → the table's
+    /// column (`link = "link"`, `data = "payload"`). Checked against the catalog on use.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, String>,
 }
 
 impl Default for Columns {
@@ -67,6 +82,7 @@ impl Default for Columns {
             user: "user_id".into(),
             title: "title".into(),
             body: "body".into(),
+            extra: BTreeMap::new(),
         }
     }
 }
@@ -79,6 +95,30 @@ pub struct Template {
     pub text: String,
     /// Sent as the HTML alternative of `text`; values are HTML-escaped.
     pub html: Option<String>,
+    #[serde(default)]
+    pub delivery: Delivery,
+}
+
+/// What an email whose reply never came becomes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Recorded `unconfirmed` and never sent again: nobody gets it twice, a few may get none.
+    #[default]
+    AtMostOnce,
+    /// Sent again with the same Message-ID: nobody goes without, a few may get it twice
+    /// (receivers that dedupe by Message-ID show it once). For resets and invitations.
+    AtLeastOnce,
+}
+
+impl Delivery {
+    /// As recorded in `notify_deliveries.delivery`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AtMostOnce => "at_most_once",
+            Self::AtLeastOnce => "at_least_once",
+        }
+    }
 }
 
 /// An SMTP URL that may hold a password: never shown in full, not even by `Debug`.
@@ -167,18 +207,59 @@ impl Notify {
                 "use letters, digits and underscores, e.g. \"notifications\"",
             ));
         }
-        for (key, column) in [
-            ("notify.columns.user", &self.columns.user),
-            ("notify.columns.title", &self.columns.title),
-            ("notify.columns.body", &self.columns.body),
-        ] {
-            if !is_sql_name(column) {
+        let c = &self.columns;
+        let fixed = [("user", &c.user), ("title", &c.title), ("body", &c.body)];
+        for (name, column) in fixed
+            .into_iter()
+            .chain(c.extra.iter().map(|(n, c)| (n.as_str(), c)))
+        {
+            if !(is_sql_name(name) && is_sql_name(column)) {
                 return Err(ConfigError::new(
-                    key,
+                    format!("notify.columns.{name}"),
                     format!("{column:?} is not a column name"),
-                    "use letters, digits and underscores",
+                    "use letters, digits and underscores on both sides, e.g. link = \"link\"",
                 ));
             }
+            if fixed.iter().any(|(n, c)| *c == column && *n != name) {
+                return Err(ConfigError::new(
+                    format!("notify.columns.{name}"),
+                    format!(
+                        "column {column:?} is already the {} column",
+                        fixed
+                            .iter()
+                            .find(|(_, c)| *c == column)
+                            .map_or("", |(n, _)| *n)
+                    ),
+                    "map each table column once",
+                ));
+            }
+        }
+        if let Some(prefix) = &self.realtime
+            && (prefix.is_empty()
+                || prefix.len() > 100
+                || prefix
+                    .chars()
+                    .any(|ch| ch.is_whitespace() || ch.is_control()))
+        {
+            return Err(ConfigError::new(
+                "notify.realtime",
+                format!("{prefix:?} is not a channel prefix"),
+                "give a short name without spaces, e.g. \"notifications\"",
+            ));
+        }
+        if self.realtime_pg && self.realtime.is_none() {
+            return Err(ConfigError::new(
+                "notify.realtime_pg",
+                "is set but notify.realtime is not",
+                "set notify.realtime = \"notifications\" (the channel prefix) as well",
+            ));
+        }
+        if self.realtime.is_some() && self.realtime_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "notify.realtime_timeout",
+                "is zero",
+                "give a duration such as \"250ms\"",
+            ));
         }
         if self.table.is_some() && record_apart {
             return Err(ConfigError::new(

@@ -45,7 +45,12 @@ impl Deps {
     pub async fn notifier(&self) -> Result<Arc<crate::notify::Notifier>, JobError> {
         self.notify
             .get_or_try_init(|| async {
-                crate::notify::Notifier::new(self.config.clone(), self.record.clone()).map(Arc::new)
+                crate::notify::Notifier::new(
+                    self.config.clone(),
+                    self.record.clone(),
+                    Some(self.queue.clone()),
+                )
+                .map(Arc::new)
             })
             .await
             .cloned()

@@ -31,6 +31,7 @@ mod context;
 pub mod diag;
 pub mod enqueue;
 mod error;
+pub mod events;
 pub mod files;
 pub mod import;
 mod kind;

@@ -145,6 +145,17 @@ impl Queue {
         self.keep.get(queue).copied().unwrap_or(self.default_keep)
     }
 
+    /// `PUBLISH channel payload` on the queue's connection (the channel as given, no prefix:
+    /// it is the application's name); returns how many subscribers got it.
+    pub async fn publish(&self, channel: &str, payload: &str) -> Result<i64, QueueError> {
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(QueueError::redis("publish"))
+    }
+
     pub async fn ping(&self) -> Result<(), QueueError> {
         let mut conn = self.conn();
         redis::cmd("PING")

@@ -33,6 +33,10 @@ pub struct DeliveryRow {
     pub reply: Option<String>,
     pub attempts: i32,
     pub in_app_at: Option<DateTime<Utc>>,
+    /// `at_most_once` or `at_least_once`: the template's choice for a reply that never came.
+    pub delivery: String,
+    /// Why the realtime publish of the in-app row failed; `None` when it did not.
+    pub realtime_missed: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub sent_at: Option<DateTime<Utc>>,
@@ -46,6 +50,13 @@ pub struct NewDelivery<'a> {
     pub template: &'a str,
     pub recipient: Option<&'a str>,
     pub user_id: Option<&'a str>,
+    /// Send again a message found in doubt (`committing` or `unconfirmed`): the template asks
+    /// for at-least-once, or an operator resends it.
+    pub again_in_doubt: bool,
+    /// `at_most_once` or `at_least_once`, as recorded.
+    pub delivery: &'a str,
+    /// The template variables, kept with the email so an operator can resend it.
+    pub data: Option<&'a serde_json::Value>,
 }
 
 /// How a message's transaction ended before its data was complete: nothing was mailed.
@@ -86,14 +97,17 @@ impl Record {
 
     /// The commit point, once the server waits for the data: records the message if new and
     /// marks it `committing`, in one statement, unless another attempt got past this point
-    /// first (false: do not complete the data).
+    /// first (false: do not complete the data). With `again_in_doubt` a message in doubt is
+    /// taken again too.
     pub async fn delivery_committing(&self, d: &NewDelivery<'_>) -> Result<bool, RecordError> {
         let claimed = sqlx::query_scalar::<_, i32>(
-            "INSERT INTO notify_deliveries (key, job_id, template, recipient, user_id, state, attempts)
-             VALUES ($1, $2, $3, $4, $5, 'committing', 1)
+            "INSERT INTO notify_deliveries (key, job_id, template, recipient, user_id, state, attempts, delivery, data)
+             VALUES ($1, $2, $3, $4, $5, 'committing', 1, $7, $8)
              ON CONFLICT (key) DO UPDATE SET state = 'committing',
-                attempts = notify_deliveries.attempts + 1, updated_at = now()
+                attempts = notify_deliveries.attempts + 1, updated_at = now(),
+                delivery = $7, data = $8
              WHERE notify_deliveries.state IN ('queued', 'sending')
+                OR ($6 AND notify_deliveries.state IN ('committing', 'unconfirmed'))
              RETURNING attempts",
         )
         .bind(d.key)
@@ -101,6 +115,9 @@ impl Record {
         .bind(d.template)
         .bind(d.recipient)
         .bind(d.user_id)
+        .bind(d.again_in_doubt)
+        .bind(d.delivery)
+        .bind(d.data)
         .fetch_optional(&self.pool)
         .await
         .map_err(RecordError::query("mark delivery committing"))?;

@@ -9,6 +9,7 @@ mod delivery;
 mod error;
 mod figures;
 mod run;
+mod unconfirmed;
 
 use std::str::FromStr;
 
@@ -23,6 +24,7 @@ pub use delivery::{DeliveryRow, NewDelivery, NotSent, Prior};
 pub use error::{RecordError, is_transient};
 pub use figures::{BackupAges, RelayBacklog};
 pub use run::{Lease, Progress, RunRow, RunState};
+pub use unconfirmed::Unconfirmed;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 

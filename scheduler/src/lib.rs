@@ -1,5 +1,6 @@
 //! The ferry scheduler: cron fires enqueued exactly once across any number of replicas, the
-//! change relay that turns trigger-captured rows into `sync.entity` jobs, and the reconciler
+//! change relays that turn trigger-captured rows into `sync.entity` jobs and into the jobs of
+//! `[[on_change]]` rules, and the reconciler
 //! that re-dispatches long runs whose job Redis lost.
 //!
 //! `run(config, shutdown)` takes its shutdown from outside; [`run_with_clock`] also takes the
@@ -9,6 +10,7 @@ mod alerts;
 mod calendar;
 mod clock;
 mod fires;
+mod on_change;
 mod reconcile;
 mod relay;
 mod status;
@@ -66,6 +68,7 @@ pub async fn run_with_clock(
 ) -> Result<(), SchedulerError> {
     let registry = Arc::new(Registry::new(&config)?);
     let planned = plan_with_maintenance(&config, &registry)?;
+    let rules = ferry_jobs::events::Rules::compile(&config, &registry)?;
     let record = Record::connect(&config.postgres).await?;
     record.check_migrated().await?;
     let queue = Queue::for_config(&config).await?;
@@ -81,6 +84,16 @@ pub async fn run_with_clock(
     );
     let fires = Fires::new(planned, record.clone(), queue.clone(), &config, &replica);
     fires.register(clock.now()).await?;
+    let rules = (!rules.is_empty()).then(|| {
+        on_change::run(
+            record.clone(),
+            queue.clone(),
+            registry.clone(),
+            rules,
+            config.sync.relay_interval,
+            shutdown.clone(),
+        )
+    });
     let reconciler = Reconciler::new(record.clone(), queue.clone(), registry, &config);
     let relay = (config.mongodb.uri.is_some() && config.postgres.url.is_some()).then(|| {
         relay::run(
@@ -97,6 +110,11 @@ pub async fn run_with_clock(
         async {
             if let Some(relay) = relay {
                 relay.await;
+            }
+        },
+        async {
+            if let Some(rules) = rules {
+                rules.await;
             }
         },
     );

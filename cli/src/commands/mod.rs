@@ -1,6 +1,7 @@
 pub mod backup;
 pub mod config;
 pub mod enqueue;
+pub mod events;
 pub mod files;
 pub mod healthcheck;
 pub mod import;
@@ -13,5 +14,6 @@ pub mod schedules;
 pub mod serve;
 pub mod stats;
 pub mod sync;
+pub mod unconfirmed;
 pub mod wait;
 pub mod worker;

@@ -29,6 +29,9 @@ pub enum Command {
         /// Template variables, a JSON object.
         #[arg(long)]
         data: Option<String>,
+        /// The in-app row's own columns, a JSON object (see [notify.columns]).
+        #[arg(long)]
+        columns: Option<String>,
         /// Idempotency key: at most one email and one in-app row per key.
         #[arg(long)]
         key: Option<String>,
@@ -51,20 +54,34 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
+    /// Emails complete when their reply never came: list them, or send them again with the
+    /// same Message-ID.
+    #[command(subcommand)]
+    Unconfirmed(crate::commands::unconfirmed::Command),
 }
 
 pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
-    let templates = Templates::compile(&ctx.config.notify).map_err(usage)?;
+    let templates = || Templates::compile(&ctx.config.notify).map_err(usage);
     match command {
         Command::Send {
             to,
             user_id,
             template,
             data,
+            columns,
             key,
             wait,
         } => {
+            let templates = templates()?;
             let data = parse_data(data.as_deref())?;
+            let columns = columns
+                .map(|c| match parse_data(Some(&c)) {
+                    Ok(Value::Object(map)) => Ok(map),
+                    _ => Err(Exit::usage(
+                        "--columns must be a JSON object {column: value}",
+                    )),
+                })
+                .transpose()?;
             templates.render(&template, &data).map_err(usage)?;
             if let Some(to) = &to {
                 Mailer::address(to).map_err(usage)?;
@@ -77,6 +94,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
                 user_id: user_id.map(Value::String),
                 template,
                 data,
+                columns,
             };
             let keys = Keys {
                 idempotency: key,
@@ -90,6 +108,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
             data,
             wait,
         } => {
+            let templates = templates()?;
             let data = parse_data(data.as_deref())?;
             if !templates.contains(&template) {
                 templates.render(&template, &data).map_err(usage)?;
@@ -102,6 +121,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
             };
             enqueue::submit(ctx, Broadcast::NAME, &args, Keys::default(), wait).await
         }
+        Command::Unconfirmed(command) => crate::commands::unconfirmed::run(ctx, command).await,
     }
 }
 

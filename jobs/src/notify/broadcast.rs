@@ -129,6 +129,8 @@ impl Kind for Broadcast {
                         to: Some(&email),
                         user_id,
                         data: &data,
+                        columns: None,
+                        resend: false,
                     };
                     notifier.deliver(&message).await
                 })

@@ -13,15 +13,18 @@
 //! that marks it written.
 
 mod broadcast;
+mod in_app;
 mod mailer;
+mod realtime;
 mod send;
 pub mod template;
 
 use std::{sync::Arc, time::Duration};
 
-use ferry_config::Config;
+use ferry_config::{Config, Delivery};
+use ferry_queue::Queue;
 use ferry_record::{NewDelivery, NotSent, Prior, Record};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -43,7 +46,10 @@ pub struct Notifier {
     mailer: Option<Mailer>,
     app: Option<PgPool>,
     record: Record,
+    /// For realtime publishes; `None` in a process without Redis (no publishing).
+    queue: Option<Queue>,
     config: Arc<Config>,
+    in_app_columns: in_app::TableColumns,
 }
 
 /// One message to one recipient.
@@ -56,6 +62,10 @@ pub struct Message<'a> {
     pub to: Option<&'a str>,
     pub user_id: Option<&'a Value>,
     pub data: &'a Value,
+    /// The app's own columns of the in-app row.
+    pub columns: Option<&'a Map<String, Value>>,
+    /// An operator's resend: the email is sent again even though it is in doubt.
+    pub resend: bool,
 }
 
 /// What became of a message.
@@ -76,8 +86,12 @@ const STOPPED_IN_DOUBT: &str = "in doubt: the worker stopped between marking the
 
 impl Notifier {
     /// Compiles templates and prepares the SMTP pool and database pool; nothing connects
-    /// until a message needs it.
-    pub fn new(config: Arc<Config>, record: Record) -> Result<Self, JobError> {
+    /// until a message needs it. `queue` carries realtime publishes.
+    pub fn new(
+        config: Arc<Config>,
+        record: Record,
+        queue: Option<Queue>,
+    ) -> Result<Self, JobError> {
         let n = &config.notify;
         let templates = Templates::compile(n)?;
         let mailer = n
@@ -103,7 +117,9 @@ impl Notifier {
             mailer,
             app,
             record,
+            queue,
             config,
+            in_app_columns: in_app::TableColumns::default(),
         })
     }
 
@@ -148,15 +164,20 @@ impl Notifier {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         });
+        let choice = self.templates.delivery(m.template);
+        let again_in_doubt = m.resend || choice == Delivery::AtLeastOnce;
         let delivery = NewDelivery {
             key: m.key,
             job_id: m.job_id,
             template: m.template,
             recipient: m.to,
             user_id: user_text.as_deref(),
+            again_in_doubt,
+            delivery: choice.as_str(),
+            data: Some(m.data),
         };
         if let Some(user) = m.user_id {
-            self.in_app(&delivery, user, &rendered).await?;
+            self.in_app(&delivery, user, &rendered, m.columns).await?;
         }
         let Some((mailer, outgoing)) = outgoing else {
             return Ok(Delivered::Sent(None));
@@ -164,6 +185,8 @@ impl Notifier {
         match self.record.delivery_prior(m.key).await? {
             Prior::Unsent => {}
             Prior::Done => return Ok(Delivered::Before),
+            // At least once: sent again, with the same Message-ID.
+            Prior::InDoubt if again_in_doubt => {}
             Prior::InDoubt => {
                 // No-op when an earlier attempt already recorded it unconfirmed.
                 self.record
@@ -204,6 +227,13 @@ impl Notifier {
                 self.record.delivery_deferred(m.key, &e.to_string()).await?;
                 Err(JobError::Retryable(e.to_string()))
             }
+            Err(SendError::InDoubt(e)) if again_in_doubt => {
+                let reply = format!(
+                    "the connection failed after the message was complete, before the server's reply ({e}); sent again with the same Message-ID"
+                );
+                self.record.delivery_unconfirmed(m.key, &reply).await?;
+                Err(JobError::Retryable(reply))
+            }
             Err(SendError::InDoubt(e)) => {
                 let reply = format!(
                     "the connection failed after the message was complete, before the server's reply ({e}); not sent again"
@@ -216,58 +246,6 @@ impl Notifier {
                 Err(permanent(e))
             }
         }
-    }
-
-    /// Inserts the in-app row unless an earlier attempt did, in one transaction with the mark.
-    async fn in_app(
-        &self,
-        delivery: &NewDelivery<'_>,
-        user: &Value,
-        rendered: &Rendered,
-    ) -> Result<(), JobError> {
-        let n = &self.config.notify;
-        let Some((schema, table)) = n.table_parts() else {
-            return Err(JobError::Permanent(
-                "user_id asks for an in-app notification, but notify.table is not set".into(),
-            ));
-        };
-        let app = self.app()?;
-        let db = |what: &'static str| {
-            move |e: sqlx::Error| JobError::db(format!("Postgres failed to {what}: {e}"), &e)
-        };
-        let mut tx = app.begin().await.map_err(db("begin"))?;
-        if self.record.claim_in_app(&mut tx, delivery).await? {
-            // Names come from config, checked as plain identifiers, and are quoted. The row
-            // goes through jsonb_populate_record so the user column may be any type
-            // (bigint, uuid, text) Postgres can read from JSON.
-            let quoted = match schema {
-                Some(s) => format!("\"{s}\".\"{table}\""),
-                None => format!("\"{table}\""),
-            };
-            let c = &n.columns;
-            let sql = format!(
-                "INSERT INTO {quoted} (\"{u}\", \"{t}\", \"{b}\")
-                 SELECT \"{u}\", \"{t}\", \"{b}\" FROM jsonb_populate_record(NULL::{quoted}, $1)",
-                u = c.user,
-                t = c.title,
-                b = c.body
-            );
-            let row: serde_json::Map<String, Value> = [
-                (c.user.clone(), user.clone()),
-                (c.title.clone(), Value::from(rendered.subject.as_str())),
-                (c.body.clone(), Value::from(rendered.text.as_str())),
-            ]
-            .into_iter()
-            .collect();
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(Value::Object(row))
-                .execute(&mut *tx)
-                .await
-                .map_err(db("insert the in-app notification"))?;
-        }
-        tx.commit()
-            .await
-            .map_err(db("commit the in-app notification"))
     }
 }
 

@@ -21,6 +21,10 @@ pub struct SendArgs {
     /// Template variables.
     #[serde(default)]
     pub data: Value,
+    /// The in-app row's own columns (`[notify.columns]` names or the table's columns),
+    /// checked against the catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<serde_json::Map<String, Value>>,
 }
 
 impl Kind for Send {
@@ -55,6 +59,8 @@ impl Kind for Send {
             to: args.to.as_deref(),
             user_id: args.user_id.as_ref(),
             data: &args.data,
+            columns: args.columns.as_ref(),
+            resend: false,
         };
         match notifier.deliver(&message).await? {
             Delivered::Sent(reply) => {

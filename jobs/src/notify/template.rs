@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use ferry_config::Notify;
+use ferry_config::{Delivery, Notify};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior, value::Serde};
 use serde_json::Value;
 
@@ -13,6 +13,8 @@ use crate::JobError;
 #[derive(Debug)]
 pub struct Templates {
     env: Environment<'static>,
+    /// Templates that are sent at least once (`delivery = "at_least_once"`).
+    at_least_once: BTreeSet<String>,
 }
 
 /// A message rendered for one recipient.
@@ -51,7 +53,22 @@ impl Templates {
                 }
             }
         }
-        Ok(Self { env })
+        let at_least_once = config
+            .templates
+            .iter()
+            .filter(|(_, t)| t.delivery == Delivery::AtLeastOnce)
+            .map(|(name, _)| name.clone())
+            .collect();
+        Ok(Self { env, at_least_once })
+    }
+
+    /// What template `name` asks for when an email's reply never came.
+    pub fn delivery(&self, name: &str) -> Delivery {
+        if self.at_least_once.contains(name) {
+            Delivery::AtLeastOnce
+        } else {
+            Delivery::AtMostOnce
+        }
     }
 
     pub fn contains(&self, name: &str) -> bool {
