@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{ConfigError, Secret, Template, duration};
 
@@ -15,7 +15,7 @@ use crate::{ConfigError, Secret, Template, duration};
 /// replaces it.
 pub const ALERT_TEMPLATE: &str = "ferry_alert";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Alerts {
     /// An `http(s)://` URL alerts are POSTed to. It often holds a token (Slack's do), so it is
@@ -79,6 +79,7 @@ impl Alerts {
             subject: "[ferry] {{ title }}".into(),
             text: "{{ message }}\n\nWhere to look: {{ where }}\n\nRaised at {{ raised_at }} (alert {{ id }}).".into(),
             html: None,
+            delivery: Default::default(),
         }
     }
 

@@ -100,7 +100,7 @@ pub struct Template {
 }
 
 /// What an email whose reply never came becomes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Delivery {
     /// Recorded `unconfirmed` and never sent again: nobody gets it twice, a few may get none.

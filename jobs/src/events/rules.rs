@@ -120,7 +120,14 @@ impl Rules {
                 ..Keys::default()
             };
             jobs.push(
-                enqueue::prepare(registry, &rule.kind, &args.to_string(), keys, None)
+                enqueue::prepare(
+                    registry,
+                    &enqueue::Origin::Ferry,
+                    &rule.kind,
+                    &args.to_string(),
+                    keys,
+                    None,
+                )
                     .map_err(fail)?,
             );
         }

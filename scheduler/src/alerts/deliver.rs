@@ -172,7 +172,7 @@ impl Alerter {
             })
             .collect();
         self.queue
-            .enqueue(settings.queue, &jobs)
+            .enqueue(&settings.queue, &jobs)
             .await
             .map(drop)
             .map_err(|e| format!("could not enqueue the alert emails: {e}"))
