@@ -2,6 +2,7 @@
 //! run in parallel against the shared services and never depend on order.
 
 pub mod api;
+pub mod attempts;
 pub mod smtp;
 
 use std::{

@@ -413,15 +413,35 @@ async fn operators_list_retry_and_cancel_jobs_and_each_action_is_audited() {
         .await;
     assert_eq!(dry["ids"], json!([dead_id]), "{dry}");
     assert_eq!(dry["requeued"], 0);
+    // The retry ran: the job finished again, later, and its record holds a second error.
+    let first_end = env.job_record(dead_id).await.unwrap().finished_us.unwrap();
     let (status, retried) = api
         .admin(Method::POST, &format!("/v1/jobs/{dead_id}/retry"), None)
         .await;
     assert_eq!(status, StatusCode::OK, "{retried}");
     assert_eq!(retried["requeued"], 1);
     env.wait_for(dead_id, Duration::from_secs(10), |j| {
-        j.state == JobState::Dead && j.attempts == 1
+        j.state == JobState::Dead && j.finished_us.is_some_and(|t| t > first_end)
     })
     .await;
+    let errors = wait_dead_errors(&env, dead_id, 2).await;
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["error"].as_str().unwrap().contains("permanent")),
+        "{errors:?}"
+    );
+
+    // The filtered retry re-queues exactly the dead jobs whose error matches.
+    let (_, other) = api
+        .admin(
+            Method::POST,
+            "/v1/jobs",
+            Some(json!({"kind": "fail", "args": {"times": 1}})),
+        )
+        .await;
+    let other_id: uuid::Uuid = other["id"].as_str().unwrap().parse().unwrap();
+    wait_dead_errors(&env, other_id, 1).await;
     let (_, filtered) = api
         .admin(
             Method::POST,
@@ -429,7 +449,33 @@ async fn operators_list_retry_and_cancel_jobs_and_each_action_is_audited() {
             Some(json!({"error": "permanent"})),
         )
         .await;
-    assert!(filtered["requeued"].as_u64().unwrap() <= 1, "{filtered}");
+    assert_eq!(filtered["requeued"], 1, "{filtered}");
+    assert_eq!(filtered["ids"], json!([dead_id]), "{filtered}");
+    wait_dead_errors(&env, dead_id, 3).await;
+    assert_eq!(
+        env.record
+            .dead_job(other_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .errors
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let (_, none) = api
+        .admin(
+            Method::POST,
+            "/v1/jobs/retry",
+            Some(json!({"error": "no such error"})),
+        )
+        .await;
+    assert_eq!(
+        (&none["requeued"], &none["ids"]),
+        (&json!(0), &json!([])),
+        "{none}"
+    );
 
     let (_, later) = api
         .admin(
@@ -468,6 +514,24 @@ async fn operators_list_retry_and_cancel_jobs_and_each_action_is_audited() {
     env.cleanup().await;
 }
 
+/// The archived errors of dead job `id`, once there are `n` of them.
+async fn wait_dead_errors(env: &TestEnv, id: uuid::Uuid, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let dead = env.record.dead_job(id).await.unwrap();
+        let errors = dead
+            .as_ref()
+            .map(|d| d.errors.as_array().unwrap().clone())
+            .unwrap_or_default();
+        if errors.len() >= n && dead.is_some_and(|d| d.retried_at.is_none()) {
+            assert_eq!(errors.len(), n, "{errors:?}");
+            return errors;
+        }
+        assert!(Instant::now() < deadline, "{id}: {errors:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_parse_and_move_when_jobs_run() {
     let env = TestEnv::new(&format!("{API_CONFIG}[kinds.fail]\nmax_attempts = 2\nbackoff_base = \"10ms\"\nbackoff_cap = \"10ms\"\n")).await;
@@ -479,10 +543,12 @@ async fn metrics_parse_and_move_when_jobs_run() {
     for _ in 0..3 {
         env.enqueue("noop", "{}").await;
     }
+    // The oldest job has waited at least this long, and not much longer.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let waiting = api.metrics().await;
     assert_eq!(sample(&waiting, "ferry_queue_depth", &noop), Some(3.0));
     let age = sample(&waiting, "ferry_queue_oldest_job_age_seconds", &noop).unwrap();
-    assert!(age >= 0.0, "{age}");
+    assert!((1.5..60.0).contains(&age), "{age}");
 
     let worker = env.start_worker();
     env.wait_for_count("noop", "succeeded", 3, Duration::from_secs(10))

@@ -100,29 +100,41 @@ fn the_shipped_config_loads_with_the_environment_compose_and_kubernetes_give() {
         let env = Env::from_pairs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let config = Config::from_toml_str(&toml, &env)
             .unwrap_or_else(|e| panic!("{source}: deploy/ferry.toml does not load: {e}"));
+        // Each variable must be given (two absent values would compare equal) and read.
+        let var = |name: &str| {
+            Some(
+                vars.get(name)
+                    .unwrap_or_else(|| panic!("{source} does not set {name}"))
+                    .as_str(),
+            )
+        };
         assert_eq!(
-            config.postgres.url.as_ref(),
-            vars.get("DATABASE_URL"),
+            config.postgres.url.as_deref(),
+            var("DATABASE_URL"),
             "{source}"
         );
-        assert_eq!(Some(&config.redis.url), vars.get("REDIS_URL"), "{source}");
         assert_eq!(
-            config.mongodb.uri.as_ref(),
-            vars.get("MONGODB_URI"),
+            Some(config.redis.url.as_str()),
+            var("REDIS_URL"),
             "{source}"
         );
         assert_eq!(
-            Some(&config.mongodb.database),
-            vars.get("MONGODB_DATABASE"),
+            config.mongodb.uri.as_deref(),
+            var("MONGODB_URI"),
+            "{source}"
+        );
+        assert_eq!(
+            Some(config.mongodb.database.as_str()),
+            var("MONGODB_DATABASE"),
             "{source}"
         );
         let store = config
             .store("backup.target", &config.backup.target)
             .unwrap_or_else(|e| panic!("{source}: backup target: {e}"));
-        assert_eq!(store.endpoint.as_ref(), vars.get("S3_ENDPOINT"), "{source}");
+        assert_eq!(store.endpoint.as_deref(), var("S3_ENDPOINT"), "{source}");
         assert_eq!(
-            store.access_key_id.as_ref(),
-            vars.get("AWS_ACCESS_KEY_ID"),
+            store.access_key_id.as_deref(),
+            var("AWS_ACCESS_KEY_ID"),
             "{source}"
         );
         assert!(store.secret_access_key.is_some(), "{source}: no S3 secret");

@@ -363,9 +363,18 @@ async fn a_broadcast_resumes_after_its_worker_is_killed_and_mails_everyone_once(
     signal(&first, "KILL");
     first.wait().unwrap();
     let at_kill = sink.mails().len();
-    let checkpointed = env.record.run(id).await.unwrap().unwrap().done;
+    let killed = env.record.run(id).await.unwrap().unwrap();
+    let checkpointed = killed.done;
+    let after = killed.checkpoint.unwrap()["after"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(at_kill < 500, "the broadcast ended before the kill");
-    eprintln!("killed after {at_kill} mails, {checkpointed} checkpointed");
+    eprintln!("killed after {at_kill} mails, {checkpointed} checkpointed, up to {after}");
+    // Someone signs up meanwhile, with an address ordered before the checkpoint's: a run that
+    // resumes after its checkpoint never reaches them; one that started over would mail them.
+    env.sql("INSERT INTO users VALUES (0, 'a-late@ferry.test', 'Late')")
+        .await;
 
     let _second = env.spawn_worker_process("second");
     let job = env
@@ -401,7 +410,33 @@ async fn a_broadcast_resumes_after_its_worker_is_killed_and_mails_everyone_once(
         missing.len()
     );
     assert!(twice.is_empty(), "mailed twice: {twice:?}");
-    assert_eq!(per_recipient.len() + missing.len(), 500);
+    let stray: Vec<&String> = per_recipient
+        .keys()
+        .filter(|to| !(1..=500).any(|i| **to == format!("user{i}@ferry.test")))
+        .collect();
+    assert!(stray.is_empty(), "mailed outside the audience: {stray:?}");
+    // The resumed attempt's work: it mailed only recipients after its checkpoint.
+    let remaining: HashSet<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT email FROM \"{}\".users WHERE email::text > $1",
+        env.app_schema()
+    )))
+    .bind(&after)
+    .fetch_all(env.record.pool())
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let resumed: Vec<String> = sink.mails()[at_kill..]
+        .iter()
+        .flat_map(|m| m.to.clone())
+        .collect();
+    assert!(!resumed.is_empty(), "the second attempt mailed nobody");
+    for to in &resumed {
+        assert!(
+            remaining.contains(to),
+            "the resumed run mailed {to}, before its checkpoint {after}"
+        );
+    }
     // The price of never sending twice: a worker killed after Postgres committed the mark and
     // before it wrote the data loses that message. Never silently: it is `unconfirmed`.
     for i in &missing {
@@ -470,10 +505,10 @@ async fn a_broadcast_resumes_after_its_worker_is_killed_and_mails_everyone_once(
     let run = env.record.run(id).await.unwrap().unwrap();
     assert_eq!(
         (run.state.as_str(), run.done, run.total),
-        ("succeeded", 500, Some(500))
+        ("succeeded", 500, Some(501)),
+        "the late user is counted in the audience, behind the cursor"
     );
     assert!(run.lease_epoch >= 2, "the second worker resumed the run");
-    assert!(run.resumed_from.is_some(), "from a checkpoint");
     env.cleanup().await;
 }
 

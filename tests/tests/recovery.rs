@@ -12,14 +12,32 @@ async fn killing_one_of_two_workers_loses_no_job_and_runs_none_twice() {
     let env = TestEnv::new("[worker]\nconcurrency = 10\n").await;
     let mut ids = Vec::new();
     let jobs: Vec<_> = (0..60)
-        .map(|_| env.job("sleep", r#"{"ms": 400}"#).1)
+        .map(|_| env.job("sleep", r#"{"ms": 2000, "trace": true}"#).1)
         .collect();
     for (id, _) in env.queue.enqueue("default", &jobs).await.unwrap() {
         ids.push(id);
     }
     let mut a = env.spawn_worker_process("a");
     let mut b = env.spawn_worker_process("b");
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    // Kill `a` while it holds a full set of jobs, well before any of them completes: a job that
+    // completed but was not yet acknowledged would run again, as at-least-once allows.
+    let killed = a.id();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while env
+        .attempts()
+        .await
+        .iter()
+        .filter(|r| r.ran_in(killed))
+        .count()
+        < 10
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker a started no jobs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
     signal(&a, "KILL");
     a.wait().unwrap();
 
@@ -47,6 +65,31 @@ async fn killing_one_of_two_workers_loses_no_job_and_runs_none_twice() {
     assert_eq!(stats.by_kind["sleep"]["running"], 0);
     assert_eq!(stats.pending, 0);
 
+    // The jobs' own account: each completed exactly once, in its last attempt, and every run
+    // that did not complete was cut short by the kill.
+    let attempts = env.attempts().await;
+    let mut cut_short = 0;
+    for id in &ids {
+        let runs: Vec<_> = attempts.iter().filter(|a| a.job_id == *id).collect();
+        let job = env.job_record(*id).await.unwrap();
+        let completed: Vec<_> = runs.iter().filter(|a| a.completed).collect();
+        assert_eq!(completed.len(), 1, "job {id} completed {completed:?}");
+        assert_eq!(completed[0].attempt as u32, job.attempts, "{runs:?}");
+        assert!(!completed[0].ran_in(killed), "{runs:?}");
+        for run in runs.iter().filter(|a| !a.completed) {
+            assert!(
+                run.ran_in(killed),
+                "a live worker's run was repeated: {runs:?}"
+            );
+            assert_eq!(run.attempt, 1, "{runs:?}");
+            cut_short += 1;
+        }
+    }
+    assert!(
+        (1..=twice).contains(&cut_short),
+        "{cut_short} runs cut short, {twice} jobs ran twice"
+    );
+
     signal(&b, "TERM");
     assert!(b.wait().unwrap().success());
     env.cleanup().await;
@@ -55,7 +98,9 @@ async fn killing_one_of_two_workers_loses_no_job_and_runs_none_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_long_job_resumes_from_its_checkpoint() {
     let env = TestEnv::new("").await;
-    let id = env.enqueue("sleep", r#"{"ms": 4000, "steps": 40}"#).await;
+    let id = env
+        .enqueue("sleep", r#"{"ms": 4000, "steps": 40, "trace": true}"#)
+        .await;
     let mut first = env.spawn_worker_process("first");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -66,6 +111,7 @@ async fn a_killed_long_job_resumes_from_its_checkpoint() {
         assert!(std::time::Instant::now() < deadline, "no progress: {run:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let first_pid = first.id();
     signal(&first, "KILL");
     first.wait().unwrap();
     let before = env.record.run(id).await.unwrap().unwrap();
@@ -79,12 +125,21 @@ async fn a_killed_long_job_resumes_from_its_checkpoint() {
     assert_eq!(run.lease_epoch, 2);
     assert_eq!(run.state, "succeeded");
     assert_eq!(run.done, 40);
-    let resumed: SleepCheckpoint = serde_json::from_value(run.resumed_from.unwrap()).unwrap();
+    // The work each attempt did: the second began at the checkpoint and slept only the rest.
+    let [killed, resumed] = &env.attempts_of(id).await[..] else {
+        panic!("{:?}", env.attempts_of(id).await)
+    };
+    assert!(killed.ran_in(first_pid) && !killed.completed, "{killed:?}");
+    assert_eq!(killed.from_step, 0);
+    assert_eq!(resumed.from_step as i64, before.done, "{resumed:?}");
+    assert!(before.done >= 10);
+    assert_eq!(resumed.steps, 40 - resumed.from_step, "{resumed:?}");
+    assert!(resumed.completed);
+    // At most the step slept but not yet saved when the kill came is slept twice.
     assert!(
-        resumed.steps_done >= 10,
-        "resumed from {resumed:?}, not from zero"
+        (0..=1).contains(&(killed.steps - resumed.from_step)),
+        "{killed:?} {resumed:?}"
     );
-    assert!(resumed.steps_done >= before.done as u32);
     signal(&second, "TERM");
     assert!(second.wait().unwrap().success());
     env.cleanup().await;

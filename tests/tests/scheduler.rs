@@ -4,7 +4,6 @@
 use std::{collections::BTreeSet, process::Command, time::Duration};
 
 use chrono::{DateTime, TimeDelta, Utc};
-use ferry_jobs::diag::SleepCheckpoint;
 use ferry_queue::{JobFilter, JobRecord, JobState};
 use ferry_scheduler::{Fires, Reconciler, TickReport, plan, statuses};
 use ferry_tests::{TestEnv, ferry_bin, signal};
@@ -354,8 +353,11 @@ async fn a_run_whose_stream_entry_redis_lost_and_whose_worker_died_resumes_from_
 async fn killed_and_lost(loss: Loss) {
     let env =
         TestEnv::new("[scheduler]\nreconcile_after = \"1s\"\nreconcile_every = \"300ms\"\n").await;
-    let id = env.enqueue("sleep", r#"{"ms": 8000, "steps": 40}"#).await;
+    let id = env
+        .enqueue("sleep", r#"{"ms": 8000, "steps": 40, "trace": true}"#)
+        .await;
     let mut first = env.spawn_worker_process("first");
+    let first_pid = first.id();
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while env.record.run(id).await.unwrap().is_none_or(|r| r.done < 5) {
         assert!(std::time::Instant::now() < deadline, "no progress");
@@ -402,11 +404,19 @@ async fn killed_and_lost(loss: Loss) {
         (run.state.as_str(), run.lease_epoch, run.done),
         ("succeeded", 2, 40)
     );
-    let resumed: SleepCheckpoint = serde_json::from_value(run.resumed_from.unwrap()).unwrap();
+    // The work each attempt did: the re-dispatched one began at the checkpoint and slept only
+    // the rest.
+    let [killed, resumed] = &env.attempts_of(id).await[..] else {
+        panic!("{:?}", env.attempts_of(id).await)
+    };
+    assert!(killed.ran_in(first_pid) && !killed.completed, "{killed:?}");
+    assert_eq!(resumed.from_step as i64, at_kill.done, "{resumed:?}");
+    assert!(at_kill.done >= 5);
+    assert_eq!(resumed.steps, 40 - resumed.from_step, "{resumed:?}");
+    assert!(resumed.completed);
     assert!(
-        resumed.steps_done >= at_kill.done as u32 && resumed.steps_done >= 5,
-        "resumed from {resumed:?}, killed at {}",
-        at_kill.done
+        (0..=1).contains(&(killed.steps - resumed.from_step)),
+        "{killed:?} {resumed:?}"
     );
     let audit = env.record.audit_log(10).await.unwrap();
     let why = match loss {

@@ -20,7 +20,9 @@ async fn sigterm_drains_running_jobs_checkpoints_long_ones_and_exits_zero() {
             .map(|(id, _)| id)
             .collect()
     };
-    let long = env.enqueue("sleep", r#"{"ms": 60000, "steps": 600}"#).await;
+    let long = env
+        .enqueue("sleep", r#"{"ms": 6000, "steps": 60, "trace": true}"#)
+        .await;
     let mut worker = env.spawn_worker_process("w");
     env.wait_for(long, Duration::from_secs(5), |j| {
         j.state == JobState::Running
@@ -77,16 +79,27 @@ async fn sigterm_drains_running_jobs_checkpoints_long_ones_and_exits_zero() {
     );
     assert_eq!(env.queue.stats("default").await.unwrap().pending, 0);
 
-    // The next worker resumes the long job from its checkpoint.
+    // The next worker resumes the long job from its checkpoint and sleeps only the steps left.
     let next = env.start_worker();
-    env.wait_for(long, Duration::from_secs(5), |j| {
-        j.state == JobState::Running
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let run = env.record.run(long).await.unwrap().unwrap();
-    assert_eq!(run.lease_epoch, 2);
-    assert!(run.resumed_from.is_some());
+    env.wait_for(long, Duration::from_secs(15), |j| j.state.is_final())
+        .await;
     next.stop().await;
+    let [interrupted, resumed] = &env.attempts_of(long).await[..] else {
+        panic!("{:?}", env.attempts_of(long).await)
+    };
+    assert_eq!(
+        (
+            interrupted.from_step,
+            interrupted.steps,
+            interrupted.completed
+        ),
+        (0, run.done as i32, false),
+        "the interrupted attempt saved each step it slept"
+    );
+    assert_eq!(resumed.from_step as i64, run.done, "{resumed:?}");
+    assert_eq!(resumed.steps, 60 - resumed.from_step, "{resumed:?}");
+    assert!(resumed.completed);
+    let run = env.record.run(long).await.unwrap().unwrap();
+    assert_eq!((run.lease_epoch, run.done), (2, 60));
     env.cleanup().await;
 }

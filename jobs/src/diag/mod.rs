@@ -3,6 +3,7 @@
 mod fail;
 mod noop;
 mod sleep;
+mod trace;
 
 pub use fail::{Fail, FailArgs};
 pub use noop::{Noop, NoopArgs};

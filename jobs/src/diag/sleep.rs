@@ -3,11 +3,13 @@ use std::time::Duration;
 use ferry_record::{Progress, RunState};
 use serde::{Deserialize, Serialize};
 
+use super::trace::Trace;
 use crate::{JobContext, JobError, Kind, Settings};
 
 /// Sleeps `ms` in total. With `steps` > 1 it is a long job in miniature: it opens a run,
 /// checkpoints after each step, reports progress, stops early on cancel or shutdown, and a
-/// retry resumes after the last finished step.
+/// retry resumes after the last finished step. With `trace` each attempt writes down its
+/// work (see [`Trace`]).
 pub struct Sleep;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -16,6 +18,8 @@ pub struct SleepArgs {
     pub ms: u64,
     #[serde(default = "one")]
     pub steps: u32,
+    #[serde(default)]
+    pub trace: bool,
 }
 
 fn one() -> u32 {
@@ -37,13 +41,18 @@ impl Kind for Sleep {
 
     async fn run(&self, args: SleepArgs, ctx: JobContext) -> Result<(), JobError> {
         if args.steps <= 1 {
-            return tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(args.ms)) => Ok(()),
-                _ = ctx.cancelled() => Err(JobError::Cancelled),
+            let trace = Trace::start(&ctx, args.trace, 0).await?;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(args.ms)) => {}
+                _ = ctx.cancelled() => return Err(JobError::Cancelled),
             };
+            trace.step().await?;
+            trace.completed().await?;
+            return Ok(());
         }
         let lease = ctx.open_run().await?;
         let mut at: SleepCheckpoint = lease.checkpoint()?.unwrap_or_default();
+        let trace = Trace::start(&ctx, args.trace, at.steps_done).await?;
         let step = Duration::from_millis(args.ms) / args.steps;
         let progress = |done: u32| Progress {
             done: i64::from(done),
@@ -59,10 +68,12 @@ impl Kind for Sleep {
                     return Err(reason);
                 }
             }
+            trace.step().await?;
             at.steps_done += 1;
             lease.save(&at, progress(at.steps_done)).await?;
         }
         lease.finish(RunState::Succeeded, None).await?;
+        trace.completed().await?;
         Ok(())
     }
 }
