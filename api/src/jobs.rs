@@ -237,7 +237,7 @@ pub async fn show(
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!(
-                    "job {id} was not enqueued with this token; the enqueue token reads only its own jobs"
+                    "job {id} was not enqueued with this token; an enqueue token reads only the jobs it created (the admin token reads all)"
                 ),
             ));
         }

@@ -29,25 +29,30 @@ pub enum Command {
     Plan,
     /// Import (chunked, resumable) in foreign-key order.
     Run {
+        /// Only these collections (comma-separated); default every configured one.
         #[arg(long, value_delimiter = ',')]
         collections: Vec<String>,
         /// Convert and write inside transactions that are rolled back; report what would
         /// happen. Writes nothing, rejects included.
         #[arg(long)]
         dry_run: bool,
+        /// Follow the run to its end, with progress and ETA.
         #[arg(long)]
         wait: bool,
     },
     /// Documents that could not become rows, with the reason.
     Rejects {
+        /// Only this collection's rejects.
         #[arg(long)]
         collection: Option<String>,
     },
     /// Counts per collection (imported + rejected = source); --deep compares every
     /// document with its rows. Exit 1 on a difference.
     Verify {
+        /// Only these collections (comma-separated); default every configured one.
         #[arg(long, value_delimiter = ',')]
         collections: Vec<String>,
+        /// Re-read every document, convert it and compare it with its rows, naming ids.
         #[arg(long)]
         deep: bool,
     },

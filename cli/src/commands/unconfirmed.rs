@@ -20,13 +20,16 @@ pub enum Command {
         /// Only those unconfirmed for at least this long, e.g. 10m or 1h.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
         older_than: Duration,
+        /// List at most this many.
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
     /// Send unconfirmed emails again, with the same Message-ID.
     Resend {
+        /// Only those unconfirmed for at least this long, e.g. 10m or 1h.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
         older_than: Duration,
+        /// Resend at most this many.
         #[arg(long, default_value_t = 100)]
         limit: i64,
     },
