@@ -97,6 +97,23 @@ fn the_shipped_config_loads_with_the_environment_compose_and_kubernetes_give() {
         ("compose api", compose_env("api")),
         ("kubernetes", kubernetes_env()),
     ] {
+        // The example values are placeholders ferry refuses to start with; an operator
+        // replaces each one, as `openssl rand -hex 32` would.
+        let placeholder = Env::from_pairs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if vars.values().any(|v| v.contains("CHANGE-ME")) {
+            let e = Config::from_toml_str(&toml, &placeholder).unwrap_err();
+            assert!(e.to_string().contains("openssl rand"), "{source}: {e}");
+        }
+        let vars: std::collections::BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| {
+                let v = match v.contains("CHANGE-ME") {
+                    true => v.replace("CHANGE-ME", &format!("{:x}", rand::random::<u128>())),
+                    false => v.clone(),
+                };
+                (k.clone(), v)
+            })
+            .collect();
         let env = Env::from_pairs(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let config = Config::from_toml_str(&toml, &env)
             .unwrap_or_else(|e| panic!("{source}: deploy/ferry.toml does not load: {e}"));

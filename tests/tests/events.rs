@@ -284,7 +284,7 @@ async fn a_hundred_inserts_enqueue_a_hundred_jobs_with_three_schedulers_and_upda
     assert_eq!(
         scalar(
             &env,
-            "SELECT count(*) FROM \"{ferry}\".notify_deliveries WHERE key LIKE 'send:change:%'"
+            "SELECT count(*) FROM \"{ferry}\".notify_deliveries WHERE key LIKE 'send:ferry/notify.send/change:%'"
         )
         .await,
         100

@@ -245,7 +245,7 @@ mod tests {
         );
         assert_eq!(
             jobs[0].job.idempotency_key.as_deref(),
-            Some("change:app.enrollments:5:17:0")
+            Some("ferry/notify.send/change:app.enrollments:5:17:0")
         );
         let update = Change {
             op: "UPDATE".into(),
