@@ -70,7 +70,12 @@ fn routes() -> Vec<(Method, String, Option<Value>, Option<[u16; 2]>)> {
             Some([400, 400]),
         ),
         (M::GET, "/v1/sync/status".into(), None, Some([403, 200])),
-        (M::POST, "/v1/import/run".into(), Some(json!({})), Some([403, 202])),
+        (
+            M::POST,
+            "/v1/import/run".into(),
+            Some(json!({})),
+            Some([403, 202]),
+        ),
         (M::GET, "/v1/import/status".into(), None, Some([403, 200])),
         (M::GET, "/metrics".into(), None, None),
         (M::GET, "/healthz".into(), None, None),
