@@ -18,6 +18,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where ferry's Redis is: one server, or a cluster known by its seed nodes.
+// One per process, cloned rarely: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 pub(crate) enum Client {
     Single(redis::Client),

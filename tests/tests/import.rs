@@ -147,7 +147,7 @@ async fn load_fixture(env: &TestEnv, users: u32) {
                 .map(|l| doc! {"title": format!("Lesson {l}"), "durationMin": 10 + l as i32})
                 .collect();
             doc! {"_id": course(i), "title": format!("Course {i}"), "instructor": user(*n), "price": dec("49.90"),
-                  "published": i % 2 == 0, "startsOn": midnight(i), "lessons": lessons}
+                  "published": i.is_multiple_of(2), "startsOn": midnight(i), "lessons": lessons}
         })
         .collect();
     let first = user(instructors[0]);
