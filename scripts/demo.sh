@@ -151,7 +151,8 @@ grep -E '^(Subject|To):' "$SMTP_MAILDIR/new/$newest" | sed 's/^/     /'
 echo "== the API and the dashboard"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 export FERRY_ADMIN_TOKEN=${FERRY_ADMIN_TOKEN:-demo-admin-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')}
-"$FERRY" --config "$config" serve --listen "127.0.0.1:$port" >"$logs/api.log" 2>&1 & API=$!
+# Plain http on loopback: the session cookie goes without `Secure` here only.
+FERRY_API__INSECURE_COOKIES=true "$FERRY" --config "$config" serve --listen "127.0.0.1:$port" >"$logs/api.log" 2>&1 & API=$!
 until FERRY_HEALTH_PORT=$port ferry healthcheck api 2>/dev/null; do sleep 0.2; done
 curl -s "http://127.0.0.1:$port/readyz"; echo
 echo "   dashboard: http://127.0.0.1:$port/dashboard  (sign in with the admin token: $FERRY_ADMIN_TOKEN)"
