@@ -35,5 +35,5 @@ ab -q -k -c "$c" -n "$n" -p "$dir/body.json" -T application/json \
 grep -E "Requests per second|Non-2xx|Failed requests|^  50%|^  99%|^ 100%" "$dir/ab.txt"
 sleep 1
 psql -X -q -At "$DATABASE_URL" -c "SELECT 'audited enqueues: ' || count(*) FROM \"$prefix\".audit_log WHERE action = 'jobs.enqueue'"
-psql -X -q -c "DROP SCHEMA \"$prefix\" CASCADE" "$DATABASE_URL" >/dev/null
+psql -X -q -c "SET client_min_messages = warning; DROP SCHEMA \"$prefix\" CASCADE" "$DATABASE_URL" >/dev/null
 redis-cli --scan --pattern "$prefix:*" | xargs -r -n 500 redis-cli del >/dev/null
