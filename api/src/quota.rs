@@ -6,7 +6,7 @@
 use std::{
     collections::BTreeMap,
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
@@ -21,10 +21,13 @@ use crate::{ApiError, auth::Caller};
 const FRESH: Duration = Duration::from_millis(250);
 const WAITING: [&str; 3] = ["queued", "scheduled", "retrying"];
 
+/// Waiting jobs per kind.
+type Waiting = Arc<BTreeMap<String, i64>>;
+
 #[derive(Debug, Default)]
 pub struct Quota {
-    /// When read, and waiting jobs per kind.
-    last: Mutex<Option<(Instant, BTreeMap<String, i64>)>>,
+    /// When read, and waiting jobs per kind (shared, so a request does not copy the map).
+    last: Mutex<Option<(Instant, Waiting)>>,
     reading: AtomicBool,
 }
 
@@ -53,21 +56,17 @@ impl Quota {
         Ok(())
     }
 
-    async fn waiting(
-        &self,
-        queue: &Queue,
-        registry: &Registry,
-    ) -> Result<BTreeMap<String, i64>, ApiError> {
+    async fn waiting(&self, queue: &Queue, registry: &Registry) -> Result<Waiting, ApiError> {
         let cached = self.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        if let Some((at, counts)) = &cached
+        if let Some((at, counts)) = cached
             && (at.elapsed() < FRESH || self.reading.swap(true, Ordering::AcqRel))
         {
-            return Ok(counts.clone());
+            return Ok(counts);
         }
         self.reading.store(true, Ordering::Release);
         let read = read(queue, registry).await;
         self.reading.store(false, Ordering::Release);
-        let counts = read?;
+        let counts = Arc::new(read?);
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((Instant::now(), counts.clone()));
         Ok(counts)
