@@ -14,7 +14,6 @@ use ferry_jobs::{
 };
 use ferry_queue::{CancelResult, JobFilter, JobState, now_us};
 use ferry_record::DeadFilter;
-use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
@@ -42,11 +41,6 @@ pub struct EnqueueRequest {
     pub idempotency_key: Option<String>,
     /// Not before: an RFC 3339 time or a delay such as `30s`.
     pub run_at: Option<String>,
-}
-
-/// Marks a job as created by an enqueue token, so that token may read it and no other.
-fn owner_key(state: &AppState, origin: &enqueue::Origin, id: Uuid) -> String {
-    format!("{}:api:own:{origin}:{id}", state.config().redis.prefix)
 }
 
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = EnqueueRequest,
@@ -135,8 +129,9 @@ pub(crate) async fn prepare(
         .map_err(ApiError::bad_request)
 }
 
-/// Enqueues a checked job, audits it as `action` with `details` (in the next batch), and
-/// marks a job an enqueue token created as that token's.
+/// Enqueues a checked job and audits it as `action` with `details` (in the next batch). The
+/// job carries its caller as owner ([`ferry_queue::NewJob::owner`]), which is what lets an
+/// enqueue token read it later; re-sending a key returns the first job, whose owner stays.
 pub(crate) async fn submit(
     state: &AppState,
     caller: Caller,
@@ -147,16 +142,6 @@ pub(crate) async fn submit(
     let done = enqueue::submit(state.queue(), vec![prepared])
         .await?
         .remove(0);
-    // Only a job this caller created becomes readable by it: re-sending someone else's key
-    // (impossible across namespaces, but also a retry of one's own) grants nothing new.
-    if caller.scope == Scope::Enqueue && done.created {
-        let ttl = state.config().worker.keep_finished.as_secs().max(1);
-        let _: () = state
-            .redis()
-            .set_ex(owner_key(state, &caller.origin, done.id), 1, ttl)
-            .await
-            .map_err(|e| ApiError::from(ferry_queue::QueueError::Unreachable(e.to_string())))?;
-    }
     details["kind"] = json!(done.kind);
     details["created"] = json!(done.created);
     state
@@ -228,12 +213,12 @@ pub async fn show(
 ) -> Result<Json<JobDetail>, ApiError> {
     let id = parse_id(&id)?;
     if caller.scope == Scope::Enqueue {
-        let owned: bool = state
-            .redis()
-            .exists(owner_key(&state, &caller.origin, id))
-            .await
-            .map_err(|e| ApiError::from(ferry_queue::QueueError::Unreachable(e.to_string())))?;
-        if !owned {
+        // Only the job's own owner field counts: a job that has left Redis (retired after
+        // `worker.keep_finished`) is the admin's to read, as is any job another caller created.
+        let queues: Vec<String> = state.registry().queues().into_iter().collect();
+        let owner = state.queue().find(&queues, id).await?;
+        let origin = caller.origin.to_string();
+        if owner.and_then(|j| j.owner).as_deref() != Some(origin.as_str()) {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!(

@@ -131,6 +131,7 @@ pub fn prepare(
     let mut job = NewJob::new(kind, value.to_string(), settings.max_attempts);
     job.idempotency_key = keys.idempotency.map(|k| scoped_key(origin, kind, &k));
     job.coalesce_key = keys.coalesce;
+    job.owner = Some(origin.to_string());
     job.run_at_us = run_at_us;
     Ok(Prepared {
         queue: settings.queue.to_owned(),

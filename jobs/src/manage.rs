@@ -307,6 +307,7 @@ async fn requeue(
                 max_attempts: j.max_attempts,
                 idempotency_key: j.idempotency_key.clone(),
                 coalesce_key: None,
+                owner: j.owner.clone(),
             },
         ),
         Target::Dead(d) => {
@@ -325,13 +326,16 @@ async fn requeue(
                     max_attempts: d.max_attempts.max(1) as u32,
                     idempotency_key: d.idempotency_key.clone(),
                     coalesce_key: None,
+                    // The durable record keeps no owner: a revived job is the admin's to read.
+                    owner: None,
                 },
             )
         }
     };
+    let requeued_at = chrono::Utc::now();
     let result = queue.requeue(&name, &job).await?;
     if result == RequeueResult::Requeued {
-        record.mark_retried(job.id, job.id).await?;
+        record.mark_retried(job.id, job.id, requeued_at).await?;
     }
     Ok(result)
 }

@@ -1,11 +1,11 @@
 -- ARGV: base, now_us, idempotency_ttl_s, n, then n x (id, kind, args, run_at_us, max_attempts,
--- key, coalesce). Returns n x (id, created "1"/"0"): an existing idempotency key returns the
+-- key, coalesce, owner). Returns n x (id, created "1"/"0"): an existing idempotency key returns the
 -- first job's id; a coalesce key returns the id of its job while that job still waits.
 local base, now, ttl, n = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local out = {}
 for j = 0, n - 1 do
-  local o = 5 + j * 7
-  local id, kind, args, run_at, max, key, co = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4], ARGV[o + 5], ARGV[o + 6]
+  local o = 5 + j * 8
+  local id, kind, args, run_at, max, key, co, owner = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4], ARGV[o + 5], ARGV[o + 6], ARGV[o + 7]
   local existing = false
   if co ~= '' then
     local ck = base .. ':co:' .. co
@@ -28,7 +28,7 @@ for j = 0, n - 1 do
     local state = 'queued'
     if tonumber(run_at) > now then state = 'scheduled' end
     redis.call('HSET', jkey(base, id), 'kind', kind, 'args', args, 'attempts', 0, 'max', max,
-      'state', state, 'enq', ARGV[2], 'run_at', run_at, 'key', key, 'co', co)
+      'state', state, 'enq', ARGV[2], 'run_at', run_at, 'key', key, 'co', co, 'owner', owner)
     if state == 'queued' then
       redis.call('XADD', KEYS[1], '*', 'id', id)
     else

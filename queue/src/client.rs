@@ -222,7 +222,8 @@ impl Queue {
                     .arg(job.run_at_us.unwrap_or(now))
                     .arg(job.max_attempts)
                     .arg(job.idempotency_key.as_deref().unwrap_or(""))
-                    .arg(job.coalesce_key.as_deref().unwrap_or(""));
+                    .arg(job.coalesce_key.as_deref().unwrap_or(""))
+                    .arg(job.owner.as_deref().unwrap_or(""));
             }
             let reply: Vec<String> = call
                 .invoke_async(&mut conn)
@@ -342,6 +343,7 @@ impl Queue {
             .arg(&job.args)
             .arg(job.max_attempts)
             .arg(job.idempotency_key.as_deref().unwrap_or(""))
+            .arg(job.owner.as_deref().unwrap_or(""))
             .invoke_async(&mut conn)
             .await
             .map_err(QueueError::redis("re-queue job"))?;

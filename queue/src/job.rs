@@ -28,6 +28,10 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
     /// At most one waiting job per coalesce key: enqueueing while one waits returns it.
     pub coalesce_key: Option<String>,
+    /// Who enqueued it (`api`, `token:NAME`, `admin`, `cli`, `scheduler`, `ferry`): an
+    /// enqueue token reads only the jobs whose owner it is. Kept in the job itself, so
+    /// enqueueing costs no second Redis round trip and the mark lives exactly as long as the job.
+    pub owner: Option<String>,
 }
 
 impl NewJob {
@@ -40,6 +44,7 @@ impl NewJob {
             max_attempts,
             idempotency_key: None,
             coalesce_key: None,
+            owner: None,
         }
     }
 }
@@ -209,6 +214,8 @@ pub struct JobRecord {
     pub attempts: u32,
     pub max_attempts: u32,
     pub idempotency_key: Option<String>,
+    /// Who enqueued it (see [`NewJob::owner`]).
+    pub owner: Option<String>,
     pub enqueued_us: i64,
     pub run_at_us: Option<i64>,
     pub started_us: Option<i64>,
@@ -243,6 +250,7 @@ impl JobRecord {
             attempts: int(take("attempts")).unwrap_or(0).max(0) as u32,
             max_attempts: int(take("max")).unwrap_or(1).max(0) as u32,
             idempotency_key: take("key"),
+            owner: take("owner"),
             enqueued_us: int(take("enq")).unwrap_or(0),
             run_at_us: int(take("run_at")),
             started_us: int(take("started")),

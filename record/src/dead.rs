@@ -94,14 +94,22 @@ impl Record {
         .map_err(RecordError::query("list dead jobs"))
     }
 
-    /// Marks a dead job as re-queued; false if it already was.
-    pub async fn mark_retried(&self, id: Uuid, new_id: Uuid) -> Result<bool, RecordError> {
+    /// Marks a dead job as re-queued at `requeued_at`; false if it already was, or if it died
+    /// again after that moment (a fast worker can run and bury the re-queued job before this
+    /// mark is written: marking it then would hide a dead job from the dead list).
+    pub async fn mark_retried(
+        &self,
+        id: Uuid,
+        new_id: Uuid,
+        requeued_at: DateTime<Utc>,
+    ) -> Result<bool, RecordError> {
         let updated = sqlx::query(
-            "UPDATE dead_jobs SET retried_at = now(), retried_as = $2
-             WHERE id = $1 AND retried_at IS NULL",
+            "UPDATE dead_jobs SET retried_at = $3, retried_as = $2
+             WHERE id = $1 AND retried_at IS NULL AND died_at <= $3",
         )
         .bind(id)
         .bind(new_id)
+        .bind(requeued_at)
         .execute(&self.pool)
         .await
         .map_err(RecordError::query("mark dead job retried"))?;
