@@ -198,24 +198,20 @@ async fn keys_sent_ahead_by_an_app_cannot_suppress_a_schedule() {
     let fire = |i: i64| {
         (start + TimeDelta::seconds(i)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     };
+    // What each pre-send got is checked after the fires ran, so that a ferry accepting the
+    // keys fails on the hijack itself (a fire running another kind), not only on a status.
+    let mut answers = Vec::new();
     for i in 1..=10 {
         let body = json!({"kind": "sleep", "args": {"ms": 3_600_000}});
         // The scheduler's own key form is reserved for it…
         let mut reserved = body.clone();
         reserved["idempotency_key"] = json!(format!("schedule:nightly:{}", fire(i)));
-        let (status, res) = post(&server, "/v1/jobs", APP, reserved).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{res}");
-        assert!(
-            res["error"].as_str().unwrap().contains("scheduler"),
-            "{res}"
-        );
+        answers.push(("reserved", post(&server, "/v1/jobs", APP, reserved).await));
         // …and a key spelled like the stored form lands in the app's own namespace.
         let mut lookalike = body.clone();
         lookalike["idempotency_key"] =
             json!(format!("scheduler/noop/schedule:nightly:{}", fire(i)));
-        let (status, res) = post(&server, "/v1/jobs", APP, lookalike).await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{res}");
-        assert_eq!(res["created"], true, "{res}");
+        answers.push(("lookalike", post(&server, "/v1/jobs", APP, lookalike).await));
     }
     // Someone with Redis access plants the exact stored key of fire 3 on a job of another kind.
     let (queue, mut planted) = env.job("sleep", "{\"ms\": 3600000}");
@@ -248,6 +244,18 @@ async fn keys_sent_ahead_by_an_app_cannot_suppress_a_schedule() {
             })
             .await;
         assert_eq!(job.kind, "noop", "fire {id} ran another kind");
+    }
+    for (key, (status, res)) in answers {
+        if key == "reserved" {
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{res}");
+            assert!(
+                res["error"].as_str().unwrap().contains("scheduler"),
+                "{res}"
+            );
+        } else {
+            assert_eq!(status, StatusCode::ACCEPTED, "{res}");
+            assert_eq!(res["created"], true, "{res}");
+        }
     }
     worker.stop().await;
     server.stop().await;
@@ -346,12 +354,24 @@ async fn a_placeholder_token_refuses_to_start() {
         ("FERRY_ADMIN_TOKEN", "CHANGE-ME-admin-token"),
         ("FERRY_API_TOKEN", "CHANGE-ME-api-token"),
     ] {
-        let out = env
+        let mut child = env
             .command(&["serve", "--listen", "127.0.0.1:0"])
             .env("FERRY_ADMIN_TOKEN", ADMIN)
             .env(var, value)
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        // A server that accepts the placeholder would serve forever: give it 20 s to refuse.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("ferry serve started with {var} = {value:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{out:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
