@@ -208,6 +208,29 @@ async fn a_truncated_or_altered_backup_fails_verify() {
     let out = env.ferry(&["backup", "verify", id]);
     assert!(out.status.success(), "{}", stderr(&out));
 
+    // Restored counts that differ from the manifest fail verify, naming each table with both
+    // counts: the manifest is told of one invoice more and of a table the dump does not hold.
+    sqlx::query(
+        r#"UPDATE backups SET row_counts = row_counts || '{"billing.invoices": 301, "public.gone": 5}'
+            WHERE id = $1::uuid"#,
+    )
+    .bind(id)
+    .execute(env.record.pool())
+    .await
+    .unwrap();
+    let out = env.ferry(&["--json", "backup", "verify", id]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["differences"],
+        serde_json::json!({"billing.invoices": [301, 300], "public.gone": [5, null]}),
+        "{report}"
+    );
+    assert_eq!(
+        report["error"], "2 tables differ from the manifest after restore",
+        "{report}"
+    );
+
     worker.stop().await;
     env.cleanup().await;
     let _ = std::fs::remove_dir_all(dir);
