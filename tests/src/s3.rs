@@ -32,6 +32,16 @@ fn binary() -> PathBuf {
     }
 }
 
+/// Whether this process runs with effective uid 0 (the second field of `Uid:`).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
 impl S3Server {
     /// Starts a server holding one empty bucket.
     pub fn start(bucket: &str) -> Self {
@@ -39,10 +49,10 @@ impl S3Server {
     }
 
     /// Starts a server holding one empty bucket on a file system of `size` bytes (`8m`), to
-    /// fill up. The server runs in a user and mount namespace of its own (`unshare`) over a
-    /// tmpfs mounted there: no root needed, nothing mounted outside, the file system gone
-    /// with the server (so a restart starts empty). Where namespaces are not allowed the
-    /// server does not start and the test fails, saying so.
+    /// fill up. The server runs in a mount namespace of its own (`unshare`) over a tmpfs
+    /// mounted there: nothing mounted outside, the file system gone with the server (so a
+    /// restart starts empty). Without root it also takes a user namespace, in which it may
+    /// mount. Where neither is allowed the server does not start and the test fails, saying so.
     pub fn start_on_tmpfs(bucket: &str, size: &str) -> Self {
         Self::start_with(bucket, Some((size.to_owned(), bucket.to_owned())))
     }
@@ -84,7 +94,10 @@ impl S3Server {
             Some((size, bucket)) => {
                 // unshare and sh exec in place, so the child is s3s-fs itself and kill() stops it.
                 let mut c = Command::new("unshare");
-                c.args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+                if !is_root() {
+                    c.args(["--user", "--map-root-user"]);
+                }
+                c.args(["--mount", "sh", "-c"])
                     .arg(r#"mount -t tmpfs -o "size=$1" tmpfs "$2" && mkdir "$2/$3" && shift 3 && exec "$@""#)
                     .args(["sh", size])
                     .arg(&self.dir)
@@ -108,8 +121,8 @@ impl S3Server {
                     "s3s-fs exited ({status}){}",
                     match self.tmpfs {
                         Some(_) =>
-                            " before listening: on a tmpfs it needs `unshare --user \
-                                    --map-root-user --mount` and `mount -t tmpfs` to work",
+                            " before listening: on a tmpfs it needs `unshare --mount` (without \
+                             root also `--user --map-root-user`) and `mount -t tmpfs` to work",
                         None => "",
                     }
                 );
