@@ -186,12 +186,25 @@ def check_table(url, schema, t, db, excluded, mode, diffs):
     if name not in existing and rows:
         diffs.append(f'{name}: no collection in mongo ({len(rows)} rows in postgres)')
         return len(rows)
-    docs = {}
+    # Documents are paired with rows by the text of their key, so documents whose `_id`s differ
+    # only in BSON type (Int32 5, Int64 5, "5") land on one key: each is kept and reported, so
+    # a duplicate cannot hide behind the document that happens to be compared.
+    docs, dups, count = {}, {}, 0
     for d in db[name].find():
+        count += 1
         i = d.get('_id')
         k = key_of(cols[pk[0]], i, mode) if len(pk) == 1 else (
             ','.join(f'{c}={key_of(cols[c], i.get(c), mode)}' for c in pk) if isinstance(i, dict) else repr(i))
-        docs[k] = d
+        if k in docs:
+            dups.setdefault(k, [docs[k]['_id']]).append(i)
+        else:
+            docs[k] = d
+    for k, ids in dups.items():
+        diffs.append(f'{name}[_id={k}]: {len(ids)} documents for one row: ' + ', '.join(show(i) for i in ids))
+    # Counted independently of the pairing above: the server's own count of the collection.
+    n = db[name].count_documents({})
+    if n != len(rows) or count != len(rows):
+        diffs.append(f'{name}: {n} documents (found {count}) for {len(rows)} rows')
     wanted = [c for c in cols if (name, c) not in excluded]
     for row, text in rows:
         row.update(text)
@@ -245,7 +258,8 @@ def main(argv=None):
               (select json_agg(a.attname order by k.ord) from pg_index i
                  cross join unnest(i.indkey) with ordinality k(n, ord)
                  join pg_attribute a on a.attrelid = i.indrelid and a.attnum = k.n
-               where i.indrelid = c.oid and i.indisprimary),
+               -- indkey lists a key's INCLUDE columns after its indnkeyatts key columns
+               where i.indrelid = c.oid and i.indisprimary and k.ord <= i.indnkeyatts),
               (select json_agg(json_build_array(attname, atttypid::int8) order by attnum) from pg_attribute
                where attrelid = c.oid and attnum > 0 and not attisdropped),
               (select json_agg(p.relname) from pg_partition_tree(c.oid) pt join pg_class p on p.oid = pt.relid

@@ -16,6 +16,8 @@ pub struct S3Server {
     /// The server's root: one directory per bucket, multipart parts as `.upload_id-*` files.
     pub dir: PathBuf,
     child: Option<Child>,
+    /// (size, bucket) when the server runs over a tmpfs of its own: see `start_on_tmpfs`.
+    tmpfs: Option<(String, String)>,
 }
 
 fn binary() -> PathBuf {
@@ -30,9 +32,32 @@ fn binary() -> PathBuf {
     }
 }
 
+/// Whether this process runs with effective uid 0 (the second field of `Uid:`).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
 impl S3Server {
     /// Starts a server holding one empty bucket.
     pub fn start(bucket: &str) -> Self {
+        Self::start_with(bucket, None)
+    }
+
+    /// Starts a server holding one empty bucket on a file system of `size` bytes (`8m`), to
+    /// fill up. The server runs in a mount namespace of its own (`unshare`) over a tmpfs
+    /// mounted there: nothing mounted outside, the file system gone with the server (so a
+    /// restart starts empty). Without root it also takes a user namespace, in which it may
+    /// mount. Where neither is allowed the server does not start and the test fails, saying so.
+    pub fn start_on_tmpfs(bucket: &str, size: &str) -> Self {
+        Self::start_with(bucket, Some((size.to_owned(), bucket.to_owned())))
+    }
+
+    fn start_with(bucket: &str, tmpfs: Option<(String, String)>) -> Self {
         let dir = std::env::temp_dir().join(format!("ferry-s3-{:x}", rand::random::<u64>()));
         std::fs::create_dir_all(dir.join(bucket)).unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
@@ -44,6 +69,7 @@ impl S3Server {
             port,
             dir,
             child: None,
+            tmpfs,
         };
         server.restart();
         server
@@ -63,7 +89,24 @@ impl S3Server {
 
     /// (Re)starts the server on the same port and directory.
     pub fn restart(&mut self) {
-        let child = Command::new(binary())
+        let mut command = match &self.tmpfs {
+            None => Command::new(binary()),
+            Some((size, bucket)) => {
+                // unshare and sh exec in place, so the child is s3s-fs itself and kill() stops it.
+                let mut c = Command::new("unshare");
+                if !is_root() {
+                    c.args(["--user", "--map-root-user"]);
+                }
+                c.args(["--mount", "sh", "-c"])
+                    .arg(r#"mount -t tmpfs -o "size=$1" tmpfs "$2" && mkdir "$2/$3" && shift 3 && exec "$@""#)
+                    .args(["sh", size])
+                    .arg(&self.dir)
+                    .arg(bucket)
+                    .arg(binary());
+                c
+            }
+        };
+        let mut child = command
             .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
             .arg(&self.dir)
@@ -71,12 +114,23 @@ impl S3Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("s3s-fs must be installed: bash scripts/services.sh up s3");
-        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "s3s-fs exited ({status}){}",
+                    match self.tmpfs {
+                        Some(_) =>
+                            " before listening: on a tmpfs it needs `unshare --mount` (without \
+                             root also `--user --map-root-user`) and `mount -t tmpfs` to work",
+                        None => "",
+                    }
+                );
+            }
             assert!(Instant::now() < deadline, "s3s-fs did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+        self.child = Some(child);
     }
 
     /// Freezes the server (SIGSTOP): nothing more is stored until it is killed or resumed.

@@ -208,6 +208,29 @@ async fn a_truncated_or_altered_backup_fails_verify() {
     let out = env.ferry(&["backup", "verify", id]);
     assert!(out.status.success(), "{}", stderr(&out));
 
+    // Restored counts that differ from the manifest fail verify, naming each table with both
+    // counts: the manifest is told of one invoice more and of a table the dump does not hold.
+    sqlx::query(
+        r#"UPDATE backups SET row_counts = row_counts || '{"billing.invoices": 301, "public.gone": 5}'
+            WHERE id = $1::uuid"#,
+    )
+    .bind(id)
+    .execute(env.record.pool())
+    .await
+    .unwrap();
+    let out = env.ferry(&["--json", "backup", "verify", id]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["differences"],
+        serde_json::json!({"billing.invoices": [301, 300], "public.gone": [5, null]}),
+        "{report}"
+    );
+    assert_eq!(
+        report["error"], "2 tables differ from the manifest after restore",
+        "{report}"
+    );
+
     worker.stop().await;
     env.cleanup().await;
     let _ = std::fs::remove_dir_all(dir);
@@ -257,9 +280,56 @@ async fn an_encrypted_backup_restores_only_with_its_identity() {
     let out = with(&identity, &["backup", "verify", id]);
     assert!(out.status.success(), "{}", stderr(&out));
 
+    // A restore without the identity, or with a stranger's, fails and leaves the target
+    // without a table; with the identity it reproduces every table.
+    let restored = format!("{}_restored", env.name);
+    let restored_url = env.database_url_of(&restored);
+    let out = env.ferry(&["backup", "restore", id, "--to", &restored_url]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("FERRY_AGE_IDENTITY"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(tables_in(&restored_url).await, Vec::<String>::new());
+    let out = with(&stranger, &["backup", "restore", id, "--to", &restored_url]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot decrypt"), "{}", stderr(&out));
+    assert_eq!(tables_in(&restored_url).await, Vec::<String>::new());
+    let out = with(&identity, &["backup", "restore", id, "--to", &restored_url]);
+    assert!(out.status.success(), "restore failed: {}", stderr(&out));
+    assert_eq!(
+        table_hashes(&env.database_url_of(&env.database())).await,
+        table_hashes(&restored_url).await
+    );
+
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {restored} WITH (FORCE)"
+    )))
+    .execute(env.record.pool())
+    .await
+    .unwrap();
     worker.stop().await;
     env.cleanup().await;
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The tables of database `url`, none when it does not exist: what a failed restore left.
+async fn tables_in(url: &str) -> Vec<String> {
+    let pool = match sqlx::PgPool::connect(url).await {
+        Ok(pool) => pool,
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => return vec![],
+        Err(e) => panic!("{url}: {e}"),
+    };
+    let tables = sqlx::query_scalar(
+        "SELECT schemaname || '.' || tablename FROM pg_tables
+          WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    tables
 }
 
 /// The store dies after the first part landed: the attempt fails and is retried, the retry

@@ -411,7 +411,6 @@ async fn killed_and_lost(loss: Loss) {
     };
     assert!(killed.ran_in(first_pid) && !killed.completed, "{killed:?}");
     assert_eq!(resumed.from_step as i64, at_kill.done, "{resumed:?}");
-    assert!(at_kill.done >= 5);
     assert_eq!(resumed.steps, 40 - resumed.from_step, "{resumed:?}");
     assert!(resumed.completed);
     assert!(

@@ -102,6 +102,8 @@ async fn writes_and_deletes_reach_the_mirror_by_incremental_sync_and_by_triggers
     ok(&env.ferry(&["sync", "full", "--wait"]));
 
     // Without triggers: incremental sync by updated_at, and the key sweep for deletes.
+    let course = text_of(&env, "SELECT min(id::text) FROM courses").await;
+    let enrollment = text_of(&env, "SELECT min(id::text) FROM enrollments").await;
     env.sql(
         "UPDATE courses SET title = 'Renamed', updated_at = now() WHERE id = (SELECT min(id::text)::uuid FROM courses);
          INSERT INTO lessons (course_id, position, title, body, duration, resource_url, updated_at)
@@ -109,9 +111,20 @@ async fn writes_and_deletes_reach_the_mirror_by_incremental_sync_and_by_triggers
          DELETE FROM enrollments WHERE id = (SELECT min(id::text)::uuid FROM enrollments);",
     )
     .await;
-    assert!(
-        !verify_deep(&env).await.0,
-        "verify must see the differences"
+    let lesson = text_of(&env, "SELECT max(id)::text FROM lessons").await;
+    // Verify fails for these three changes and no other: each table with its counts and the
+    // key of the row that differs (the fixture has 10 courses, 60 lessons, 100 enrollments).
+    let (equal, report) = verify_deep(&env).await;
+    assert!(!equal, "verify must see the differences: {report:#}");
+    let s = env.app_schema();
+    assert_eq!(
+        differing(&report),
+        serde_json::json!({
+            format!("{s}.courses"): {"rows": 10, "documents": 10, "missing": [], "different": [course], "extra": []},
+            format!("{s}.lessons"): {"rows": 61, "documents": 60, "missing": [lesson], "different": [], "extra": []},
+            format!("{s}.enrollments"): {"rows": 99, "documents": 100, "missing": [], "different": [], "extra": [enrollment]},
+        }),
+        "{report:#}"
     );
     ok(&env.ferry(&["sync", "incremental", "--wait"]));
     let (equal, report) = verify_deep(&env).await;
@@ -162,6 +175,57 @@ async fn writes_and_deletes_reach_the_mirror_by_incremental_sync_and_by_triggers
     scheduler.stop().await;
     worker.stop().await;
     env.cleanup().await;
+}
+
+/// The single text value `sql` returns, run in the test's application schema.
+async fn text_of(env: &TestEnv, sql: &str) -> String {
+    let mut tx = env.record.pool().begin().await.unwrap();
+    // SET LOCAL: the pooled connection must not keep this search_path.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL search_path = \"{}\"",
+        env.app_schema()
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let text = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {sql}"));
+    tx.commit().await.unwrap();
+    text
+}
+
+/// The tables a `sync verify --deep --json` report calls different: rows, documents, and the
+/// keys missing, different and extra (with a count that must equal the keys named).
+fn differing(report: &serde_json::Value) -> serde_json::Value {
+    let mut tables = serde_json::Map::new();
+    for t in report["tables"].as_array().expect("a report with tables") {
+        let keys = |what: &str| {
+            let keys = t[what].clone();
+            assert_eq!(
+                t[format!("{what}_count")].as_u64(),
+                keys.as_array().map(|k| k.len() as u64),
+                "{what} counted and named differently: {t}"
+            );
+            keys
+        };
+        let entry = serde_json::json!({
+            "rows": t["source_rows"],
+            "documents": t["mirror_documents"],
+            "missing": keys("missing"),
+            "different": keys("different"),
+            "extra": keys("extra"),
+        });
+        let same = entry["rows"] == entry["documents"]
+            && ["missing", "different", "extra"]
+                .iter()
+                .all(|k| entry[k].as_array().is_some_and(|a| a.is_empty()));
+        if !same {
+            tables.insert(t["table"].as_str().unwrap().to_owned(), entry);
+        }
+    }
+    serde_json::Value::Object(tables)
 }
 
 async fn entity_jobs(env: &TestEnv) -> i64 {
@@ -247,10 +311,69 @@ async fn a_killed_worker_resumes_a_full_sync_from_its_checkpoints() {
     eprintln!(
         "chunks resumed: {redone} (from a checkpoint: {resumed_mid_chunk}); rows done at kill: {done_at_kill}"
     );
+    // Checked independently first: ferry's verify maps rows with the same code that wrote the
+    // documents, so it cannot see a mapping mistake or a duplicate the kill left behind.
+    let (code, report) = env.check_mirror(&[]);
+    assert_eq!(code, 0, "independent check failed:\n{report}");
+    assert!(report.contains("ok: 30000 rows in 1 tables"), "{report}");
     let (equal, report) = verify_deep(&env).await;
     assert!(equal, "{report:#}");
     signal(&second, "TERM");
     assert!(second.wait().unwrap().success());
+    env.cleanup().await;
+}
+
+/// The independent checker pairs documents with rows by the text of their key. A second
+/// document for one row (a string `_id` beside the Int64 one; a composite key with its fields
+/// in another order) is a different `_id` to MongoDB, so it must be reported, not hidden
+/// behind the document that happens to be compared. (Int32 and Int64 `_id`s of one value
+/// cannot both exist: MongoDB's index compares numbers by value.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_independent_checker_reports_duplicate_documents() {
+    let env = TestEnv::new("[sync]\nschemas = [\"{schema}\"]\n").await;
+    env.sql(
+        "CREATE TABLE items (id int8 PRIMARY KEY, name text);
+         INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 5) i;
+         CREATE TABLE pairs (a int4, b int4, note text, PRIMARY KEY (a, b));
+         INSERT INTO pairs SELECT i, i + 1, 'pair ' || i FROM generate_series(1, 3) i;",
+    )
+    .await;
+    let worker = env.start_worker();
+    ok(&env.ferry(&["sync", "full", "--wait"]));
+    worker.stop().await;
+    let (code, report) = env.check_mirror(&[]);
+    assert_eq!(code, 0, "{report}");
+
+    // Each duplicate goes in before the document it duplicates, so a checker that keeps the
+    // last document per key compares the right one and finds nothing wrong.
+    let mongo = env.mongo().await;
+    for (collection, id, duplicate) in [
+        ("items", bson::bson!(2_i64), bson::bson!("2")),
+        (
+            "pairs",
+            bson::bson!({ "a": 1, "b": 2 }),
+            bson::bson!({ "b": 2, "a": 1 }),
+        ),
+    ] {
+        let coll = mongo.collection::<bson::Document>(collection);
+        let filter = bson::doc! { "_id": id };
+        let original = coll.find_one(filter.clone()).await.unwrap().unwrap();
+        coll.delete_one(filter).await.unwrap();
+        let mut copy = original.clone();
+        copy.insert("_id", duplicate);
+        coll.insert_one(copy).await.unwrap();
+        coll.insert_one(original).await.unwrap();
+    }
+    let (code, report) = env.check_mirror(&[]);
+    assert_eq!(code, 1, "{report}");
+    for line in [
+        "items[_id=2]: 2 documents for one row: \"2\", Int64 2",
+        "items: 6 documents (found 6) for 5 rows",
+        "pairs[_id=a=1,b=2]: 2 documents for one row",
+        "pairs: 4 documents (found 4) for 3 rows",
+    ] {
+        assert!(report.contains(line), "{line:?} not in:\n{report}");
+    }
     env.cleanup().await;
 }
 
@@ -292,37 +415,58 @@ async fn bad_sync_input_is_refused_clearly() {
     env.cleanup().await;
 }
 
-/// MongoDB unreachable: the job must be retried, not lost and not reported as done.
+/// MongoDB unreachable: the job is retried, not lost and not reported as done; once the
+/// server answers again, the retry writes the document.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_down_mongodb_is_retried() {
-    let down = TestEnv::new(&format!(
-        "{SCHOOL}\n[kinds.\"sync.entity\"]\nbackoff_base = \"5s\"\n"
+async fn a_down_mongodb_is_retried_and_then_succeeds() {
+    let env = TestEnv::new(&format!(
+        "{SCHOOL}\n[kinds.\"sync.entity\"]\nbackoff_base = \"2s\"\n"
     ))
     .await;
-    down.load_school().await;
-    let text = std::fs::read_to_string(&down.config_path).unwrap().replace(
+    env.load_school().await;
+    let course = text_of(&env, "SELECT min(id::text) FROM courses").await;
+    let title = text_of(&env, "SELECT title FROM courses ORDER BY id::text LIMIT 1").await;
+    let reachable = std::fs::read_to_string(&env.config_path).unwrap();
+    let down = reachable.replace(
         &ferry_tests::mongodb_uri(),
         "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300",
     );
-    std::fs::write(&down.config_path, text).unwrap();
-    let out = down.ferry(&[
-        "--json",
-        "sync",
-        "entity",
-        "courses",
-        "00000000-0000-0000-0000-000000000001",
-    ]);
+    assert_ne!(down, reachable, "the config names no MongoDB to take down");
+    std::fs::write(&env.config_path, down).unwrap();
+    let out = env.ferry(&["--json", "sync", "entity", "courses", &course]);
     let id: uuid::Uuid = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["id"]
         .as_str()
         .unwrap()
         .parse()
         .unwrap();
-    let mut worker = down.spawn_worker_process("down");
-    let job = wait_job(&down, id, |j| j.state == JobState::Retrying).await;
+    let mut worker = env.spawn_worker_process("down");
+    let job = wait_job(&env, id, |j| j.state == JobState::Retrying).await;
+    assert_eq!(job.attempts, 1, "{job:?}");
     assert!(job.last_error.unwrap().contains("MongoDB"));
     signal(&worker, "TERM");
     assert!(worker.wait().unwrap().success());
-    down.cleanup().await;
+    let courses = env.mongo().await.collection::<bson::Document>("courses");
+    let filter = bson::doc! { "_id": &course };
+    assert_eq!(courses.find_one(filter.clone()).await.unwrap(), None);
+
+    // The server is back: a worker started with the reachable address runs the retry.
+    std::fs::write(&env.config_path, reachable).unwrap();
+    let mut worker = env.spawn_worker_process("back");
+    let job = wait_job(&env, id, |j| j.state.is_final()).await;
+    assert_eq!(
+        (job.state, job.attempts),
+        (JobState::Succeeded, 2),
+        "{job:?}"
+    );
+    let doc = courses
+        .find_one(filter)
+        .await
+        .unwrap()
+        .expect("the job succeeded but the document is not in MongoDB");
+    assert_eq!(doc.get_str("title").ok(), Some(title.as_str()), "{doc}");
+    signal(&worker, "TERM");
+    assert!(worker.wait().unwrap().success());
+    env.cleanup().await;
 }
 
 async fn wait_job(
