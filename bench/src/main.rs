@@ -3,6 +3,7 @@
 
 mod backup;
 mod files;
+mod import;
 mod notify;
 mod queue;
 mod sync;
@@ -29,6 +30,8 @@ enum Command {
     Files(files::Args),
     /// Emails/s from one worker to a local SMTP sink, beside the pooled mailer alone.
     Notify(notify::Args),
+    /// MongoDB → PostgreSQL import against raw `COPY` and the stand-in's cursor read; memory.
+    Import(import::Args),
 }
 
 #[tokio::main]
@@ -45,6 +48,7 @@ async fn main() {
         Command::Backup(args) => backup::run(args, ferry).await,
         Command::Notify(args) => notify::run(args, ferry).await,
         Command::Files(args) => files::run(args, ferry).await,
+        Command::Import(args) => import::run(args, ferry).await,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The dashboard in a real headless browser (Debian's chromium, driven through chromedriver
 //! with WebDriver): sign in, see a failed job, press Retry and see it succeed; press
-//! "Run full sync" and watch its run reach 100%. Needs `chromium` and `chromium-driver`
+//! "Run full sync" and watch its run reach 100%; press "Run import" and read each
+//! collection's source / imported / rejected counts. Needs `chromium` and `chromium-driver`
 //! (`scripts/services.sh browser` installs them). With `FERRY_DASHBOARD_SCREENSHOT=PATH` the
 //! test saves a screenshot of the dashboard there (how `docs/dashboard.png` is made).
 
@@ -125,6 +126,18 @@ async fn text(browser: &Client, css: &str) -> String {
     panic!("{css} kept being replaced");
 }
 
+async fn sign_in(browser: &Client, server: &ApiServer) {
+    browser.goto(&server.at("/dashboard")).await.unwrap();
+    browser
+        .find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(ADMIN_TOKEN)
+        .await
+        .unwrap();
+    click(browser, "#login").await;
+}
+
 fn is_stale(e: &fantoccini::error::CmdError) -> bool {
     e.to_string().contains("stale element")
 }
@@ -150,15 +163,7 @@ async fn an_admin_signs_in_retries_a_failed_job_and_runs_a_full_sync() {
 
     let driver = Driver::start();
     let browser = driver.browser().await;
-    browser.goto(&server.at("/dashboard")).await.unwrap();
-    browser
-        .find(Locator::Css("#token"))
-        .await
-        .unwrap()
-        .send_keys(ADMIN_TOKEN)
-        .await
-        .unwrap();
-    click(&browser, "#login").await;
+    sign_in(&browser, &server).await;
 
     let row = format!("tr.failed[data-job='{failed}'][data-state='dead']");
     let shown = text(&browser, &row).await;
@@ -224,6 +229,105 @@ async fn an_admin_signs_in_retries_a_failed_job_and_runs_a_full_sync() {
     if let Ok(path) = std::env::var("FERRY_DASHBOARD_SCREENSHOT") {
         std::fs::write(&path, browser.screenshot().await.unwrap()).unwrap();
     }
+    browser.close().await.unwrap();
+    worker.stop().await;
+    server.stop().await;
+    env.cleanup().await;
+}
+
+const IMPORT_CONFIG: &str = r#"
+[import]
+schema = "{schema}"
+[[import.collection]]
+name = "organizations"
+table = "organizations"
+[[import.collection]]
+name = "teams"
+table = "teams"
+columns = { organization_id = { path = "org", ref = "organizations" } }
+"#;
+
+/// The cells of a collection's row in the import panel: source, imported, rejected.
+async fn import_counts(browser: &Client, collection: &str) -> [String; 3] {
+    let row = format!("#panel-import tr[data-collection='{collection}']");
+    [
+        text(browser, &format!("{row} td.source")).await,
+        text(browser, &format!("{row} td.imported")).await,
+        text(browser, &format!("{row} td.rejected")).await,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_import_panel_shows_source_imported_and_rejected_counts() {
+    use bson::{Document, doc, oid::ObjectId};
+    let env = TestEnv::new(&format!("{API_CONFIG}{IMPORT_CONFIG}")).await;
+    env.sql(
+        "CREATE TABLE organizations (id uuid PRIMARY KEY, name text NOT NULL);
+         CREATE TABLE teams (id uuid PRIMARY KEY, name text NOT NULL,
+                             organization_id uuid REFERENCES organizations (id))",
+    )
+    .await;
+    // 5 organizations, one without its NOT NULL name; 3 teams, one in that organization
+    // (rejected through its parent).
+    let orgs: Vec<ObjectId> = (0..5).map(|_| ObjectId::new()).collect();
+    let mongo = env.mongo().await;
+    let mut docs: Vec<Document> = orgs[..4]
+        .iter()
+        .enumerate()
+        .map(|(i, id)| doc! {"_id": id, "name": format!("Org {i}")})
+        .collect();
+    docs.push(doc! {"_id": orgs[4], "plan": "free"});
+    mongo
+        .collection::<Document>("organizations")
+        .insert_many(docs)
+        .await
+        .unwrap();
+    let teams: Vec<Document> = [0, 1, 4]
+        .iter()
+        .map(|o| doc! {"_id": ObjectId::new(), "name": format!("Team of {o}"), "org": orgs[*o]})
+        .collect();
+    mongo
+        .collection::<Document>("teams")
+        .insert_many(teams)
+        .await
+        .unwrap();
+    let worker = env.start_worker();
+    let server = ApiServer::start(env.config.clone()).await;
+    let driver = Driver::start();
+    let browser = driver.browser().await;
+    sign_in(&browser, &server).await;
+
+    // Before the import: documents, no rows, no rejects.
+    assert_eq!(
+        import_counts(&browser, "organizations").await,
+        ["5", "0", "0"]
+    );
+    assert_eq!(import_counts(&browser, "teams").await, ["3", "0", "0"]);
+    wait_for_css(
+        &browser,
+        "#panel-import tr.unbalanced[data-collection='teams']",
+        Duration::from_secs(10),
+    )
+    .await;
+
+    click(&browser, "#import-run").await;
+    let finished = "tr.run[data-kind='import.run'][data-state='succeeded']";
+    wait_for_css(&browser, finished, Duration::from_secs(60)).await;
+    // The import panel refreshes every 10 s; it comes to show both collections balanced.
+    for collection in ["organizations", "teams"] {
+        wait_for_css(
+            &browser,
+            &format!("#panel-import tr.balanced[data-collection='{collection}']"),
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+    assert_eq!(
+        import_counts(&browser, "organizations").await,
+        ["5", "4", "1"]
+    );
+    assert_eq!(import_counts(&browser, "teams").await, ["3", "2", "1"]);
+
     browser.close().await.unwrap();
     worker.stop().await;
     server.stop().await;

@@ -47,14 +47,18 @@ document.addEventListener("click", (event) => {
     act("Retry matching", "/v1/jobs/retry", filter);
   } else if (button.id === "sync-full") {
     act("Full sync", "/v1/sync/full", {});
+  } else if (button.id === "import-run") {
+    act("Import", "/v1/import/run", {});
   }
 });
 
-// Panels refresh every 2 s; counting rows for the sync panel costs more, so every 10 s.
+// Panels refresh every 2 s; counting rows and documents for the sync and import panels costs
+// more, so every 10 s.
+const costly = ["sync", "import"];
 let tick = 0;
 setInterval(() => {
   tick += 1;
   document.querySelectorAll("[data-panel]").forEach((panel) => {
-    if (panel.dataset.panel !== "sync" || tick % 5 === 0) refresh(panel);
+    if (!costly.includes(panel.dataset.panel) || tick % 5 === 0) refresh(panel);
   });
 }, 2000);

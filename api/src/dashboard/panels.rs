@@ -8,9 +8,17 @@ use ferry_queue::{JobFilter, JobState};
 use ferry_record::DeadFilter;
 use maud::{Markup, html};
 
-use crate::{ApiError, AppState, jobs::stats_with_rates, runs, schedules, sync};
+use crate::{ApiError, AppState, import, jobs::stats_with_rates, runs, schedules, sync};
 
-pub const NAMES: [&str; 6] = ["queues", "runs", "failed", "sync", "backups", "schedules"];
+pub const NAMES: [&str; 7] = [
+    "queues",
+    "runs",
+    "failed",
+    "sync",
+    "import",
+    "backups",
+    "schedules",
+];
 
 pub async fn render(state: &AppState, name: &str) -> Markup {
     let result = match name {
@@ -18,6 +26,7 @@ pub async fn render(state: &AppState, name: &str) -> Markup {
         "runs" => runs(state).await,
         "failed" => failed(state).await,
         "sync" => sync_panel(state).await,
+        "import" => import_panel(state).await,
         "schedules" => schedules_panel(state).await,
         _ => backups(state).await,
     };
@@ -32,6 +41,7 @@ fn title(name: &str) -> &'static str {
         "runs" => "Runs",
         "failed" => "Failed jobs",
         "sync" => "Sync to MongoDB",
+        "import" => "Import from MongoDB",
         "schedules" => "Schedules",
         _ => "Backups",
     }
@@ -88,11 +98,16 @@ async fn queues(state: &AppState) -> Result<Markup, ApiError> {
 }
 
 async fn runs(state: &AppState) -> Result<Markup, ApiError> {
-    // A full sync's chunks report into their parent's progress; listing them would crowd it out.
+    // Chunks of a full sync or an import report into their parent's progress; listing them
+    // would crowd it out.
+    let chunks = [
+        ferry_jobs::sync::Chunk::NAME,
+        ferry_jobs::import::Chunk::NAME,
+    ];
     let runs: Vec<_> = runs::recent(state, None, 100)
         .await?
         .into_iter()
-        .filter(|r| r.run.kind != ferry_jobs::sync::Chunk::NAME)
+        .filter(|r| !chunks.contains(&r.run.kind.as_str()))
         .take(10)
         .collect();
     Ok(html! {
@@ -210,6 +225,36 @@ async fn sync_panel(state: &AppState) -> Result<Markup, ApiError> {
                     }
                 }
             }
+        }
+    })
+}
+
+async fn import_panel(state: &AppState) -> Result<Markup, ApiError> {
+    // Without `[import]` there is nothing to count, and MongoDB may not even be configured.
+    if state.config().import.collections.is_empty() {
+        return Ok(html! {
+            h2 { "Import from MongoDB" }
+            p { "No collections configured ([[import.collection]] in ferry.toml)." }
+        });
+    }
+    let all = import::collection_status(state).await?;
+    Ok(html! {
+        h2 { "Import from MongoDB" }
+        p { button #import-run type="button" { "Run import" } }
+        table {
+            thead { tr { th { "collection" } th { "table" } th { "source documents" } th { "imported rows" } th { "rejected" } } }
+            tbody {
+                @for c in &all {
+                    // Balanced: every document is a row or a reject (`ferry import verify`).
+                    tr data-collection=(c.collection) class=(if c.balanced() { "balanced" } else { "unbalanced" }) {
+                        td { (c.collection) } td { (c.table) }
+                        td.source { (c.source) } td.imported { (c.imported) } td.rejected { (c.rejected) }
+                    }
+                }
+            }
+        }
+        @if all.iter().any(|c| c.rejected > 0) {
+            p { "Rejected documents and why: " code { "ferry import rejects" } "." }
         }
     })
 }

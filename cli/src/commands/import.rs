@@ -220,6 +220,7 @@ async fn dry_run(
         plan,
         run: None,
         dry_run: true,
+        copy: true,
     };
     let mut tally = Tally::default();
     loop {

@@ -1,14 +1,56 @@
+use std::sync::Arc;
+
+use bson::{Bson, Document};
 use ferry_record::{Progress, RunState};
+use mongodb::Cursor;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::{
-    QUEUE,
+    CollectionPlan, QUEUE,
     read::{self, Range},
     rows::Converted,
     write::{Tally, Writer},
 };
-use crate::{Backoff, JobContext, JobError, Kind, Settings};
+use crate::{Backoff, JobContext, JobError, Kind, Settings, sync::SyncError};
+
+/// A converted batch and the `_id` of its last document.
+type Batch = Result<(Vec<Converted>, Bson), SyncError>;
+
+/// Reads and converts batches on a task of its own, at most one ahead of the writer; ends
+/// with the cursor, or when the receiver is dropped (the chunk stopped or failed).
+fn read_ahead(
+    mut cursor: Cursor<Document>,
+    plans: Arc<Vec<CollectionPlan>>,
+    collection: String,
+    batch_size: usize,
+) -> mpsc::Receiver<Batch> {
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let Some(plan) = plans.iter().find(|p| p.name == collection) else {
+            return;
+        };
+        loop {
+            let docs = match read::next_batch(&mut cursor, batch_size).await {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            let Some(last) = docs.last().and_then(|d| d.get("_id")).cloned() else {
+                return;
+            };
+            let full = docs.len() == batch_size;
+            let batch = docs.into_iter().map(|d| Converted::new(plan, d)).collect();
+            if tx.send(Ok((batch, last))).await.is_err() || !full {
+                return;
+            }
+        }
+    });
+    rx
+}
 
 /// One `_id` range of one collection, written batch by batch with a checkpoint after each.
 pub struct Chunk;
@@ -66,7 +108,10 @@ impl Kind for Chunk {
             upto: args.upto.as_ref().map(read::id_from_json).transpose()?,
         };
         let batch_size = config.import.batch_size;
-        let mut cursor = read::open(&target.mongo, &plan.name, &range, batch_size).await?;
+        let cursor = read::open(&target.mongo, &plan.name, &range, batch_size).await?;
+        // Reading and converting the next batch overlaps writing this one: the source and
+        // Postgres work at once instead of taking turns. One batch ahead keeps memory flat.
+        let mut batches = read_ahead(cursor, plans.clone(), args.collection.clone(), batch_size);
         let writer = Writer {
             target: &target,
             record: ctx.deps.record.pool(),
@@ -74,18 +119,18 @@ impl Kind for Chunk {
             plan,
             run: Some(args.parent),
             dry_run: false,
+            copy: true,
         };
         loop {
             if let Some(stop) = ctx.should_stop() {
                 lease.finish(RunState::Interrupted, None).await?;
                 return Err(stop);
             }
-            let docs = read::next_batch(&mut cursor, batch_size).await?;
-            let Some(last) = docs.last().and_then(|d| d.get("_id")).cloned() else {
+            let Some(next) = batches.recv().await else {
                 break;
             };
-            let n = docs.len();
-            let batch: Vec<Converted> = docs.into_iter().map(|d| Converted::new(plan, d)).collect();
+            let (batch, last) = next?;
+            let n = batch.len();
             let tally = writer.write(batch).await?;
             at.tally.add(&tally);
             at.after = Some(read::id_to_json(&last));
@@ -96,9 +141,6 @@ impl Kind for Chunk {
             lease
                 .save_and_report(&at, progress, args.parent, n as i64, 0)
                 .await?;
-            if n < batch_size {
-                break;
-            }
         }
         lease.finish(RunState::Succeeded, None).await?;
         Ok(())

@@ -12,6 +12,7 @@
 pub mod catalog;
 mod chunk;
 pub mod convert;
+pub mod copy;
 pub mod ids;
 pub mod mapping;
 pub mod propose;

@@ -50,8 +50,10 @@ impl Kind for Run {
         let target = crate::sync::target(&ctx).await?;
         let config = &ctx.deps.config;
         let lease = ctx.open_run().await?;
-        // Planning refuses bad config before anything is written.
-        let plans = match super::mapping::plan(&target, &config.import).await {
+        // Planning refuses bad config before anything is written. Its chunks reuse this plan
+        // when they run in this process soon after: sampling costs a read of the collection
+        // on a server without range scans (the MongoDB stand-in).
+        let plans = match super::recent_plan(&target, config).await {
             Ok(p) => p,
             Err(e) => {
                 let message = e.to_string();
@@ -132,7 +134,19 @@ async fn fan_out(
     collection: &str,
 ) -> Result<Vec<Uuid>, JobError> {
     let per_chunk = ctx.deps.config.import.docs_per_chunk;
-    let (bounds, docs) = read::bounds(&target.mongo, collection, per_chunk).await?;
+    let estimate = target
+        .mongo
+        .collection::<bson::Document>(collection)
+        .estimated_document_count()
+        .await
+        .map_err(SyncError::mongo("count documents"))?;
+    // One chunk with open ends covers the collection however wrong the estimate is; only
+    // more chunks need the pass over every id that finds their bounds.
+    let (bounds, docs) = if estimate <= per_chunk as u64 {
+        (Vec::new(), estimate as i64)
+    } else {
+        read::bounds(&target.mongo, collection, per_chunk).await?
+    };
     let settings = <super::Chunk as Kind>::defaults();
     let mut jobs = Vec::new();
     let mut after: Option<serde_json::Value> = None;

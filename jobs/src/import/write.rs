@@ -1,7 +1,8 @@
 //! Writes converted documents: refs checked against the imported parents, rows upserted by
 //! their mapped id (rows whose values are unchanged are not touched, so a re-run writes
-//! nothing), elements gone from an array deleted, and what Postgres refuses (unique, check,
-//! foreign key, length) turned into rejects one document at a time.
+//! nothing) or, when none of a batch's rows is there yet, copied in, elements gone from an
+//! array deleted, and what Postgres refuses (unique, check, foreign key, length) turned into
+//! rejects one document at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,6 +13,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{
+    copy,
     mapping::{CollectionPlan, TablePlan},
     rejects,
     rows::{Converted, DocRows, Row},
@@ -50,6 +52,8 @@ pub struct Writer<'a> {
     /// Run everything in a transaction that is rolled back; write no rejects. Refs to
     /// documents not imported yet count as satisfied when the document exists in MongoDB.
     pub dry_run: bool,
+    /// Write a batch none of whose documents is in the table yet by `COPY` ([`copy`]).
+    pub copy: bool,
 }
 
 /// Errors Postgres raises for one row's data (classes 21, 22, 23): that document is rejected.
@@ -108,7 +112,7 @@ impl Writer<'_> {
             .execute(&mut *tx)
             .await
             .map_err(SyncError::db("write rows"))?;
-        match self.upsert(&mut tx, &ok).await {
+        match self.store_rows(&mut tx, &ok).await {
             Ok(written) => count(&mut tally, &written, ok.len()),
             Err(e) if refused(&e).is_some() => savepoint_needed = true,
             Err(e) => return Err(SyncError::db("write rows")(e)),
@@ -166,6 +170,26 @@ impl Writer<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Copies the documents' rows when none is in the table yet, else upserts them; returns,
+    /// per written parent row, whether it was new.
+    async fn store_rows(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        docs: &[&DocRows],
+    ) -> Result<Vec<bool>, sqlx::Error> {
+        let parents: Vec<&Row> = docs.iter().map(|d| &d.row).collect();
+        if !self.copy || docs.is_empty() || !copy::all_new(tx, &self.plan.rows, &parents).await? {
+            return self.upsert(tx, docs).await;
+        }
+        copy::copy_rows(tx, &self.plan.rows, &parents).await?;
+        for (i, child) in self.plan.children.iter().enumerate() {
+            let rows: Vec<&Row> = docs.iter().flat_map(|d| &d.children[i]).collect();
+            // Rows of another parent's element would conflict: then the upsert path.
+            copy::copy_rows(tx, &child.rows, &rows).await?;
+        }
+        Ok(vec![true; docs.len()])
     }
 
     /// Upserts the documents' rows; returns, per written parent row, whether it was new.
