@@ -63,18 +63,18 @@ fn document(i: usize) -> Document {
         "_id": ObjectId::from_bytes(id),
         "email": format!("user{i}@example.com"),
         "profile": {"name": format!("User {i}"), "bio": "imported by the benchmark"},
-        "role": if i % 10 == 0 { "instructor" } else { "student" },
+        "role": if i.is_multiple_of(10) { "instructor" } else { "student" },
         "balance": Bson::Decimal128(format!("{}.{:02}", i % 100_000, i % 100).parse::<Decimal128>().expect("decimal")),
         "tags": ["new", format!("t{}", i % 7)],
         "settings": {"theme": "dark", "limits": {"seats": (i % 50) as i32, "ratio": 0.5}},
-        "active": i % 2 == 0,
+        "active": i.is_multiple_of(2),
         "createdAt": bson::DateTime::from_millis(1_700_000_000_000 + i as i64 * 1000),
         "__v": 0,
     };
     // Mongoose stores numbers as doubles unless told otherwise.
     d.insert(
         "logins",
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             Bson::Double((i % 50) as f64)
         } else {
             Bson::Int32((i % 50) as i32)
