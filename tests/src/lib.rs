@@ -189,11 +189,22 @@ impl TestEnv {
         self.spawn_process("scheduler", label)
     }
 
+    /// Where a process spawned under `label` logs.
+    pub fn log_path(&self, label: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("ferry-{}-{label}.log", self.name))
+    }
+
     fn spawn_process(&self, command: &str, label: &str) -> WorkerProcess {
-        let log = std::env::temp_dir().join(format!("ferry-{}-{label}.log", self.name));
-        let log = std::fs::File::create(log).unwrap();
+        self.spawn_with(&[command], label)
+    }
+
+    /// `ferry ARGS` as a child process logging to [`TestEnv::log_path`] (e.g. `--log-format
+    /// json worker`, for a test that reads what the worker logged).
+    pub fn spawn_with(&self, args: &[&str], label: &str) -> WorkerProcess {
+        let command = args.join(" ");
+        let log = std::fs::File::create(self.log_path(label)).unwrap();
         WorkerProcess(
-            self.command(&[command])
+            self.command(args)
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()

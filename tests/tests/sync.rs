@@ -244,8 +244,9 @@ async fn entity_jobs(env: &TestEnv) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_resumes_a_full_sync_from_its_checkpoints() {
+    // Chunks of 4 pages of 500 rows: a chunk killed after a page has a checkpoint to resume.
     let env = TestEnv::new(
-        "[worker]\nconcurrency = 3\n[sync]\nschemas = [\"{schema}\"]\nchunk_size = 500\npages_per_chunk = 2\n",
+        "[worker]\nconcurrency = 3\n[sync]\nschemas = [\"{schema}\"]\nchunk_size = 500\npages_per_chunk = 4\n",
     )
     .await;
     env.sql(
@@ -260,14 +261,19 @@ async fn a_killed_worker_resumes_a_full_sync_from_its_checkpoints() {
         serde_json::from_slice(&ok(&out).lines().next().map(|_| out.stdout.clone()).unwrap())
             .unwrap();
     let id: uuid::Uuid = job["id"].as_str().unwrap().parse().unwrap();
+    // Killed once a chunk is part-way (a page written, more to go) and 5000 rows are done.
+    let midway = |r: &&ferry_record::RunRow| {
+        r.kind == "sync.chunk" && r.state == "running" && r.done > 0 && r.done % 2000 != 0
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let run = env.record.run(id).await.unwrap();
-        if run.as_ref().is_some_and(|r| r.done >= 5000) {
+        let runs = env.record.runs(Some("running"), 1000).await.unwrap();
+        if run.as_ref().is_some_and(|r| r.done >= 5000) && runs.iter().any(|r| midway(&r)) {
             break;
         }
         assert!(Instant::now() < deadline, "no progress: {run:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     signal(&first, "KILL");
     first.wait().unwrap();
@@ -276,8 +282,22 @@ async fn a_killed_worker_resumes_a_full_sync_from_its_checkpoints() {
         done_at_kill < 30000,
         "the sync finished before the kill; nothing to resume"
     );
+    // Rows each unfinished chunk had checkpointed when its worker died.
+    let at_kill: std::collections::HashMap<uuid::Uuid, i64> = env
+        .record
+        .runs(Some("running"), 1000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.kind == "sync.chunk")
+        .map(|r| (r.id, r.done))
+        .collect();
+    assert!(
+        at_kill.values().any(|done| *done > 0),
+        "no chunk was part-way at the kill: {at_kill:?}"
+    );
 
-    let mut second = env.spawn_worker_process("second");
+    let mut second = env.spawn_with(&["--log-format", "json", "worker"], "second");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let job = env.queue.job("sync", id).await.unwrap().unwrap();
@@ -296,20 +316,44 @@ async fn a_killed_worker_resumes_a_full_sync_from_its_checkpoints() {
     assert_eq!(parent.lease_epoch, 2, "the parent resumed from its plan");
     let runs = env.record.runs(None, 1000).await.unwrap();
     let chunks: Vec<_> = runs.iter().filter(|r| r.kind == "sync.chunk").collect();
-    // 30000 rows / (500 x 2) = 30 ranges, plus the open range after the last bound (it takes
+    // 30000 rows / (500 x 4) = 15 ranges, plus the open range after the last bound (it takes
     // rows inserted after planning); planned once although the planner's worker was killed.
-    assert_eq!(chunks.len(), 31);
-    let redone = chunks.iter().filter(|r| r.lease_epoch > 1).count();
+    assert_eq!(chunks.len(), 16);
+    let redone: Vec<_> = chunks.iter().filter(|r| r.lease_epoch > 1).collect();
     assert!(
-        redone <= 3,
-        "{redone} chunks were resumed; at most the 3 in flight"
+        redone.len() <= 3,
+        "{} chunks were resumed; at most the 3 in flight",
+        redone.len()
     );
-    let resumed_mid_chunk = chunks
-        .iter()
-        .filter(|r| r.lease_epoch > 1 && r.resumed_from.is_some())
-        .count();
-    eprintln!(
-        "chunks resumed: {redone} (from a checkpoint: {resumed_mid_chunk}); rows done at kill: {done_at_kill}"
+    // The work itself: what the second worker read for each chunk it resumed (its own log
+    // line), which must be what remained after the chunk's checkpoint, never the whole chunk.
+    let log = std::fs::read_to_string(env.log_path("second")).unwrap();
+    let done_lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "chunk done")
+        .collect();
+    for chunk in &redone {
+        let checkpointed = at_kill[&chunk.id];
+        let line = done_lines
+            .iter()
+            .find(|l| l["fields"]["job"] == chunk.id.to_string().as_str())
+            .unwrap_or_else(|| panic!("no \"chunk done\" line for {}:\n{log}", chunk.id));
+        assert_eq!(
+            line["fields"]["resumed_at"], checkpointed,
+            "chunk {} resumed from another row: {line}",
+            chunk.id
+        );
+        assert_eq!(
+            line["fields"]["read"],
+            chunk.done - checkpointed,
+            "chunk {} redid work it had checkpointed: {line}",
+            chunk.id
+        );
+    }
+    assert!(
+        redone.iter().any(|c| at_kill[&c.id] > 0),
+        "no resumed chunk started from a checkpoint: {at_kill:?}"
     );
     // Checked independently first: ferry's verify maps rows with the same code that wrote the
     // documents, so it cannot see a mapping mistake or a duplicate the kill left behind.

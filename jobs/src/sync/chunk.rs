@@ -62,6 +62,10 @@ impl Kind for Chunk {
         let resumed = lease.checkpoint::<ChunkCheckpoint>()?;
         // A resumed chunk may meet documents it wrote before its last checkpoint: upsert.
         let insert = args.insert && resumed.is_none();
+        // Rows the attempts before this one wrote (0 on a first attempt), so the closing log
+        // line shows what this attempt did itself: operators (and the recovery test) can see
+        // a resumed chunk read only what remained.
+        let resumed_at = resumed.as_ref().map_or(0, |c| c.rows);
         let mut at = resumed.unwrap_or(ChunkCheckpoint {
             after: args.after.clone(),
             ..ChunkCheckpoint::default()
@@ -112,6 +116,15 @@ impl Kind for Chunk {
             }
         }
         lease.finish(RunState::Succeeded, None).await?;
+        tracing::info!(
+            job = %ctx.id,
+            attempt = ctx.attempt,
+            table = %table.name,
+            rows = at.rows,
+            resumed_at,
+            read = at.rows - resumed_at,
+            "chunk done"
+        );
         Ok(())
     }
 }
