@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod attempts;
+pub mod hook;
 pub mod smtp;
 
 use std::{

@@ -93,6 +93,30 @@ async fn prune_deletes_only_rows_past_retention_and_the_scheduler_runs_it_daily(
     .await
     .unwrap();
 
+    // Runs (30 days), deliveries (90 days), alerts (90 days): per table, the row past its
+    // retention goes and the ones it must keep stay: a recent one, one still running or
+    // queued (it stops a second send), a pending alert.
+    sqlx::raw_sql(
+        "INSERT INTO runs (id, kind, args, state, started_at, heartbeat_at, finished_at) VALUES
+             ('00000000-0000-0000-0000-0000000000a1', 'noop', '{}', 'succeeded',
+              now() - interval '41 days', now() - interval '40 days', now() - interval '40 days'),
+             ('00000000-0000-0000-0000-0000000000a2', 'noop', '{}', 'succeeded',
+              now() - interval '2 days', now() - interval '1 day', now() - interval '1 day'),
+             ('00000000-0000-0000-0000-0000000000a3', 'noop', '{}', 'running',
+              now() - interval '41 days', now() - interval '40 days', NULL);
+         INSERT INTO notify_deliveries (key, job_id, template, state, created_at, updated_at) VALUES
+             ('old-sent', gen_random_uuid(), 't', 'sent', now() - interval '100 days', now() - interval '100 days'),
+             ('new-sent', gen_random_uuid(), 't', 'sent', now() - interval '80 days', now() - interval '80 days'),
+             ('old-queued', gen_random_uuid(), 't', 'queued', now() - interval '100 days', now() - interval '100 days');
+         INSERT INTO alerts (raised_at, topic, subject, title, message, hint, state) VALUES
+             (now() - interval '100 days', 'job.dead', 'old', 't', 'm', 'h', 'sent'),
+             (now() - interval '80 days', 'job.dead', 'new', 't', 'm', 'h', 'sent'),
+             (now() - interval '100 days', 'job.dead', 'pending', 't', 'm', 'h', 'pending')",
+    )
+    .execute(env.record.pool())
+    .await
+    .unwrap();
+
     let out = env.ferry(&["--json", "prune", "--dry-run"]);
     assert!(out.status.success(), "{out:?}");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -111,9 +135,12 @@ async fn prune_deletes_only_rows_past_retention_and_the_scheduler_runs_it_daily(
             rows("dead_jobs"),
             rows("backups"),
             rows("audit_log"),
-            rows("schedule_fires")
+            rows("schedule_fires"),
+            rows("runs"),
+            rows("notify_deliveries"),
+            rows("alerts"),
         ],
-        [5, 1, 1, 1],
+        [5, 1, 1, 1, 1, 1, 1],
         "{report}"
     );
     assert_eq!(
@@ -165,6 +192,28 @@ async fn prune_deletes_only_rows_past_retention_and_the_scheduler_runs_it_daily(
         .await,
         1,
         "the newest fire of a schedule stays"
+    );
+    assert_eq!(
+        (
+            ids(&env, "SELECT id FROM runs ORDER BY id").await,
+            sqlx::query_scalar::<_, String>("SELECT key FROM notify_deliveries ORDER BY key")
+                .fetch_all(env.record.pool())
+                .await
+                .unwrap(),
+            sqlx::query_scalar::<_, String>("SELECT subject FROM alerts ORDER BY subject")
+                .fetch_all(env.record.pool())
+                .await
+                .unwrap(),
+        ),
+        (
+            vec![
+                "00000000-0000-0000-0000-0000000000a2".parse().unwrap(),
+                "00000000-0000-0000-0000-0000000000a3".parse().unwrap()
+            ],
+            vec!["new-sent".to_owned(), "old-queued".to_owned()],
+            vec!["new".to_owned(), "pending".to_owned()],
+        ),
+        "runs, deliveries and alerts past retention go; recent, running, queued, pending stay"
     );
     assert_eq!(
         count(
