@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use axum::{
     Json,
-    extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    extract::{FromRequestParts, Path, State},
+    http::{StatusCode, request::Parts},
 };
 use chrono::Utc;
 use ferry_jobs::{
@@ -52,17 +52,9 @@ pub struct EnqueueRequest {
 pub async fn enqueue(
     State(state): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    IdempotencyHeader(header): IdempotencyHeader,
     Body(req): Body<EnqueueRequest>,
 ) -> Result<(StatusCode, Json<Enqueued>), ApiError> {
-    let header = headers
-        .get("idempotency-key")
-        .map(|v| {
-            v.to_str()
-                .map(str::to_owned)
-                .map_err(|_| ApiError::bad_request("the Idempotency-Key header must be text"))
-        })
-        .transpose()?;
     let key = match (header, req.idempotency_key) {
         (Some(h), Some(b)) if h != b => {
             return Err(ApiError::bad_request(
@@ -84,6 +76,27 @@ pub async fn enqueue(
     let prepared = prepare(&state, &caller, &req.kind, &args, keys, run_at).await?;
     let done = submit(&state, caller, prepared, "jobs.enqueue", json!({})).await?;
     Ok((StatusCode::ACCEPTED, Json(done)))
+}
+
+/// The `Idempotency-Key` header, read alone: the `HeaderMap` extractor would copy every
+/// header of every enqueue.
+pub struct IdempotencyHeader(Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .headers
+            .get("idempotency-key")
+            .map(|v| {
+                v.to_str()
+                    .map(str::to_owned)
+                    .map_err(|_| ApiError::bad_request("the Idempotency-Key header must be text"))
+            })
+            .transpose()
+            .map(Self)
+    }
 }
 
 /// Checks a job for `caller`: a kind it may enqueue (403 and audited otherwise), its quota

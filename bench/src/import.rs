@@ -13,7 +13,7 @@ use std::{path::PathBuf, process::Stdio, sync::Arc, time::Instant};
 use bson::{Bson, Decimal128, Document, RawDocumentBuf, doc, oid::ObjectId};
 use ferry_config::{Config, Env};
 use ferry_jobs::{
-    import::{CollectionPlan, copy, mapping, rows::Converted, write::Writer},
+    import::{CollectionPlan, mapping, rows::Converted, write::Writer},
     sync::Target,
 };
 use futures::StreamExt;
@@ -366,7 +366,7 @@ async fn raw_copy(target: &Target, plan: &CollectionPlan, n: usize) -> Vec<(Stri
     let mut parts: Vec<Vec<u8>> = vec![Vec::new(); WRITERS];
     for i in 0..n {
         let rows = Converted::new(plan, document(i)).rows.expect("valid");
-        copy::line(&mut parts[i / per], &rows.row);
+        ferry_record::copy_text::line(&mut parts[i / per], &rows.row);
     }
     let mut rates = Vec::new();
     for (name, streams) in [("raw COPY, 4 streams", WRITERS), ("raw COPY, 1 stream", 1)] {

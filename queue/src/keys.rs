@@ -12,13 +12,25 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// Built on every enqueue: plain concatenation, not `format!`, which cost the enqueue
+    /// API a measurable share of its time (callgrind).
     pub fn new(prefix: &str, queue: &str) -> Self {
-        let base = format!("{prefix}:{{{queue}}}");
+        let mut base = String::with_capacity(prefix.len() + queue.len() + 3);
+        base.push_str(prefix);
+        base.push_str(":{");
+        base.push_str(queue);
+        base.push('}');
+        let key = |suffix: &str| {
+            let mut k = String::with_capacity(base.len() + suffix.len());
+            k.push_str(&base);
+            k.push_str(suffix);
+            k
+        };
         Self {
-            stream: format!("{base}:stream"),
-            delayed: format!("{base}:delayed"),
-            stats: format!("{base}:stats"),
-            workers: format!("{base}:workers"),
+            stream: key(":stream"),
+            delayed: key(":delayed"),
+            stats: key(":stats"),
+            workers: key(":workers"),
             base,
         }
     }

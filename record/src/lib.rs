@@ -4,6 +4,7 @@
 //! database); connections set `search_path` to it, and migrations are embedded once, here.
 
 mod audit;
+pub mod copy_text;
 mod dead;
 mod delivery;
 mod error;

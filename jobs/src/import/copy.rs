@@ -3,6 +3,7 @@
 //! Anything Postgres refuses fails the whole `COPY`; the writer then rolls back to its
 //! savepoint and takes the upsert path, which finds the document at fault.
 
+use ferry_record::copy_text::line;
 use sqlx::{Postgres, Transaction};
 
 use super::{mapping::TablePlan, rows::Row};
@@ -47,43 +48,4 @@ pub async fn copy_rows(
     let mut copy = tx.copy_in_raw(&statement).await?;
     copy.send(data).await?;
     copy.finish().await
-}
-
-/// One row in `COPY`'s text format: tab-separated, `\N` for NULL, backslash escapes. The
-/// text is what the upsert path casts, and `COPY` parses it with the same input functions.
-pub fn line(out: &mut Vec<u8>, row: &[Option<String>]) {
-    for (i, v) in row.iter().enumerate() {
-        if i > 0 {
-            out.push(b'\t');
-        }
-        let Some(s) = v else {
-            out.extend_from_slice(b"\\N");
-            continue;
-        };
-        for b in s.bytes() {
-            match b {
-                b'\\' => out.extend_from_slice(b"\\\\"),
-                b'\t' => out.extend_from_slice(b"\\t"),
-                b'\n' => out.extend_from_slice(b"\\n"),
-                b'\r' => out.extend_from_slice(b"\\r"),
-                _ => out.push(b),
-            }
-        }
-    }
-    out.push(b'\n');
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn copy_text_escapes_what_copy_would_read_as_syntax() {
-        let mut out = Vec::new();
-        line(
-            &mut out,
-            &[Some("a\tb\\c\nd".into()), None, Some(r#"{"x":1}"#.into())],
-        );
-        assert_eq!(out, b"a\\tb\\\\c\\nd\t\\N\t{\"x\":1}\n");
-    }
 }
