@@ -334,10 +334,8 @@ async fn a_url_outside_allow_is_refused_at_enqueue() {
         r#"{"url": "https://app.internal.evil.com/hooks/x"}"#,
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.contains("[http] allow"),
-        "{stderr}"
-    );
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("[http] allow"), "{stderr}");
 
     // With nothing allowed, every URL is refused, and the error names the setting.
     let text = std::fs::read_to_string(&env.config_path)
