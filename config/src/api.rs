@@ -20,7 +20,7 @@ const RESERVED_NAMES: [&str; 5] = ["admin", "api", "cli", "scheduler", "ferry"];
 
 /// The placeholder every shipped example secret carries (`.env.example`,
 /// `deploy/kubernetes/secret.example.yaml`).
-const PLACEHOLDER: &str = "change-me";
+pub(crate) const PLACEHOLDER: &str = "change-me";
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]

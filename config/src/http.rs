@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::{ConfigError, Env, Secret};
+use crate::{ConfigError, Env, Secret, api::PLACEHOLDER};
 
 /// Shorter secrets are guessable; 32 random characters are what `openssl rand -hex 16` gives.
 const MIN_SECRET_LEN: usize = 16;
@@ -124,6 +124,13 @@ impl Http {
         }
         let key = format!("{var} (named by http.secret_env)");
         match &self.secret {
+            Some(s) if s.expose().to_ascii_lowercase().contains(PLACEHOLDER) => {
+                Err(ConfigError::new(
+                    key,
+                    "still holds the CHANGE-ME placeholder of the example files",
+                    "generate a secret with `openssl rand -hex 32` and set it instead",
+                ))
+            }
             Some(s)
                 if s.expose().len() < MIN_SECRET_LEN
                     || s.expose().contains(char::is_whitespace) =>
@@ -248,6 +255,9 @@ mod tests {
         );
         assert!(!format!("{c:?}").contains("0123456789"));
 
+        let env = Env::from_pairs([("FERRY_HTTP_SECRET", "CHANGE-ME-http-secret-0001")]);
+        let e = Config::from_toml_str("", &env).unwrap_err().to_string();
+        assert!(e.contains("CHANGE-ME") && !e.contains("0001"), "{e}");
         let env = Env::from_pairs([("FERRY_HTTP_SECRET", "short")]);
         let e = Config::from_toml_str("", &env).unwrap_err().to_string();
         assert!(

@@ -355,3 +355,97 @@ async fn a_url_outside_allow_is_refused_at_enqueue() {
     server.stop().await;
     env.cleanup().await;
 }
+
+/// The README's code block (` ```LANG `) that follows `heading`.
+fn readme_block(heading: &str, lang: &str) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let rest = &readme[readme.find(heading).expect(heading)..];
+    let fence = format!("```{lang}\n");
+    let start = rest.find(&fence).expect(&fence) + fence.len();
+    let end = start + rest[start..].find("```").unwrap();
+    rest[start..end].to_owned()
+}
+
+/// Runs `program` with the request's timestamp, signature and body in the environment;
+/// returns what it printed.
+fn verdicts(program: &str, args: &[&str], seen: &Seen) -> String {
+    let hex: String = seen.body.iter().map(|b| format!("{b:02x}")).collect();
+    let out = std::process::Command::new(program)
+        .args(args)
+        .env("FERRY_HTTP_SECRET", SECRET)
+        .env("TS", header(seen, "x-ferry-timestamp"))
+        .env("SIG", header(seen, "x-ferry-signature"))
+        .env("BODY_HEX", hex)
+        .output()
+        .unwrap_or_else(|e| panic!("run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn the_readme_snippets_accept_a_real_request_and_refuse_a_tampered_body() {
+    let endpoint = Endpoint::start(&[]).await;
+    let env = install(&endpoint, "100ms").await;
+    let id = env
+        .enqueue(
+            "http",
+            &json!({"url": endpoint.url, "body": {"user_id": 42, "name": "Zoë"}}).to_string(),
+        )
+        .await;
+    let worker = env.start_worker();
+    assert_eq!(finished(&env, id).await.state, JobState::Succeeded);
+    worker.stop().await;
+    let seen = endpoint.seen().remove(0);
+
+    let python = format!(
+        "{}\nimport os\nheaders = {{'x-ferry-timestamp': os.environ['TS'], 'x-ferry-signature': os.environ['SIG']}}\nbody = bytes.fromhex(os.environ['BODY_HEX'])\nprint(verify_ferry(headers, body), verify_ferry(headers, body + b' '))\n",
+        readme_block("In **Python**", "python")
+    );
+    assert_eq!(verdicts("python3", &["-c", &python], &seen), "True False");
+
+    let node = format!(
+        "{}\nconst h = {{'x-ferry-timestamp': process.env.TS, 'x-ferry-signature': process.env.SIG}};\nfunction verdict(body) {{\n  let out = 'next';\n  const res = {{ status: (c) => {{ out = String(c); return {{ end() {{}} }}; }} }};\n  verifyFerry({{ get: (n) => h[n], body }}, res, () => {{}});\n  return out;\n}}\nconst body = Buffer.from(process.env.BODY_HEX, 'hex');\nconsole.log(verdict(body), verdict(Buffer.concat([body, Buffer.from(' ')])));\n",
+        readme_block("Verifying a request in **Node**", "js")
+    );
+    assert_eq!(verdicts("node", &["-e", &node], &seen), "next 401");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn without_a_secret_jobs_die_naming_the_variable_unless_unsigned_is_chosen() {
+    let endpoint = Endpoint::start(&[]).await;
+    let allow = format!("[http]\nallow = [\"{}\"]\n", endpoint.url);
+    let env = TestEnv::new(&allow).await;
+    let id = env
+        .enqueue("http", &json!({"url": endpoint.url}).to_string())
+        .await;
+    let worker = env.start_worker();
+    let job = finished(&env, id).await;
+    worker.stop().await;
+    assert_eq!((job.state, job.attempts), (JobState::Dead, 1), "{job:?}");
+    let error = job.last_error.unwrap_or_default();
+    assert!(
+        error.contains("FERRY_HTTP_SECRET") && error.contains("unsigned"),
+        "{error}"
+    );
+    assert!(endpoint.seen().is_empty(), "nothing is sent unsigned");
+    env.cleanup().await;
+
+    let env = TestEnv::new(&format!("{allow}unsigned = true\n")).await;
+    let id = env
+        .enqueue("http", &json!({"url": endpoint.url}).to_string())
+        .await;
+    let worker = env.start_worker();
+    assert_eq!(finished(&env, id).await.state, JobState::Succeeded);
+    worker.stop().await;
+    let seen = endpoint.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].headers.get("x-ferry-signature").is_none());
+    assert_eq!(header(&seen[0], "x-ferry-job-id"), id.to_string());
+    env.cleanup().await;
+}

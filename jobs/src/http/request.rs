@@ -118,8 +118,10 @@ mod tests {
     use super::*;
 
     fn plan(args: Value) -> Result<Plan, Invalid> {
-        let mut config = ferry_config::Http::default();
-        config.allow = vec!["https://app.internal/hooks/".into()];
+        let config = ferry_config::Http {
+            allow: vec!["https://app.internal/hooks/".into()],
+            ..Default::default()
+        };
         Plan::new(&serde_json::from_value(args).unwrap(), &config)
     }
 
