@@ -9,7 +9,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use ferry_queue::{NewJob, Queue};
@@ -23,6 +23,10 @@ pub struct Args {
     /// Concurrency of the ferry worker (`worker.concurrency`); unset: ferry's default.
     #[arg(long)]
     concurrency: Option<usize>,
+    /// How long the endpoint takes to answer each request, in milliseconds: a receiver that
+    /// does work (0: answer at once).
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
     #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     redis_url: String,
     #[arg(
@@ -43,7 +47,7 @@ const SECRET: &str = "bench-webhook-secret-000001";
 const DEFAULT_CONCURRENCY: usize = 64;
 
 pub async fn run(args: Args, ferry: PathBuf) {
-    let (url, received) = endpoint().await;
+    let (url, received) = endpoint(Duration::from_millis(args.delay_ms)).await;
     let concurrency = args.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
     let alone = client_alone(&url, args.calls, concurrency).await;
 
@@ -123,17 +127,21 @@ pub async fn run(args: Args, ferry: PathBuf) {
     }
     println!(
         "{}",
-        serde_json::json!({"calls": args.calls, "concurrency": args.concurrency, "client_alone_per_s": alone, "http_per_s": webhooks})
+        serde_json::json!({"calls": args.calls, "concurrency": args.concurrency, "delay_ms": args.delay_ms, "client_alone_per_s": alone, "http_per_s": webhooks})
     );
 }
 
-/// The endpoint: 200 "ok" to every request, counted, on a free port; its URL ends in `/`.
-async fn endpoint() -> (String, Arc<AtomicU64>) {
+/// The endpoint: 200 "ok" to every request after `delay`, counted, on a free port; its URL
+/// ends in `/`.
+async fn endpoint(delay: Duration) -> (String, Arc<AtomicU64>) {
     let received = Arc::new(AtomicU64::new(0));
     let count = received.clone();
     let app = axum::Router::new().fallback(move |_body: axum::body::Bytes| {
         let count = count.clone();
         async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             count.fetch_add(1, Ordering::Relaxed);
             "ok"
         }
