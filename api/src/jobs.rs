@@ -31,7 +31,7 @@ const MAX_LIMIT: usize = 1000;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnqueueRequest {
-    /// A job kind, e.g. `sync.entity`, `notify.send`, `noop`.
+    /// A job kind, e.g. `sync.entity`, `notify.send`, `http`, `noop`.
     pub kind: String,
     /// The kind's arguments (default `{}`).
     #[schema(value_type = Object)]

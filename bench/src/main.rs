@@ -3,6 +3,7 @@
 
 mod backup;
 mod files;
+mod http;
 mod import;
 mod notify;
 mod queue;
@@ -30,6 +31,8 @@ enum Command {
     Files(files::Args),
     /// Emails/s from one worker to a local SMTP sink, beside the pooled mailer alone.
     Notify(notify::Args),
+    /// Webhook calls/s from one worker to a local HTTP endpoint, beside the client alone.
+    Http(http::Args),
     /// MongoDB → PostgreSQL import against raw `COPY` and the stand-in's cursor read; memory.
     Import(import::Args),
 }
@@ -49,6 +52,7 @@ async fn main() {
         Command::Notify(args) => notify::run(args, ferry).await,
         Command::Files(args) => files::run(args, ferry).await,
         Command::Import(args) => import::run(args, ferry).await,
+        Command::Http(args) => http::run(args, ferry).await,
     }
 }
 

@@ -102,7 +102,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
         .stdout(Stdio::null())
         .spawn()
         .expect("worker");
-    wait_for(&queue, "notify.send", args.emails, &mut worker).await;
+    wait_for(&queue, "notify", "notify.send", args.emails, &mut worker).await;
     let send = args.emails as f64 / start.elapsed().as_secs_f64();
     eprintln!(
         "ferry notify.send: {} emails in {:.2?} (worker start included) = {send:.0}/s",
@@ -118,7 +118,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
         10,
     );
     queue.enqueue("notify", &[job]).await.expect("enqueue");
-    wait_for(&queue, "notify.broadcast", 1, &mut worker).await;
+    wait_for(&queue, "notify", "notify.broadcast", 1, &mut worker).await;
     let broadcast = args.emails as f64 / start.elapsed().as_secs_f64();
     eprintln!(
         "ferry notify.broadcast: {} emails in {:.2?} = {broadcast:.0}/s",
@@ -235,10 +235,12 @@ async fn raw_mailer(args: &Args, url: &str) -> f64 {
     rate
 }
 
-async fn wait_for(queue: &Queue, kind: &str, n: usize, worker: &mut Child) {
+/// Waits until `n` jobs of `kind` on queue `name` succeeded; fails on a dead job or an
+/// exited worker.
+pub(crate) async fn wait_for(queue: &Queue, name: &str, kind: &str, n: usize, worker: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let stats = queue.stats("notify").await.expect("stats");
+        let stats = queue.stats(name).await.expect("stats");
         let count = |state: &str| {
             stats
                 .by_kind

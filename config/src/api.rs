@@ -9,17 +9,18 @@ use crate::{ConfigError, Env, Secret, duration};
 /// Shorter tokens are guessable; 32 random characters are what `openssl rand -hex 16` gives.
 const MIN_TOKEN_LEN: usize = 16;
 
-/// What the enqueue token may enqueue unless `api.enqueue_kinds` says otherwise: the two kinds
-/// an application starts on write. Everything else (a full sync, a backup, SQL) is an
-/// operator's decision and needs the admin token.
-pub const DEFAULT_ENQUEUE_KINDS: [&str; 2] = ["sync.entity", "notify.send"];
+/// What the enqueue token may enqueue unless `api.enqueue_kinds` says otherwise: the kinds an
+/// application starts on write, and its own background jobs as webhooks (`http`, which can
+/// only call the URLs `[http] allow` lists). Everything else (a full sync, a backup, SQL) is
+/// an operator's decision and needs the admin token.
+pub const DEFAULT_ENQUEUE_KINDS: [&str; 3] = ["sync.entity", "notify.send", "http"];
 
 /// Caller names the server gives itself; a named token may not take one.
 const RESERVED_NAMES: [&str; 5] = ["admin", "api", "cli", "scheduler", "ferry"];
 
 /// The placeholder every shipped example secret carries (`.env.example`,
 /// `deploy/kubernetes/secret.example.yaml`).
-const PLACEHOLDER: &str = "change-me";
+pub(crate) const PLACEHOLDER: &str = "change-me";
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -220,7 +221,10 @@ mod tests {
             config.api.token.as_ref().map(|t| t.expose()),
             Some("enqueue-0123456789abcdef")
         );
-        assert_eq!(config.api.enqueue_kinds, ["sync.entity", "notify.send"]);
+        assert_eq!(
+            config.api.enqueue_kinds,
+            ["sync.entity", "notify.send", "http"]
+        );
         assert!(!format!("{config:?}").contains("0123456789abcdef"));
 
         let short = Env::from_pairs([("FERRY_ADMIN_TOKEN", "secret")]);

@@ -21,6 +21,7 @@ mod env;
 mod env_rule;
 mod error;
 mod files;
+mod http;
 mod import;
 mod notify;
 mod on_change;
@@ -44,6 +45,7 @@ pub use effective::Setting;
 pub use env::Env;
 pub use error::ConfigError;
 pub use files::Files;
+pub use http::{Http, Refused};
 pub use import::{INDEX, Import, ImportChild, ImportCollection, RefSource, Source};
 pub use notify::{Columns, Delivery, Notify, SmtpUrl, Template};
 pub use on_change::{OnChange, Op};
@@ -99,6 +101,9 @@ pub struct Config {
     pub import: Import,
     #[serde(default)]
     pub alerts: Alerts,
+    /// Webhook jobs (kind `http`): allowed URLs and the signing secret.
+    #[serde(default)]
+    pub http: Http,
     /// How long ferry keeps its own record.
     #[serde(default)]
     pub retention: RecordRetention,
@@ -329,6 +334,7 @@ impl Config {
         };
         config.apply_store_env(env);
         config.api.read_token_env(env);
+        config.http.read_secret_env(env);
         backup_env::apply(&mut config, env)?;
         if !config.alerts.email.is_empty() {
             config
@@ -486,6 +492,7 @@ impl Config {
         self.api.validate()?;
         self.import.validate()?;
         self.alerts.validate(self.notify.smtp_url.is_some())?;
+        self.http.validate()?;
         self.retention.validate()?;
         on_change::validate(&self.on_change)?;
         for (kind, o) in &self.kinds {

@@ -33,6 +33,7 @@ pub mod enqueue;
 mod error;
 pub mod events;
 pub mod files;
+pub mod http;
 pub mod import;
 mod kind;
 pub mod maintenance;
@@ -48,6 +49,6 @@ pub mod sync;
 
 pub use backoff::Backoff;
 pub use context::{Deps, JobContext};
-pub use error::{JobError, ResultExt};
+pub use error::{Cause, JobError, ResultExt, chain};
 pub use kind::{Kind, Settings};
 pub use registry::{Entry, Registry, UnknownKind};

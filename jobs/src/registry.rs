@@ -7,8 +7,8 @@ use ferry_config::{Config, ConfigError};
 use futures::{FutureExt, future::BoxFuture};
 
 use crate::{
-    JobContext, JobError, Kind, Settings, backup, diag, files, import, maintenance, notify, sql,
-    sync,
+    JobContext, JobError, Kind, Settings, backup, diag, files, http, import, maintenance, notify,
+    sql, sync,
 };
 
 /// A kind with its arguments erased, so the worker can hold every kind in one map.
@@ -91,6 +91,7 @@ impl Registry {
         registry.register(notify::Broadcast);
         registry.register(sql::Sql);
         registry.register(files::Migrate);
+        registry.register(http::Http::default());
         registry.register(import::Run);
         registry.register(import::Chunk);
         registry.register(maintenance::Prune);

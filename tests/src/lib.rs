@@ -58,6 +58,16 @@ impl TestEnv {
 
     /// Like [`TestEnv::new`] on another Redis (a cluster's seed list, say).
     pub async fn on_redis(toml: &str, redis: &str) -> Self {
+        Self::create(toml, redis, Env::empty()).await
+    }
+
+    /// Like [`TestEnv::new`], with configuration read from `vars` as if they were the
+    /// environment (for secrets a config names by variable); child processes do not see them.
+    pub async fn with_env(toml: &str, vars: &[(&str, &str)]) -> Self {
+        Self::create(toml, &redis_url(), Env::from_pairs(vars.iter().copied())).await
+    }
+
+    async fn create(toml: &str, redis: &str, env: Env) -> Self {
         let name = format!("t{:012x}", rand::random::<u64>() >> 16);
         let toml = toml
             .replace("{schema}", &format!("{name}_app"))
@@ -75,7 +85,7 @@ impl TestEnv {
         );
         let config_path = std::env::temp_dir().join(format!("ferry-{name}.toml"));
         std::fs::write(&config_path, &text).unwrap();
-        let config = Arc::new(Config::from_toml_str(&text, &Env::empty()).unwrap());
+        let config = Arc::new(Config::from_toml_str(&text, &env).unwrap());
         let record = Record::connect(&config.postgres)
             .await
             .expect("Postgres must run for tests");

@@ -124,6 +124,28 @@ impl Dispatcher {
                     error: self.attempt_error(&job, message),
                 }
             }
+            Err(e @ JobError::RetryAfter { after, .. }) if job.attempt < job.max_attempts => {
+                // The other side's word, within the longest wait the kind allows.
+                let delay = after.min(settings.backoff.cap);
+                let message = e.message();
+                tracing::warn!(?elapsed, error = %message, retry_in = ?delay, "job failed; will retry when asked");
+                Outcome::Retry {
+                    at_us: now_us() + delay.as_micros() as i64,
+                    error: self.attempt_error(&job, message),
+                }
+            }
+            Err(e @ JobError::RetryAfter { .. }) => {
+                self.dead(
+                    &job,
+                    format!(
+                        "{} (attempt {} of {})",
+                        e.message(),
+                        job.attempt,
+                        job.max_attempts
+                    ),
+                )
+                .await
+            }
             Err(JobError::Retryable(message)) => {
                 self.dead(
                     &job,
@@ -148,7 +170,7 @@ impl Dispatcher {
                     error: Some(self.attempt_error(&job, "cancelled by an operator".into())),
                 }
             }
-            Err(other) => self.dead(&job, other.to_string()).await,
+            Err(other) => self.dead(&job, other.message()).await,
         }
     }
 
