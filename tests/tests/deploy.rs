@@ -140,6 +140,11 @@ fn the_shipped_config_loads_with_the_environment_compose_and_kubernetes_give() {
             "{source}"
         );
         assert_eq!(
+            config.http.secret.as_ref().map(|s| s.expose()),
+            var("FERRY_HTTP_SECRET"),
+            "{source}: webhook jobs are signed"
+        );
+        assert_eq!(
             config.mongodb.uri.as_deref(),
             var("MONGODB_URI"),
             "{source}"
