@@ -14,6 +14,9 @@ pub struct Deps {
     pub config: Arc<Config>,
     pub record: Record,
     pub queue: Queue,
+    /// The kinds with their effective settings: what jobs that enqueue jobs go through, so
+    /// `[kinds.NAME]` overrides apply to them too.
+    pub registry: Arc<crate::Registry>,
     /// This worker process's identity.
     pub worker: Arc<str>,
     /// Connected on first use by a sync job.
@@ -23,15 +26,30 @@ pub struct Deps {
 }
 
 impl Deps {
-    pub fn new(config: Arc<Config>, record: Record, queue: Queue, worker: &str) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        record: Record,
+        queue: Queue,
+        registry: Arc<crate::Registry>,
+        worker: &str,
+    ) -> Self {
         Self {
             config,
             record,
             queue,
+            registry,
             worker: Arc::from(worker),
             sync: Arc::default(),
             notify: Arc::default(),
         }
+    }
+
+    /// The queue kind `K` travels on, its `[kinds.NAME] queue` override applied: where a job
+    /// that fanned out `K` jobs finds them again.
+    pub fn queue_of<K: crate::Kind>(&self) -> String {
+        self.registry
+            .get(K::NAME)
+            .map_or_else(|_| K::defaults().queue, |e| e.settings().queue.clone())
     }
 
     pub async fn sync_target(&self) -> Result<crate::sync::Target, crate::sync::SyncError> {

@@ -7,7 +7,7 @@ use ferry_queue::{NewJob, Queue, QueueError, now_us};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::Registry;
+use crate::{Kind, Registry};
 
 /// Longest idempotency key accepted.
 const MAX_KEY_LEN: usize = 200;
@@ -137,6 +137,20 @@ pub fn prepare(
         queue: settings.queue.to_owned(),
         job,
     })
+}
+
+/// A job of kind `K` from its typed arguments, checked and settled like any other (the
+/// kind's effective settings, `[kinds.NAME]` overrides included, and its queue): how jobs
+/// that fan out enqueue their children.
+pub fn typed<K: Kind>(
+    registry: &Registry,
+    origin: &Origin,
+    args: &K::Args,
+    keys: Keys,
+) -> Result<Prepared, String> {
+    let args = serde_json::to_string(args)
+        .map_err(|e| format!("arguments for {} do not serialize: {e}", K::NAME))?;
+    prepare(registry, origin, K::NAME, &args, keys, None)
 }
 
 /// Where the first NUL character in `value` (a key or a string) is, as a path like `args.a[2]`.

@@ -61,6 +61,12 @@ pub struct Registry {
     config: Arc<Config>,
 }
 
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.kinds.keys()).finish()
+    }
+}
+
 /// A kind name nobody registered.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("unknown job kind {name:?}; known kinds: {known}")]

@@ -94,11 +94,12 @@ pub async fn run_with_clock(
             shutdown.clone(),
         )
     });
-    let reconciler = Reconciler::new(record.clone(), queue.clone(), registry, &config);
+    let reconciler = Reconciler::new(record.clone(), queue.clone(), registry.clone(), &config);
     let relay = (config.mongodb.uri.is_some() && config.postgres.url.is_some()).then(|| {
         relay::run(
             record.clone(),
             queue.clone(),
+            registry.clone(),
             config.sync.relay_interval,
             shutdown.clone(),
         )

@@ -55,7 +55,7 @@ pub async fn run(
     tokio::spawn(async move { warming.warm(4).await });
 
     let id = worker_id();
-    let deps = Deps::new(config.clone(), record, queue.clone(), &id);
+    let deps = Deps::new(config.clone(), record, queue.clone(), registry.clone(), &id);
     let concurrency = options.concurrency.unwrap_or(config.worker.concurrency);
     tracing::info!(worker = %id, queues = ?queues, concurrency, "worker starting");
 

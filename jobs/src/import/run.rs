@@ -1,12 +1,12 @@
 use std::{collections::BTreeMap, time::Duration};
 
-use ferry_queue::{JobState, NewJob};
+use ferry_queue::JobState;
 use ferry_record::{Progress, RunState};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{ChunkArgs, QUEUE, chunk::ChunkCheckpoint, read, write::Tally};
-use crate::{JobContext, JobError, Kind, Settings, sync::SyncError};
+use crate::{JobContext, JobError, Kind, Settings, enqueue, sync::SyncError};
 
 /// Imports the configured collections in foreign-key order, each fanned out as chunks.
 pub struct Run;
@@ -147,7 +147,6 @@ async fn fan_out(
     } else {
         read::bounds(&target.mongo, collection, per_chunk).await?
     };
-    let settings = <super::Chunk as Kind>::defaults();
     let mut jobs = Vec::new();
     let mut after: Option<serde_json::Value> = None;
     let bounds = bounds.iter().map(|b| Some(read::id_to_json(b)));
@@ -158,24 +157,26 @@ async fn fan_out(
             after: after.clone(),
             upto: upto.clone(),
         };
-        let json = serde_json::to_string(&args).map_err(|e| JobError::Permanent(e.to_string()))?;
-        let mut job = NewJob::new(<super::Chunk as Kind>::NAME, json, settings.max_attempts);
-        job.idempotency_key = Some(crate::enqueue::scoped_key(
-            &crate::enqueue::Origin::Ferry,
-            <super::Chunk as Kind>::NAME,
-            &format!("import.run:{}:{collection}:{}", ctx.id, jobs.len()),
-        ));
-        jobs.push(job);
+        let keys = enqueue::Keys {
+            idempotency: Some(format!("import.run:{}:{collection}:{}", ctx.id, jobs.len())),
+            coalesce: None,
+        };
+        jobs.push(
+            enqueue::typed::<super::Chunk>(
+                &ctx.deps.registry,
+                &enqueue::Origin::Ferry,
+                &args,
+                keys,
+            )
+            .map_err(JobError::Permanent)?,
+        );
         after = upto;
     }
-    let ids: Vec<Uuid> = ctx
-        .deps
-        .queue
-        .enqueue(QUEUE, &jobs)
+    let ids: Vec<Uuid> = enqueue::submit(&ctx.deps.queue, jobs)
         .await
         .map_err(|e| JobError::Retryable(e.to_string()))?
         .into_iter()
-        .map(|(id, _)| id)
+        .map(|e| e.id)
         .collect();
     tracing::info!(collection, docs, chunks = ids.len(), "import planned");
     Ok(ids)
@@ -187,13 +188,14 @@ async fn follow(
     lease: &ferry_record::Lease,
     chunks: &[Uuid],
 ) -> Result<(), JobError> {
+    let chunk_queue = ctx.deps.queue_of::<super::Chunk>();
     loop {
         let mut open = 0;
         for id in chunks {
             let job = ctx
                 .deps
                 .queue
-                .job(QUEUE, *id)
+                .job(&chunk_queue, *id)
                 .await
                 .map_err(|e| JobError::Retryable(e.to_string()))?;
             match job {
@@ -225,7 +227,7 @@ async fn follow(
             reason = ctx.stopped() => {
                 if reason == JobError::Cancelled {
                     for id in chunks {
-                        let _ = ctx.deps.queue.cancel(QUEUE, *id).await;
+                        let _ = ctx.deps.queue.cancel(&chunk_queue, *id).await;
                     }
                     lease.finish(RunState::Cancelled, None).await?;
                 }

@@ -1,12 +1,12 @@
 use std::time::Duration;
 
-use ferry_queue::{JobState, NewJob};
+use ferry_queue::JobState;
 use ferry_record::{Progress, RunState};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{ChunkArgs, QUEUE, SyncError, Table};
-use crate::{JobContext, JobError, Kind, Settings};
+use crate::{JobContext, JobError, Kind, Settings, enqueue};
 
 /// Plans a full sync and fans it out as `sync.chunk` jobs, then follows them to the end.
 pub struct Full;
@@ -66,13 +66,14 @@ impl Kind for Full {
             }
         };
         // Follow the chunks; their progress lands on this run.
+        let chunk_queue = ctx.deps.queue_of::<super::Chunk>();
         loop {
             let mut open = 0;
             for id in &plan.chunks {
                 match ctx
                     .deps
                     .queue
-                    .job(QUEUE, *id)
+                    .job(&chunk_queue, *id)
                     .await
                     .map_err(|e| JobError::Retryable(e.to_string()))?
                 {
@@ -106,7 +107,7 @@ impl Kind for Full {
                 reason = ctx.stopped() => {
                     if reason == JobError::Cancelled {
                         for id in &plan.chunks {
-                            let _ = ctx.deps.queue.cancel(QUEUE, *id).await;
+                            let _ = ctx.deps.queue.cancel(&chunk_queue, *id).await;
                         }
                         lease.finish(RunState::Cancelled, None).await?;
                     }
@@ -142,7 +143,6 @@ async fn plan(
     let rows_per_chunk = (config.chunk_size * config.pages_per_chunk) as i64;
     let mut jobs = Vec::new();
     let mut total = 0;
-    let settings = <super::Chunk as Kind>::defaults();
     for table in tables {
         let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "SELECT count(*) FROM {}",
@@ -194,27 +194,33 @@ async fn plan(
                 upto: upto.clone(),
                 insert: empty,
             };
-            let json =
-                serde_json::to_string(&args).map_err(|e| JobError::Permanent(e.to_string()))?;
-            let mut job = NewJob::new(<super::Chunk as Kind>::NAME, json, settings.max_attempts);
             // Planning again after a crash before the checkpoint finds the same chunks.
-            job.idempotency_key = Some(crate::enqueue::scoped_key(
-                &crate::enqueue::Origin::Ferry,
-                <super::Chunk as Kind>::NAME,
-                &format!("sync.full:{}:{}:{}", ctx.id, table.name, jobs.len()),
-            ));
-            jobs.push(job);
+            let keys = enqueue::Keys {
+                idempotency: Some(format!(
+                    "sync.full:{}:{}:{}",
+                    ctx.id,
+                    table.name,
+                    jobs.len()
+                )),
+                coalesce: None,
+            };
+            jobs.push(
+                enqueue::typed::<super::Chunk>(
+                    &ctx.deps.registry,
+                    &enqueue::Origin::Ferry,
+                    &args,
+                    keys,
+                )
+                .map_err(JobError::Permanent)?,
+            );
             after = upto;
         }
     }
-    let chunks: Vec<Uuid> = ctx
-        .deps
-        .queue
-        .enqueue(QUEUE, &jobs)
+    let chunks: Vec<Uuid> = enqueue::submit(&ctx.deps.queue, jobs)
         .await
         .map_err(|e| JobError::Retryable(e.to_string()))?
         .into_iter()
-        .map(|(id, _)| id)
+        .map(|e| e.id)
         .collect();
     tracing::info!(
         tables = tables.len(),

@@ -2,16 +2,20 @@
 //! replicas: each takes a batch with `FOR UPDATE SKIP LOCKED` and deletes it only in the same
 //! transaction that follows a successful enqueue, so nothing is lost.
 
-use ferry_queue::{NewJob, Queue};
+use ferry_queue::Queue;
 use ferry_record::Record;
 
-use super::{EntityArgs, QUEUE, SyncError};
-use crate::Kind;
+use super::{EntityArgs, SyncError};
+use crate::{Registry, enqueue};
 
 const BATCH: i64 = 2000;
 
 /// Relays one batch; returns (changes read, jobs enqueued or coalesced).
-pub async fn relay_once(record: &Record, queue: &Queue) -> Result<(usize, usize), SyncError> {
+pub async fn relay_once(
+    record: &Record,
+    queue: &Queue,
+    registry: &Registry,
+) -> Result<(usize, usize), SyncError> {
     let mut tx = record
         .pool()
         .begin()
@@ -29,7 +33,6 @@ pub async fn relay_once(record: &Record, queue: &Queue) -> Result<(usize, usize)
         return Ok((0, 0));
     }
     let mut seen = std::collections::BTreeSet::new();
-    let settings = <super::Entity as Kind>::defaults();
     let mut jobs = Vec::new();
     for (table, key) in &changes {
         let args = EntityArgs {
@@ -40,20 +43,23 @@ pub async fn relay_once(record: &Record, queue: &Queue) -> Result<(usize, usize)
         if !seen.insert(coalesce.clone()) {
             continue;
         }
-        let mut job = NewJob::new(
-            <super::Entity as Kind>::NAME,
-            serde_json::to_string(&args).unwrap_or_default(),
-            settings.max_attempts,
+        let keys = enqueue::Keys {
+            idempotency: None,
+            coalesce: Some(coalesce),
+        };
+        // Entity arguments have no check of their own: only a NUL in a key could be refused,
+        // and Postgres text cannot hold one.
+        jobs.push(
+            enqueue::typed::<super::Entity>(registry, &enqueue::Origin::Ferry, &args, keys)
+                .map_err(SyncError::Config)?,
         );
-        job.coalesce_key = Some(coalesce);
-        jobs.push(job);
     }
-    queue
-        .enqueue(QUEUE, &jobs)
+    let relayed = jobs.len();
+    enqueue::submit(queue, jobs)
         .await
         .map_err(|e| SyncError::Unavailable(e.to_string()))?;
     tx.commit()
         .await
         .map_err(SyncError::db("commit the relay"))?;
-    Ok((changes.len(), jobs.len()))
+    Ok((changes.len(), relayed))
 }
