@@ -76,8 +76,15 @@ pub struct UnknownKind {
 }
 
 impl Registry {
-    /// All built-in kinds. Fails if config overrides a kind that does not exist.
+    /// All built-in kinds with `[kinds.NAME]` applied. Fails if config overrides a kind that
+    /// does not exist.
     pub fn new(config: &Config) -> Result<Self, ConfigError> {
+        Self::builtin(config).configured()
+    }
+
+    /// The built-in kinds with their defaults, for a program that adds its own with
+    /// [`Registry::register`] before handing the registry to `ferry_worker::run_with`.
+    pub fn builtin(config: &Config) -> Self {
         let mut registry = Self {
             kinds: BTreeMap::new(),
             config: Arc::new(config.clone()),
@@ -101,24 +108,31 @@ impl Registry {
         registry.register(import::Run);
         registry.register(import::Chunk);
         registry.register(maintenance::Prune);
+        registry
+    }
+
+    /// Applies `[kinds.NAME]` from config to every registered kind, built-in or not.
+    pub fn configured(mut self) -> Result<Self, ConfigError> {
+        let config = self.config.clone();
         for (name, overrides) in &config.kinds {
-            let Some(entry) = registry.kinds.get_mut(name.as_str()) else {
+            let names = self.names().join(", ");
+            let Some(entry) = self.kinds.get_mut(name.as_str()) else {
                 return Err(ConfigError::new(
                     format!("kinds.{name}"),
                     "names no job kind",
-                    format!("use one of: {}", registry.names().join(", ")),
+                    format!("use one of: {names}"),
                 ));
             };
             let mut settings = entry.settings().clone();
             settings.apply(overrides);
             *entry = entry_with(entry.name(), settings, &*entry);
         }
-        Ok(registry)
+        Ok(self)
     }
 
-    /// Registers a kind under its stable name; a duplicate is a programming error and fails
-    /// loudly at start-up.
-    fn register<K: Kind>(&mut self, kind: K) {
+    /// Registers a kind under its stable name, with its defaults; a duplicate (of a built-in
+    /// kind too) is a programming error and fails loudly at start-up.
+    pub fn register<K: Kind>(&mut self, kind: K) -> &mut Self {
         let entry = Arc::new(Typed {
             kind: Arc::new(kind),
             settings: K::defaults(),
@@ -129,6 +143,7 @@ impl Registry {
             "job kind {} registered twice",
             K::NAME
         );
+        self
     }
 
     pub fn get(&self, name: &str) -> Result<&Arc<dyn Entry>, UnknownKind> {

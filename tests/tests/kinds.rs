@@ -54,3 +54,54 @@ async fn a_chunk_override_applies_to_the_chunks_a_full_sync_enqueues() {
     worker.stop().await;
     env.cleanup().await;
 }
+
+/// `examples/custom-kind`: a program registers its own kind beside ferry's, runs them with
+/// `ferry_worker::run_with`, and a `[kinds."example.greet"]` override reaches the new kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_custom_kind_runs_on_run_with_beside_a_built_in_kind() {
+    let env = TestEnv::new("").await;
+    let bin = ferry_tests::ferry_bin().with_file_name("custom-kind");
+    if !bin.exists() {
+        let built = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "custom-kind"])
+            .status()
+            .unwrap();
+        assert!(built.success(), "cargo build -p custom-kind");
+    }
+    // The stock config of this test plus an override only the example's registry knows.
+    let config = env.config_path.with_extension("example.toml");
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[kinds.\"example.greet\"]\nqueue = \"greetings\"\n"),
+    )
+    .unwrap();
+    let greeting = env.config_path.with_extension("greeting.txt");
+    let out = std::process::Command::new(&bin)
+        .arg(&config)
+        .arg(&greeting)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with("example.greet ")
+            && lines[0].ends_with(" succeeded on queue greetings"),
+        "{stdout}"
+    );
+    assert!(lines[1].starts_with("noop ") && lines[1].ends_with(" succeeded on queue default"));
+    let id = lines[0].split(' ').nth(1).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&greeting).unwrap(),
+        format!("hello ferry from job {id}\n")
+    );
+    let _ = std::fs::remove_file(&greeting);
+    let _ = std::fs::remove_file(&config);
+    env.cleanup().await;
+}

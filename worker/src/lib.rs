@@ -39,13 +39,25 @@ pub enum WorkerError {
     Runtime { queue: String, message: String },
 }
 
-/// Runs until `shutdown` fires, then drains and returns.
+/// Runs the built-in kinds until `shutdown` fires, then drains and returns.
 pub async fn run(
     config: Arc<Config>,
     options: Options,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let registry = Arc::new(Registry::new(&config)?);
+    let registry = Registry::builtin(&config);
+    run_with(config, registry, options, shutdown).await
+}
+
+/// Runs the kinds of `registry` (the built-in ones and any a program registered itself, see
+/// `examples/custom-kind`) until `shutdown` fires; `[kinds.NAME]` applies to all of them.
+pub async fn run_with(
+    config: Arc<Config>,
+    registry: Registry,
+    options: Options,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let registry = Arc::new(registry.configured()?);
     let queues = choose_queues(&config, &options, &registry)?;
     let record = Record::connect(&config.postgres).await?;
     record.check_migrated().await?;
