@@ -7,6 +7,7 @@ mod http;
 mod import;
 mod notify;
 mod queue;
+mod realtime;
 mod sync;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,8 @@ enum Command {
     Files(files::Args),
     /// Emails/s from one worker to a local SMTP sink, beside the pooled mailer alone.
     Notify(notify::Args),
+    /// p50/p99 of `notify.send` (in-app row) with `[notify] realtime` on and off, alternating.
+    NotifyRealtime(realtime::Args),
     /// Webhook calls/s from one worker to a local HTTP endpoint, beside the client alone.
     Http(http::Args),
     /// MongoDB → PostgreSQL import against raw `COPY` and the stand-in's cursor read; memory.
@@ -50,6 +53,7 @@ async fn main() {
         Command::Sync(args) => sync::run(args, ferry).await,
         Command::Backup(args) => backup::run(args, ferry).await,
         Command::Notify(args) => notify::run(args, ferry).await,
+        Command::NotifyRealtime(args) => realtime::run(args, ferry).await,
         Command::Files(args) => files::run(args, ferry).await,
         Command::Import(args) => import::run(args, ferry).await,
         Command::Http(args) => http::run(args, ferry).await,

@@ -337,6 +337,19 @@ async fn a_change_relayed_again_enqueues_nothing_and_a_bad_one_is_kept_with_its_
     change(8, "DELETE", row.clone()).await;
     assert_eq!(relay().await.unwrap().jobs, 1);
     assert_eq!(notify_jobs(&env).await, 1);
+    // The same primary key inserted again is a new row version: its own job, not the first
+    // one's key.
+    insert(
+        9,
+        json!({"id": 1, "course_id": 8, "instructor_id": 101, "student": "A"}),
+    )
+    .await;
+    assert_eq!(
+        relay().await.unwrap().jobs,
+        1,
+        "a new version of row 1 starts its own job"
+    );
+    assert_eq!(notify_jobs(&env).await, 2);
     // A row the rule cannot render (no instructor_id) starts nothing and stays, with why.
     insert(6, json!({"id": 1, "course_id": 7, "student": "B"})).await;
     assert_eq!(relay().await.unwrap().failed, 1);
