@@ -30,6 +30,7 @@ up)
     mkdir -p "$node"
     redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
       --cluster-config-file "$node/nodes.conf" --cluster-node-timeout 2000 \
+      --cluster-replica-validity-factor 0 \
       --save "" --appendonly no --dir "$node" --daemonize yes \
       --pidfile "$node/pid" --logfile "$node/log" >/dev/null
     nodes+=("127.0.0.1:$port")
@@ -53,6 +54,16 @@ up)
     sleep 0.1
   done
   ((ok)) || die "cluster did not reach state ok; see $dir/*/log"
+  # A replica that never finished its first sync cannot take over; wait until each has.
+  for _ in $(seq 300); do
+    up=0
+    for i in 0 1 2 3 4 5; do
+      redis-cli -p $((base + i)) info replication 2>/dev/null | grep -q 'master_link_status:up' && up=$((up + 1))
+    done
+    ((up == 3)) && break
+    sleep 0.1
+  done
+  ((up == 3)) || die "replicas did not finish their first sync; see $dir/*/log"
   urls=()
   for i in 0 1 2; do urls+=("redis://127.0.0.1:$((base + i))"); done
   (IFS=,; echo "${urls[*]}")

@@ -165,8 +165,13 @@ impl TestEnv {
         }
     }
 
+    /// Jobs of `kind` in `state`, on the kind's own queue (`[kinds.NAME] queue` applied).
     pub async fn count(&self, kind: &str, state: &str) -> i64 {
-        let stats = self.queue.stats("default").await.unwrap();
+        let queue = self
+            .registry
+            .get(kind)
+            .map_or_else(|_| "default".to_owned(), |e| e.settings().queue.clone());
+        let stats = self.queue.stats(&queue).await.unwrap();
         stats
             .by_kind
             .get(kind)
