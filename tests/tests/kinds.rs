@@ -2,7 +2,7 @@
 //! itself: a full sync's chunks take the chunk kind's `max_attempts` and `queue`, and the
 //! sync follows them on that queue to the end.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_queue::JobState;
 use ferry_tests::TestEnv;
@@ -24,19 +24,10 @@ async fn a_chunk_override_applies_to_the_chunks_a_full_sync_enqueues() {
     assert!(out.status.success(), "{out:?}");
     let job: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id: uuid::Uuid = job["id"].as_str().unwrap().parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let job = env.queue.job("sync", id).await.unwrap().unwrap();
-        if job.state.is_final() {
-            assert_eq!(job.state, JobState::Succeeded, "{job:?}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "full sync did not finish: {job:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let job = env
+        .wait_for(id, Duration::from_secs(60), |j| j.state.is_final())
+        .await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
     let runs = env.record.runs(None, 1000).await.unwrap();
     let chunks: Vec<_> = runs.iter().filter(|r| r.kind == "sync.chunk").collect();
     // 450 rows in chunks of 100: four bounds and the open range after the last.
