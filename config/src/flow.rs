@@ -83,4 +83,3 @@ impl FromStr for Priority {
             .ok_or_else(|| format!("unknown priority {s:?}; expected high, default or low"))
     }
 }
-

@@ -30,7 +30,11 @@ pub async fn set_paused(
     } else {
         queue.resume(name).await?
     };
-    let action = if paused { "queue.pause" } else { "queue.resume" };
+    let action = if paused {
+        "queue.pause"
+    } else {
+        "queue.resume"
+    };
     record
         .audit(actor, action, Some(name), json!({ "changed": changed }))
         .await?;

@@ -442,7 +442,8 @@ impl Queue {
                 && let Some(ms) = entry_ms(entry)
             {
                 let age = (now_us() / 1000 - ms).max(0);
-                stats.oldest_ready_age_ms = Some(stats.oldest_ready_age_ms.map_or(age, |a| a.max(age)));
+                stats.oldest_ready_age_ms =
+                    Some(stats.oldest_ready_age_ms.map_or(age, |a| a.max(age)));
             }
         }
         stats.paused = self.is_paused(queue).await?;

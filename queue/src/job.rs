@@ -282,9 +282,7 @@ impl JobRecord {
             max_attempts: int(take("max")).unwrap_or(1).max(0) as u32,
             idempotency_key: take("key"),
             owner: take("owner"),
-            priority: take("pri")
-                .and_then(|p| p.parse().ok())
-                .unwrap_or_default(),
+            priority: take("pri").and_then(|p| p.parse().ok()).unwrap_or_default(),
             tenant: take("ten"),
             enqueued_us: int(take("enq")).unwrap_or(0),
             run_at_us: int(take("run_at")),

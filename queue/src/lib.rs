@@ -41,7 +41,8 @@ pub use conn::Conn;
 pub use error::QueueError;
 pub use flow::TenantLoad;
 pub use job::{
-    AttemptError, Finished, Job, JobRecord, JobState, NewJob, Outcome, Priority, check_tenant, now_us,
+    AttemptError, Finished, Job, JobRecord, JobState, NewJob, Outcome, Priority, check_tenant,
+    now_us,
 };
 pub use keys::Keys;
 pub use limit::Permit;

@@ -26,19 +26,13 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
     };
     let queue = ctx.queue().await?;
     let record = ctx.record().await?;
-    let changed = ferry_jobs::queues::set_paused(
-        &queue,
-        &record,
-        &ctx.registry,
-        name,
-        paused,
-        &ctx.actor(),
-    )
-    .await
-    .map_err(|e| match e {
-        ferry_jobs::manage::ManageError::NotFound(m) => Exit::usage(m),
-        e => Exit::from(e),
-    })?;
+    let changed =
+        ferry_jobs::queues::set_paused(&queue, &record, &ctx.registry, name, paused, &ctx.actor())
+            .await
+            .map_err(|e| match e {
+                ferry_jobs::manage::ManageError::NotFound(m) => Exit::usage(m),
+                e => Exit::from(e),
+            })?;
     let state = if paused { "paused" } else { "resumed" };
     if ctx.json {
         output::json(&serde_json::json!({"queue": name, "paused": paused, "changed": changed}));

@@ -1,0 +1,217 @@
+//! Flow control against real Redis and Postgres: tenants share a worker fairly and respect
+//! their cap, a paused queue starts nothing, priorities order the work without starving low.
+
+use std::time::{Duration, Instant};
+
+use ferry_queue::{JobState, NewJob, Priority};
+use ferry_tests::TestEnv;
+use uuid::Uuid;
+
+/// `n` jobs of kind `sleep` for `ms` each, of `tenant` at `priority`.
+fn sleeps(
+    env: &TestEnv,
+    n: usize,
+    ms: u64,
+    tenant: Option<&str>,
+    priority: Priority,
+) -> Vec<NewJob> {
+    (0..n)
+        .map(|_| {
+            let (_, mut job) = env.job("sleep", &format!("{{\"ms\":{ms}}}"));
+            job.tenant = tenant.map(str::to_owned);
+            job.priority = priority;
+            job
+        })
+        .collect()
+}
+
+async fn enqueue(env: &TestEnv, jobs: &[NewJob]) -> Vec<Uuid> {
+    let ids = env.queue.enqueue("default", jobs).await.unwrap();
+    ids.into_iter().map(|(id, _)| id).collect()
+}
+
+async fn succeeded(env: &TestEnv, ids: &[Uuid]) -> usize {
+    let mut n = 0;
+    for id in ids {
+        if env
+            .job_record(*id)
+            .await
+            .is_some_and(|j| j.state == JobState::Succeeded)
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Polls until every job in `ids` succeeded; returns how long it took.
+async fn all_succeed(env: &TestEnv, ids: &[Uuid], timeout: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let done = succeeded(env, ids).await;
+        if done == ids.len() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "{done} of {} succeeded in {timeout:?}",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_small_tenant_is_served_while_a_big_one_waits() {
+    let env = TestEnv::new("[worker]\nconcurrency = 8\n").await;
+    // 3,000 jobs of 40 ms on 8 slots: 15 s of work, which FIFO would put ahead of B.
+    enqueue(&env, &sleeps(&env, 3000, 40, Some("A"), Priority::Default)).await;
+    let worker = env.start_worker();
+    env.wait_for_count("sleep", "succeeded", 40, Duration::from_secs(20))
+        .await;
+    let b = enqueue(&env, &sleeps(&env, 20, 40, Some("B"), Priority::Default)).await;
+    let took = all_succeed(&env, &b, Duration::from_secs(15)).await;
+    let done = env.count("sleep", "succeeded").await - 20;
+    let stats = env.queue.stats("default").await.unwrap();
+    eprintln!("B's 20 jobs took {took:?}; {done} of A's ran meanwhile");
+    assert!(took < Duration::from_secs(3), "B's 20 jobs took {took:?}");
+    assert!(done < 1500, "{done} of A's 3,000 jobs already ran");
+    let a = stats.tenants.iter().find(|t| t.tenant == "A");
+    assert!(
+        a.is_some_and(|a| a.waiting > 1000 && a.running > 0),
+        "stats show A waiting and running: {:?}",
+        stats.tenants
+    );
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_never_runs_more_than_max_running_and_others_go_on() {
+    let env = TestEnv::new("[worker]\nconcurrency = 8\n[tenants]\nmax_running = 2\n").await;
+    let c = enqueue(&env, &sleeps(&env, 20, 100, Some("C"), Priority::Default)).await;
+    let d = enqueue(&env, &sleeps(&env, 20, 100, Some("D"), Priority::Default)).await;
+    let plain = enqueue(&env, &sleeps(&env, 12, 100, None, Priority::Default)).await;
+    let worker = env.start_worker();
+    all_succeed(&env, &plain, Duration::from_secs(20)).await;
+    all_succeed(&env, &c, Duration::from_secs(20)).await;
+    all_succeed(&env, &d, Duration::from_secs(20)).await;
+    for (tenant, ids) in [("C", &c), ("D", &d)] {
+        let mut spans = Vec::new();
+        for id in ids.iter() {
+            let job = env.job_record(*id).await.unwrap();
+            spans.push((job.started_us.unwrap(), job.finished_us.unwrap()));
+        }
+        let most = spans
+            .iter()
+            .map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s < b).count())
+            .max()
+            .unwrap();
+        assert_eq!(most, 2, "tenant {tenant} ran {most} jobs at once");
+    }
+    // Jobs without a tenant are not capped: 12 jobs on 8 slots overlap more than 2.
+    let mut spans = Vec::new();
+    for id in &plain {
+        let job = env.job_record(*id).await.unwrap();
+        spans.push((job.started_us.unwrap(), job.finished_us.unwrap()));
+    }
+    let most = spans
+        .iter()
+        .map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s < b).count())
+        .max()
+        .unwrap();
+    assert!(most > 2, "untenanted jobs ran at most {most} at once");
+    let stats = env.queue.stats("default").await.unwrap();
+    assert!(stats.tenants.is_empty(), "{:?}", stats.tenants);
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_queue_starts_nothing_while_jobs_arrive_and_resume_drains_it() {
+    let env = TestEnv::new("[worker]\nconcurrency = 8\n").await;
+    // The worker waits in its blocking read when the pause comes: the entries it then
+    // receives must go back, not start.
+    let worker = env.start_worker();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let out = env.ferry(&["queues", "pause", "default"]);
+    assert!(out.status.success(), "{out:?}");
+    let unknown = env.ferry(&["queues", "pause", "nope"]);
+    assert_eq!(unknown.status.code(), Some(2), "{unknown:?}");
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no queue \"nope\""),
+        "{unknown:?}"
+    );
+    let mut ids = Vec::new();
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        ids.extend(enqueue(&env, &sleeps(&env, 5, 1, None, Priority::Default)).await);
+        ids.extend(enqueue(&env, &sleeps(&env, 1, 1, Some("T"), Priority::High)).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let stats = env.queue.stats("default").await.unwrap();
+    let started: i64 = ["running", "succeeded"]
+        .iter()
+        .map(|s| {
+            stats
+                .by_kind
+                .get("sleep")
+                .and_then(|k| k.get(*s))
+                .copied()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(stats.paused);
+    assert_eq!(started, 0, "jobs started on a paused queue: {stats:?}");
+    assert!(ids.len() > 200, "only {} jobs arrived", ids.len());
+    let out = env.ferry(&["queues", "resume", "default"]);
+    assert!(out.status.success(), "{out:?}");
+    all_succeed(&env, &ids, Duration::from_secs(20)).await;
+    let audit = env.record.audit_log(20).await.unwrap();
+    let actions: Vec<(&str, Option<&str>)> = audit
+        .iter()
+        .map(|a| (a.action.as_str(), a.target.as_deref()))
+        .collect();
+    for action in ["queue.pause", "queue.resume"] {
+        assert!(actions.contains(&(action, Some("default"))), "{actions:?}");
+    }
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn high_jobs_pass_waiting_default_ones_and_low_ones_still_progress() {
+    let env = TestEnv::new("[worker]\nconcurrency = 4\n").await;
+    let default = enqueue(&env, &sleeps(&env, 3000, 2, None, Priority::Default)).await;
+    let worker = env.start_worker();
+    env.wait_for_count("sleep", "succeeded", 20, Duration::from_secs(20))
+        .await;
+    let high = enqueue(&env, &sleeps(&env, 1, 1, None, Priority::High)).await;
+    all_succeed(&env, &high, Duration::from_secs(10)).await;
+    let job = env.job_record(high[0]).await.unwrap();
+    let waited = Duration::from_micros((job.started_us.unwrap() - job.enqueued_us) as u64);
+    let done = succeeded(&env, &default[..]).await;
+    eprintln!(
+        "the high job started {waited:?} after its enqueue; {done} of 3,000 default jobs had run"
+    );
+    // FIFO would start it after the ~2,900 default jobs ahead of it: about 1.5 s of work.
+    assert!(
+        waited < Duration::from_millis(500),
+        "the high job waited {waited:?} behind default ones"
+    );
+    worker.stop().await;
+
+    // Under a backlog of high jobs, low ones are not left to the end.
+    let low = enqueue(&env, &sleeps(&env, 20, 2, None, Priority::Low)).await;
+    let highs = enqueue(&env, &sleeps(&env, 3000, 2, None, Priority::High)).await;
+    let worker = env.start_worker();
+    all_succeed(&env, &low, Duration::from_secs(60)).await;
+    let done = succeeded(&env, &highs).await;
+    eprintln!("{done} of 3,000 high jobs ran before 20 low ones");
+    assert!(
+        done < 2500,
+        "{done} of 3,000 high jobs ran before 20 low ones"
+    );
+    worker.stop().await;
+    env.cleanup().await;
+}
