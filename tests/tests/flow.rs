@@ -215,3 +215,32 @@ async fn high_jobs_pass_waiting_default_ones_and_low_ones_still_progress() {
     worker.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tenant_counts_survive_a_killed_worker_and_nothing_is_lost() {
+    let env = TestEnv::new("[worker]\nconcurrency = 8\n[tenants]\nmax_running = 3\n").await;
+    let mut ids = enqueue(&env, &sleeps(&env, 15, 400, Some("K"), Priority::High)).await;
+    ids.extend(enqueue(&env, &sleeps(&env, 15, 400, Some("K"), Priority::Low)).await);
+    ids.extend(enqueue(&env, &sleeps(&env, 15, 400, Some("L"), Priority::Default)).await);
+    let mut killed = env.spawn_worker_process("killed");
+    env.wait_for_count("sleep", "running", 6, Duration::from_secs(20))
+        .await;
+    ferry_tests::signal(&killed, "KILL");
+    killed.wait().unwrap();
+    // The reclaim re-queues the dead worker's jobs; their tenants keep their places.
+    let worker = env.start_worker();
+    all_succeed(&env, &ids, Duration::from_secs(60)).await;
+    let stats = env.queue.stats("default").await.unwrap();
+    assert!(
+        stats.tenants.is_empty(),
+        "counts left over: {:?}",
+        stats.tenants
+    );
+    let recovered = stats.by_kind["sleep"]
+        .get("recovered")
+        .copied()
+        .unwrap_or(0);
+    assert!(recovered >= 6, "{recovered} jobs recovered");
+    worker.stop().await;
+    env.cleanup().await;
+}
