@@ -50,7 +50,10 @@ pub async fn run(args: Args, ferry: PathBuf) {
         .status()
         .expect("run ferry migrate");
     assert!(migrated.success(), "ferry migrate failed");
-    println!("{:<6} {:>12} {:>12} {:>8}", "round", "plain/s", "flow/s", "ratio");
+    println!(
+        "{:<6} {:>12} {:>12} {:>8}",
+        "round", "plain/s", "flow/s", "ratio"
+    );
     let mut ratios = Vec::new();
     for round in 1..=args.rounds {
         let plain = throughput(&args, &ferry, false).await;

@@ -244,3 +244,110 @@ async fn tenant_counts_survive_a_killed_worker_and_nothing_is_lost() {
     worker.stop().await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn priority_and_tenant_come_from_the_api_the_cli_and_the_kind() {
+    use ferry_tests::api::{ADMIN_TOKEN, API_CONFIG, ApiServer, ENQUEUE_TOKEN};
+    let env = TestEnv::new(&format!(
+        // `sleep` takes no free-form arguments; its `ms` stands in for an organization id.
+        "{API_CONFIG}[kinds.sleep]\ntenant_from = \"ms\"\npriority = \"low\"\n"
+    ))
+    .await;
+    let api = ApiServer::start(env.config.clone()).await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, token: &str, body: serde_json::Value| {
+        client
+            .post(api.at(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+    };
+    let res = post(
+        "/v1/jobs",
+        ENQUEUE_TOKEN,
+        serde_json::json!({"kind": "noop", "priority": "high", "tenant": "acme"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 202);
+    let id: Uuid = res.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let job = env.job_record(id).await.unwrap();
+    assert_eq!(
+        (job.priority, job.tenant.as_deref()),
+        (Priority::High, Some("acme"))
+    );
+    let res = post(
+        "/v1/jobs",
+        ENQUEUE_TOKEN,
+        serde_json::json!({"kind": "noop", "priority": "urgent"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 400);
+    let text = res.text().await.unwrap();
+    assert!(text.contains("urgent") && text.contains("high"), "{text}");
+    let res = post(
+        "/v1/jobs",
+        ENQUEUE_TOKEN,
+        serde_json::json!({"kind": "noop", "tenant": "a b"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 400);
+    let res = post("/v1/queues/nope/pause", ADMIN_TOKEN, serde_json::json!({}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+
+    // The kind's settings fill what the enqueue leaves out: tenant from `ms`, priority low.
+    let file = std::env::temp_dir().join(format!("{}-lines.jsonl", env.name));
+    std::fs::write(
+        &file,
+        "{\"kind\":\"sleep\",\"args\":{\"ms\":42}}\n{\"kind\":\"sleep\",\"args\":{\"ms\":42},\"tenant\":\"t9\",\"priority\":\"high\"}\n",
+    )
+    .unwrap();
+    let out = env.ferry(&["enqueue", "--json", "--file", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let done: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut seen = Vec::new();
+    for d in &done {
+        let job = env
+            .job_record(d["id"].as_str().unwrap().parse().unwrap())
+            .await
+            .unwrap();
+        seen.push((job.priority, job.tenant));
+    }
+    assert_eq!(
+        seen,
+        [
+            (Priority::Low, Some("42".to_owned())),
+            (Priority::High, Some("t9".to_owned()))
+        ]
+    );
+    let out = env.ferry(&["stats", "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tenants = &stats["queues"]["default"]["tenants"];
+    assert!(
+        tenants.as_array().is_some_and(|t| t.len() == 3),
+        "{tenants}"
+    );
+    let metrics = client
+        .get(api.at("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("ferry_tenant_waiting_jobs{queue=\"default\",tenant=\"42\"} 1"),
+        "{metrics}"
+    );
+    let _ = std::fs::remove_file(file);
+    api.stop().await;
+    env.cleanup().await;
+}
