@@ -29,6 +29,9 @@ if left > 0 then
   local ring = base .. ':tring'
   local tenants = redis.call('LLEN', ring)
   local want = left
+  -- At most 100 tenants per fetch (the ring keeps turning across fetches), so many tenants
+  -- held at their cap cannot make one fetch long.
+  tenants = math.min(tenants, 100)
   for i = 1, tenants do
     if want <= 0 then break end
     local t = redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
