@@ -99,24 +99,34 @@ local function released(base, t, k)
   if limit > 0 then room = math.min(k, limit - admitted(base, t)) end
   if room > 0 then admit(base, t, room) end
 end
--- Acknowledges and deletes entries, one XACK and XDEL per stream (and per tenant, whose
--- count goes down by what XDEL really removed). `tenants[i]` is the tenant of `eids[i]` or
--- false; tenants are counted out after every entry is gone.
+-- Acknowledges and deletes entries, one XACK and one XDEL per stream. `tenants[i]` is the
+-- tenant of `eids[i]` (or ''); each tenant is counted out by the entries really removed. An
+-- entry still pending exists, so when XACK took all of a stream's entries, XDEL removes all;
+-- otherwise (a late outcome for an entry the reclaim already replaced) each entry is
+-- deleted on its own to learn which ones were there. Tenants are counted out last.
 local function xack_all(base, group, eids, tenants)
   local by = {}
   for i, e in ipairs(eids) do
     local s, raw = split(base, e)
-    local t = tenants and tenants[i] or ''
-    local k = s .. '|' .. t
-    local g = by[k]
-    if not g then g = {s = s, t = t, ids = {}}; by[k] = g end
+    local g = by[s]
+    if not g then g = {ids = {}, ts = {}}; by[s] = g end
     g.ids[#g.ids + 1] = raw
+    g.ts[#g.ts + 1] = tenants and tenants[i] or ''
   end
   local freed = {}
-  for _, g in pairs(by) do
-    redis.call('XACK', g.s, group, unpack(g.ids))
-    local gone = redis.call('XDEL', g.s, unpack(g.ids))
-    if g.t ~= '' and gone > 0 then freed[g.t] = (freed[g.t] or 0) + gone end
+  for s, g in pairs(by) do
+    local acked = redis.call('XACK', s, group, unpack(g.ids))
+    if acked == #g.ids then
+      redis.call('XDEL', s, unpack(g.ids))
+      for _, t in ipairs(g.ts) do
+        if t ~= '' then freed[t] = (freed[t] or 0) + 1 end
+      end
+    else
+      for i, raw in ipairs(g.ids) do
+        local t = g.ts[i]
+        if redis.call('XDEL', s, raw) == 1 and t ~= '' then freed[t] = (freed[t] or 0) + 1 end
+      end
+    end
   end
   for t, k in pairs(freed) do released(base, t, k) end
 end
