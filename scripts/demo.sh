@@ -103,17 +103,19 @@ echo "   then resumes the long job from its checkpoint"
 "$FERRY" --config "$config" worker >"$logs/w2.log" 2>&1 & W2=$!
 while ! ferry jobs show "$long" | grep 'state     succeeded' >/dev/null; do sleep 1; done
 ferry runs show "$long"
-echo "== flow control: pause the default queue, enqueue 200 jobs of tenant acme and 3 of tenant zenith,"
-echo "   one high-priority job; nothing starts until resume; then zenith's jobs are not stuck behind acme's"
+echo "== flow control: pause the default queue, enqueue 600 jobs of tenant acme, then 3 of tenant"
+echo "   zenith and one high-priority job; nothing starts until resume; zenith is not stuck behind acme"
 ferry queues pause default
-seq 200 | sed 's/.*/{"kind":"sleep","args":{"ms":50},"tenant":"acme"}/' | ferry enqueue --file -
-printf '{"kind":"sleep","args":{"ms":50},"tenant":"zenith"}\n%.0s' 1 2 3 | ferry enqueue --file -
+seq 600 | sed 's/.*/{"kind":"sleep","args":{"ms":200},"tenant":"acme"}/' | ferry enqueue --file -
+zenith=$(for i in 1 2 3; do ferry enqueue sleep --args '{"ms": 200}' --tenant zenith; done)
 urgent=$(ferry enqueue noop --priority high)
-sleep 1; ferry stats | tail -n 8
+sleep 1; ferry stats | tail -n 6
 ferry queues resume default
-while ! ferry jobs show "$urgent" | grep 'state     succeeded' >/dev/null; do sleep 0.2; done
-echo "   the high-priority job ran first; tenants after a second:"
-sleep 1; ferry stats | tail -n 5
+for id in $urgent $zenith; do
+  while ! ferry jobs show "$id" | grep 'state     succeeded' >/dev/null; do sleep 0.1; done
+done
+echo "   the high-priority job and zenith's 3 jobs are done; acme's are still going:"
+ferry stats | tail -n 5
 echo "== stats"; ferry stats
 echo "== schedules"; ferry schedules ls
 kill -TERM "$S1"; wait "$S1" && echo "== scheduler stopped cleanly on SIGTERM (exit 0)"; S1=""
