@@ -1,7 +1,10 @@
 //! `ferry-bench flow`: what flow control costs and gives, at a worker's default settings.
 //! - Throughput: N no-op jobs through one worker process, plain (no tenant, default priority)
 //!   and with flow control in use (each job of one of `--tenants` tenants, 10% high, 10% low),
-//!   alternating round by round, so both see the same machine.
+//!   alternating round by round, so both see the same machine. Two ways: `drain` enqueues
+//!   the jobs first and times the worker alone (flow control then does its admission work
+//!   inside the timed part, which plain jobs did at enqueue); `sustained` starts the worker
+//!   first and times enqueue and work together, as a busy app sees it.
 //! - Priority: a high job enqueued behind `--backlog` waiting default jobs (10 ms sleeps, so
 //!   the backlog lasts while the samples are taken): how long until it starts, p50/p99/max.
 
@@ -51,18 +54,26 @@ pub async fn run(args: Args, ferry: PathBuf) {
         .expect("run ferry migrate");
     assert!(migrated.success(), "ferry migrate failed");
     println!(
-        "{:<6} {:>12} {:>12} {:>8}",
-        "round", "plain/s", "flow/s", "ratio"
+        "{:<6} {:<10} {:>12} {:>12} {:>8}",
+        "round", "mode", "plain/s", "flow/s", "ratio"
     );
-    let mut ratios = Vec::new();
+    let mut ratios = serde_json::Map::new();
     for round in 1..=args.rounds {
-        let plain = throughput(&args, &ferry, false).await;
-        let flow = throughput(&args, &ferry, true).await;
-        ratios.push(flow / plain);
-        println!(
-            "{round:<6} {plain:>12.0} {flow:>12.0} {:>7.2}x",
-            flow / plain
-        );
+        for sustained in [false, true] {
+            let plain = throughput(&args, &ferry, false, sustained).await;
+            let flow = throughput(&args, &ferry, true, sustained).await;
+            let mode = if sustained { "sustained" } else { "drain" };
+            ratios
+                .entry(mode)
+                .or_insert_with(|| serde_json::json!([]))
+                .as_array_mut()
+                .expect("an array")
+                .push((flow / plain).into());
+            println!(
+                "{round:<6} {mode:<10} {plain:>12.0} {flow:>12.0} {:>7.2}x",
+                flow / plain
+            );
+        }
     }
     let (p50, p99, max) = priority_latency(&args, &ferry).await;
     println!(
@@ -109,7 +120,7 @@ async fn succeeded(queue: &Queue, kind: &str) -> i64 {
         .unwrap_or(0)
 }
 
-async fn throughput(args: &Args, ferry: &PathBuf, flow: bool) -> f64 {
+async fn throughput(args: &Args, ferry: &PathBuf, flow: bool, sustained: bool) -> f64 {
     let prefix = prefix();
     let queue = Queue::connect(&args.redis_url, &prefix, keep())
         .await
@@ -128,9 +139,23 @@ async fn throughput(args: &Args, ferry: &PathBuf, flow: bool) -> f64 {
             job
         })
         .collect();
-    queue.enqueue("default", &jobs).await.expect("enqueue");
-    let start = Instant::now();
-    let mut child = worker(ferry, args, &prefix);
+    let mut child;
+    let start;
+    if sustained {
+        child = worker(ferry, args, &prefix);
+        // The worker is up once it heartbeats on the queue.
+        while queue.stats("default").await.expect("stats").workers == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        start = Instant::now();
+        for chunk in jobs.chunks(1000) {
+            queue.enqueue("default", chunk).await.expect("enqueue");
+        }
+    } else {
+        queue.enqueue("default", &jobs).await.expect("enqueue");
+        start = Instant::now();
+        child = worker(ferry, args, &prefix);
+    }
     while succeeded(&queue, "noop").await < args.jobs as i64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
         assert!(
@@ -142,7 +167,7 @@ async fn throughput(args: &Args, ferry: &PathBuf, flow: bool) -> f64 {
     let rate = args.jobs as f64 / start.elapsed().as_secs_f64();
     stop(&mut child);
     cleanup(&args.redis_url, &prefix).await;
-    eprintln!("flow={flow}: {rate:.0} jobs/s");
+    eprintln!("flow={flow} sustained={sustained}: {rate:.0} jobs/s");
     rate
 }
 

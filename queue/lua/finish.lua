@@ -17,7 +17,6 @@ for j = 0, n - 1 do
   eids[#eids + 1] = eid
   tenants[#tenants + 1] = t or ''
   if f[1] and f[2] == 'running' and f[3] == eid then
-    if t and t ~= '' then trun[t] = (trun[t] or 0) - 1 end
     observe(f[1], 'duration', tonumber(now) - (tonumber(f[5]) or tonumber(now)))
     -- Successes are counted by the state counts (`succeeded` never goes down); these can.
     if outcome == 'dead' or outcome == 'retrying' then count(f[1], outcome) end

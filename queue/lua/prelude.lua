@@ -27,24 +27,23 @@ end
 -- Tenants. A tenant's jobs are "admitted" (given a stream entry) only while the tenant has
 -- fewer than `window` entries in the streams (ready or running); the rest wait in the
 -- tenant's backlog list `base:tq:T`, and tenants with a backlog are in the ring `base:tring`.
--- Each admitted job that finishes admits the tenant's next one at the stream's end, so the
--- streams interleave tenants and a big tenant cannot fill them ahead of a small one. When the
--- streams run dry, fetch admits from the ring round-robin (work-conserving), never past a
--- tenant's hard cap `max_running` (0 = none). `base:tadm` counts entries per tenant: +1 on
--- every XADD of a tenant's entry, -1 on every XDEL that removed one. `base:trun` counts
--- running jobs per tenant (for stats).
+-- A tenant's entries that finish let its next jobs in at the stream's end (a batch once it
+-- is down to half its window), so the streams interleave tenants and a big tenant cannot
+-- fill them ahead of a small one. When the streams run dry, fetch admits from the ring
+-- round-robin (work-conserving), never past a tenant's hard cap `max_running` (0 = none).
+-- `base:tadm` counts entries per tenant: +1 on every XADD of a tenant's entry, -1 on every
+-- XDEL that removed one; changes are summed per script (`tdelta`) and written by `flush`.
 local TEN = {window = 0, cap = 0}
-local tcount, tdelta, trun, tpush = {}, {}, {}, {}
+local tbase, tdelta, tpush = {}, {}, {}
 local function admitted(base, t)
-  local c = tcount[t]
-  if c == nil then
-    c = tonumber(redis.call('HGET', base .. ':tadm', t) or '0')
-    tcount[t] = c
+  local b = tbase[t]
+  if b == nil then
+    b = tonumber(redis.call('HGET', base .. ':tadm', t) or '0')
+    tbase[t] = b
   end
-  return c
+  return b + (tdelta[t] or 0)
 end
 local function tadd(base, t, d)
-  tcount[t] = admitted(base, t) + d
   tdelta[t] = (tdelta[t] or 0) + d
 end
 -- Gives a queued job a stream entry of its priority.
@@ -90,14 +89,20 @@ local function admit(base, t, n)
   if #ids < n then redis.call('LREM', base .. ':tring', 0, t) end
   return #ids
 end
--- `k` of tenant t's stream entries are gone: count them out, and admit as many of its next
--- jobs as its limit allows (this is what wakes a worker blocked on a tenant held at its cap).
+-- `k` of tenant t's stream entries are gone: count them out and, once the tenant is down to
+-- half its limit, admit its next jobs up to the limit (this is also what wakes a worker
+-- blocked on a tenant held at its cap). The count is written at once: its new value decides.
 local function released(base, t, k)
-  tadd(base, t, -k)
+  local c = redis.call('HINCRBY', base .. ':tadm', t, (tdelta[t] or 0) - k)
+  tdelta[t] = nil
+  if c <= 0 then
+    -- Never below zero: a count that drifted (entries lost in a failover) heals here.
+    redis.call('HDEL', base .. ':tadm', t)
+    c = 0
+  end
+  tbase[t] = c
   local limit = tlimit('')
-  local room = k
-  if limit > 0 then room = math.min(k, limit - admitted(base, t)) end
-  if room > 0 then admit(base, t, room) end
+  if limit > 0 and c * 2 <= limit then admit(base, t, limit - c) end
 end
 -- Acknowledges and deletes entries, one XACK and one XDEL per stream. `tenants[i]` is the
 -- tenant of `eids[i]` (or ''); each tenant is counted out by the entries really removed. An
@@ -142,12 +147,7 @@ local function tflush(base)
       if redis.call('HINCRBY', base .. ':tadm', t, d) <= 0 then redis.call('HDEL', base .. ':tadm', t) end
     end
   end
-  for t, d in pairs(trun) do
-    if d ~= 0 then
-      if redis.call('HINCRBY', base .. ':trun', t, d) <= 0 then redis.call('HDEL', base .. ':trun', t) end
-    end
-  end
-  tdelta, trun = {}, {}
+  tdelta = {}
 end
 
 -- Keeps the per-kind state counters of `ferry stats` in step with each job's state. Changes
@@ -257,7 +257,6 @@ local function start(base, group, consumer, now, eid, id, out)
   local attempt = (tonumber(f[7]) or 0) + 1
   redis.call('HSET', jk, 'attempts', attempt, 'state', 'running', 'started', now, 'worker', consumer, 'eid', eid)
   move(base, f[1], 'queued', 'running', id, f[5])
-  if f[10] and f[10] ~= '' then trun[f[10]] = (trun[f[10]] or 0) + 1 end
   -- Waiting counts from when the job was due: its enqueue, or its scheduled or retry time.
   -- Its histogram's count is also the number of attempts started.
   observe(f[1], 'wait', tonumber(now) - (tonumber(f[9]) or tonumber(f[5]) or tonumber(now)))

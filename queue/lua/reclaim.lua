@@ -21,7 +21,6 @@ for _, pri in ipairs({'', 'high', 'low'}) do
         local requeue = f[1] and f[2] == 'queued'
         if f[1] and f[2] == 'running' and f[3] == eid then
           requeue = true
-          if t ~= '' then trun[t] = (trun[t] or 0) - 1 end
           local text = 'worker ' .. (f[4] or '?') .. ' stopped heartbeating during this attempt; job re-queued'
           redis.call('RPUSH', ekey(base, id), cjson.encode({attempt = tonumber(f[5]), at = now, error = text, worker = f[4] or ''}))
           redis.call('HSET', jk, 'last_error', text)

@@ -23,7 +23,6 @@ local text = 'worker ' .. worker .. ' is gone and Redis lost the job\'s stream e
 redis.call('RPUSH', ekey(base, id), cjson.encode({attempt = tonumber(f[5]), at = tonumber(now), error = text, worker = worker}))
 redis.call('HSET', jk, 'state', 'queued', 'eid', '', 'worker', '', 'last_error', text)
 local t = f[8] or ''
-if t ~= '' then trun[t] = (trun[t] or 0) - 1 end
 xadd(base, id, f[7], t)
 move(base, f[1], 'running', 'queued', id, f[6])
 redis.call('HINCRBY', base .. ':stats', f[1] .. '|recovered', 1)

@@ -19,7 +19,37 @@ pub struct TenantLoad {
     pub running: i64,
 }
 
+/// Running jobs read per stats call to count them per tenant: scripts keep no per-tenant
+/// running count (it would cost every start and finish a write), the running index holds them.
+const RUNNING_SCAN: isize = 10_000;
+
 impl Queue {
+    /// Running jobs per tenant, from the running index and each job's `ten` field.
+    async fn running_per_tenant(&self, queue: &str) -> Result<BTreeMap<String, i64>, QueueError> {
+        let keys = self.keys(queue);
+        let mut conn = self.conn();
+        let ids: Vec<String> = conn
+            .zrange(keys.index(crate::JobState::Running), 0, RUNNING_SCAN - 1)
+            .await
+            .map_err(QueueError::redis("read running jobs"))?;
+        let mut out = BTreeMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hget(keys.job(id), "ten");
+        }
+        let tenants: Vec<Option<String>> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(QueueError::redis("read running jobs' tenants"))?;
+        for t in tenants.into_iter().flatten().filter(|t| !t.is_empty()) {
+            *out.entry(t).or_insert(0) += 1;
+        }
+        Ok(out)
+    }
+
     /// Pauses `queue`: it keeps accepting jobs, no worker starts new ones, running ones
     /// finish. Returns false when it was already paused.
     pub async fn pause(&self, queue: &str) -> Result<bool, QueueError> {
@@ -58,10 +88,7 @@ impl Queue {
             .hgetall(format!("{base}:tadm"))
             .await
             .map_err(QueueError::redis("read tenant counts"))?;
-        let running: BTreeMap<String, i64> = conn
-            .hgetall(format!("{base}:trun"))
-            .await
-            .map_err(QueueError::redis("read tenant counts"))?;
+        let running = self.running_per_tenant(queue).await?;
         let ring: Vec<String> = conn
             .lrange(format!("{base}:tring"), 0, -1)
             .await

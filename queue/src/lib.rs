@@ -10,7 +10,7 @@
 //! | `P:{q}:paused` | string | present while the queue is paused: no worker starts its jobs |
 //! | `P:{q}:tq:T` | list | tenant T's jobs waiting for admission to the streams |
 //! | `P:{q}:tring` | list | tenants with waiting jobs, in round-robin order |
-//! | `P:{q}:tadm`, `P:{q}:trun` | hashes | per tenant: stream entries (ready or running), running jobs |
+//! | `P:{q}:tadm` | hash | per tenant: its stream entries (ready or running) |
 //! | `P:{q}:delayed` | sorted set | scheduled and retrying job ids by due time |
 //! | `P:{q}:job:ID` | hash | kind, args, state, attempts, times, last error |
 //! | `P:{q}:err:ID` | list | every failed attempt's error |

@@ -29,7 +29,6 @@ impl Queue {
             high,
             low,
             format!("{}:tadm", keys.base),
-            format!("{}:trun", keys.base),
             format!("{}:tring", keys.base),
             keys.delayed.clone(),
             keys.stats.clone(),
