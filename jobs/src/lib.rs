@@ -40,6 +40,7 @@ pub mod maintenance;
 pub mod manage;
 pub mod notify;
 pub mod put_stream;
+mod rate;
 pub mod readiness;
 mod registry;
 pub mod row_security;

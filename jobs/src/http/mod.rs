@@ -7,7 +7,9 @@
 //! job. Redirects are not followed: their target could lie outside the allow list.
 //!
 //! The time limit is the kind's (`[kinds.http] timeout`, default 30 s); a request past it is
-//! abandoned and retried.
+//! abandoned and retried. `[limits] "http:HOST" = "50/s"` caps requests to one host (port
+//! aside) across every worker; a request over it waits, or snoozes, without spending an
+//! attempt.
 
 mod request;
 mod response;
@@ -89,6 +91,11 @@ impl Kind for Http {
                 )));
             }
         };
+        // `[limits] "http:HOST"`, shared by every worker; before the timestamp, which a
+        // wait in place would age.
+        if let Some(host) = plan.url.host_str() {
+            ctx.rate_limit(&format!("http:{host}")).await?;
+        }
         let client = self.client().await?;
         let timestamp = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
