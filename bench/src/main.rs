@@ -7,6 +7,7 @@ mod http;
 mod import;
 mod notify;
 mod queue;
+mod rate;
 mod realtime;
 mod sync;
 
@@ -38,6 +39,8 @@ enum Command {
     Http(http::Args),
     /// MongoDB → PostgreSQL import against raw `COPY` and the stand-in's cursor read; memory.
     Import(import::Args),
+    /// No-op throughput with a kind rate limit that never binds, against none, alternating.
+    Rate(rate::Args),
 }
 
 #[tokio::main]
@@ -57,6 +60,7 @@ async fn main() {
         Command::Files(args) => files::run(args, ferry).await,
         Command::Import(args) => import::run(args, ferry).await,
         Command::Http(args) => http::run(args, ferry).await,
+        Command::Rate(args) => rate::run(args, ferry).await,
     }
 }
 
