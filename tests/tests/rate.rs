@@ -44,10 +44,11 @@ impl Endpoint {
 }
 
 /// Delivery after the slot: waking from the sleep, the HTTP client, the server task, on a
-/// loaded machine. Slots themselves are exactly one interval apart (see
-/// `slots_are_one_interval_apart_for_every_caller`); an arrival is its slot plus this, so a
-/// window holds at most the limit when windows are this much shorter than the period.
-const DELIVERY_JITTER: Duration = Duration::from_millis(25);
+/// machine shared with compilers (up to 24 ms seen). Slots themselves are exactly one interval
+/// apart (checked strictly by `slots_are_one_interval_apart_for_every_caller`); an arrival is
+/// its slot plus this, so windows one interval (50 ms at 20/s) shorter than the period hold
+/// at most the limit. A strict 1 s window of arrivals may hold one more (measured: 21).
+const DELIVERY_JITTER: Duration = Duration::from_millis(50);
 
 /// The most arrivals in any window of `period` starting at an arrival.
 fn most_in_window(arrivals: &[Instant], period: Duration) -> usize {
@@ -75,6 +76,24 @@ async fn enqueue_calls(env: &TestEnv, url: &str, n: usize) -> Vec<Uuid> {
         .collect()
 }
 
+/// Runs calls until both worker processes have made one: a process's first webhook builds
+/// its HTTP client (tens of ms in a debug build), which would make its first call late for
+/// its slot, a delay of this machine rather than of the limiter.
+async fn warm_up(env: &TestEnv, url: &str) -> i64 {
+    let mut workers = BTreeSet::new();
+    for n in 1..=50 {
+        let id = enqueue_calls(env, url, 1).await[0];
+        let job = env
+            .wait_for(id, Duration::from_secs(30), |j| j.state == JobState::Succeeded)
+            .await;
+        workers.insert(job.worker.unwrap_or_default());
+        if workers.len() == 2 {
+            return n;
+        }
+    }
+    panic!("one worker ran all 50 warm-up calls: {workers:?}");
+}
+
 fn install(endpoints: &[&Endpoint], extra: &str) -> String {
     let allow: Vec<String> = endpoints.iter().map(|e| format!("{:?}", e.url)).collect();
     format!(
@@ -86,11 +105,17 @@ fn install(endpoints: &[&Endpoint], extra: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kind_rate_holds_across_two_worker_processes() {
     let endpoint = Endpoint::start("127.0.0.1").await;
-    let env = TestEnv::new(&install(&[&endpoint], "[kinds.http]\nrate = \"20/s\"\n")).await;
+    let warm = Endpoint::start("127.0.0.1").await;
+    let env = TestEnv::new(&install(
+        &[&endpoint, &warm],
+        "[kinds.http]\nrate = \"20/s\"\n",
+    ))
+    .await;
     let _a = env.spawn_worker_process("rate-a");
     let _b = env.spawn_worker_process("rate-b");
+    let warm_ups = warm_up(&env, &warm.url).await;
     let ids = enqueue_calls(&env, &endpoint.url, 200).await;
-    env.wait_for_count("http", "succeeded", 200, Duration::from_secs(90))
+    env.wait_for_count("http", "succeeded", 200 + warm_ups, Duration::from_secs(90))
         .await;
 
     let arrivals = endpoint.arrivals();
@@ -100,6 +125,8 @@ async fn kind_rate_holds_across_two_worker_processes() {
     let strict = most_in_window(&arrivals, Duration::from_secs(1));
     let most = most_in_window(&arrivals, Duration::from_secs(1) - DELIVERY_JITTER);
     eprintln!("200 calls in {span:?}; most in 1 s: {strict}; most in 1 s less jitter: {most}");
+    let offsets: Vec<u128> = arrivals.iter().map(|a| (*a - arrivals[0]).as_millis()).collect();
+    eprintln!("arrivals (ms): {offsets:?}");
     assert!(most <= 20, "{most} calls within one second");
 
     let mut workers = BTreeSet::new();
@@ -117,7 +144,7 @@ async fn kind_rate_holds_across_two_worker_processes() {
     assert!(delayed >= 150, "{delayed} jobs counted as delayed by the limit");
     // Each job is fetched once to get its slot and once to run in it (a few more when one
     // came back too late and took a new slot): no herd re-asking every few milliseconds.
-    let fetched = http.wait.count();
+    let fetched = http.wait.count() - warm_ups as u64;
     eprintln!("{delayed} delayed; {fetched} fetches for 200 jobs");
     assert!(fetched <= 500, "{fetched} fetches for 200 jobs");
     env.cleanup().await;

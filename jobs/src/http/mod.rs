@@ -91,12 +91,13 @@ impl Kind for Http {
                 )));
             }
         };
-        // `[limits] "http:HOST"`, shared by every worker; before the timestamp, which a
-        // wait in place would age.
+        let client = self.client().await?;
+        // `[limits] "http:HOST"`, shared by every worker: after building the client (the
+        // first job of a process waits for it) so the request leaves in its slot, and before
+        // the timestamp, which a wait would age.
         if let Some(host) = plan.url.host_str() {
             ctx.rate_limit(&format!("http:{host}")).await?;
         }
-        let client = self.client().await?;
         let timestamp = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
