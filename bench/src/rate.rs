@@ -49,8 +49,10 @@ pub async fn run(args: Args, ferry: PathBuf) {
         .status()
         .expect("run ferry migrate");
     assert!(migrated.success(), "ferry migrate failed");
-    let limited = std::env::temp_dir().join(format!("ferry-bench-rate-{}.toml", std::process::id()));
-    std::fs::write(&limited, format!("[kinds.noop]\nrate = {:?}\n", args.rate)).expect("write config");
+    let limited =
+        std::env::temp_dir().join(format!("ferry-bench-rate-{}.toml", std::process::id()));
+    std::fs::write(&limited, format!("[kinds.noop]\nrate = {:?}\n", args.rate))
+        .expect("write config");
     let none = std::env::temp_dir().join(format!("ferry-bench-none-{}.toml", std::process::id()));
     std::fs::write(&none, "").expect("write config");
     let (mut plain, mut paced) = (Vec::new(), Vec::new());
@@ -73,7 +75,13 @@ pub async fn run(args: Args, ferry: PathBuf) {
         "{:<22} {:>9} {:>12} {:>14}",
         "variant", "jobs", "median/s", "µs per job"
     );
-    println!("{:<22} {:>9} {:>12.0} {:>14.1}", "no limit", args.jobs, p, 1e6 / p);
+    println!(
+        "{:<22} {:>9} {:>12.0} {:>14.1}",
+        "no limit",
+        args.jobs,
+        p,
+        1e6 / p
+    );
     println!(
         "{:<22} {:>9} {:>12.0} {:>14.1}",
         format!("rate = {:?}", args.rate),
@@ -81,7 +89,10 @@ pub async fn run(args: Args, ferry: PathBuf) {
         r,
         1e6 / r
     );
-    println!("limited/none = {:.3}; limiter cost {cost_us:.1} µs of worker time per job", r / p);
+    println!(
+        "limited/none = {:.3}; limiter cost {cost_us:.1} µs of worker time per job",
+        r / p
+    );
     println!(
         "{}",
         json!({ "jobs": args.jobs, "rounds": args.rounds, "concurrency": args.concurrency,

@@ -95,17 +95,28 @@ mod tests {
 
     #[test]
     fn rates_are_checked_where_written() {
-        let c = Config::from_toml_str("[kinds.http]\nrate = \"20/s\"\n[limits]\n\"http:app.internal\" = \"5/min\"\n", &crate::Env::empty())
-            .unwrap();
+        let c = Config::from_toml_str(
+            "[kinds.http]\nrate = \"20/s\"\n[limits]\n\"http:app.internal\" = \"5/min\"\n",
+            &crate::Env::empty(),
+        )
+        .unwrap();
         assert_eq!(c.kind_rate("http").unwrap().count, 20);
         assert_eq!(
             c.limit("http:app.internal").unwrap().per,
             Duration::from_secs(60)
         );
         assert!(c.kind_rate("sleep").is_none() && c.limit("smtp:x").is_none());
-        let e = Config::from_toml_str("[kinds.http]\nrate = \"20 per second\"\n", &crate::Env::empty()).unwrap_err();
+        let e = Config::from_toml_str(
+            "[kinds.http]\nrate = \"20 per second\"\n",
+            &crate::Env::empty(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("kinds.http.rate"), "{e}");
-        let e = Config::from_toml_str("[limits]\n\"smtp:mail\" = \"10/day\"\n", &crate::Env::empty()).unwrap_err();
+        let e = Config::from_toml_str(
+            "[limits]\n\"smtp:mail\" = \"10/day\"\n",
+            &crate::Env::empty(),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("limits.\"smtp:mail\""), "{e}");
     }
 }

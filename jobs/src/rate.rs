@@ -52,7 +52,10 @@ impl JobContext {
     /// with `Cancelled` or `Interrupted` when the job is told to stop.
     pub async fn rate_limit_in_place(&self, target: &str) -> Result<(), JobError> {
         match self.deps.config.limit(target) {
-            Some(rate) => self.pace(&format!("to:{target}"), rate, Wait::InPlace).await,
+            Some(rate) => {
+                self.pace(&format!("to:{target}"), rate, Wait::InPlace)
+                    .await
+            }
             None => Ok(()),
         }
     }

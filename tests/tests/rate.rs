@@ -84,7 +84,9 @@ async fn warm_up(env: &TestEnv, url: &str) -> i64 {
     for n in 1..=50 {
         let id = enqueue_calls(env, url, 1).await[0];
         let job = env
-            .wait_for(id, Duration::from_secs(30), |j| j.state == JobState::Succeeded)
+            .wait_for(id, Duration::from_secs(30), |j| {
+                j.state == JobState::Succeeded
+            })
             .await;
         workers.insert(job.worker.unwrap_or_default());
         if workers.len() == 2 {
@@ -121,11 +123,17 @@ async fn kind_rate_holds_across_two_worker_processes() {
     let arrivals = endpoint.arrivals();
     assert_eq!(arrivals.len(), 200, "each job calls once");
     let span = arrivals[199] - arrivals[0];
-    assert!(span >= Duration::from_millis(9500), "200 calls at 20/s took {span:?}");
+    assert!(
+        span >= Duration::from_millis(9500),
+        "200 calls at 20/s took {span:?}"
+    );
     let strict = most_in_window(&arrivals, Duration::from_secs(1));
     let most = most_in_window(&arrivals, Duration::from_secs(1) - DELIVERY_JITTER);
     eprintln!("200 calls in {span:?}; most in 1 s: {strict}; most in 1 s less jitter: {most}");
-    let offsets: Vec<u128> = arrivals.iter().map(|a| (*a - arrivals[0]).as_millis()).collect();
+    let offsets: Vec<u128> = arrivals
+        .iter()
+        .map(|a| (*a - arrivals[0]).as_millis())
+        .collect();
     eprintln!("arrivals (ms): {offsets:?}");
     assert!(most <= 20, "{most} calls within one second");
 
@@ -133,7 +141,10 @@ async fn kind_rate_holds_across_two_worker_processes() {
     for id in ids {
         let job = env.job_record(id).await.unwrap();
         assert_eq!(job.state, JobState::Succeeded, "{job:?}");
-        assert_eq!(job.attempts, 1, "waiting for the limit spent an attempt: {job:?}");
+        assert_eq!(
+            job.attempts, 1,
+            "waiting for the limit spent an attempt: {job:?}"
+        );
         workers.insert(job.worker.unwrap_or_default());
     }
     assert_eq!(workers.len(), 2, "both workers ran jobs: {workers:?}");
@@ -141,7 +152,10 @@ async fn kind_rate_holds_across_two_worker_processes() {
     let metrics = env.queue.metrics("http").await.unwrap();
     let http = &metrics["http"];
     let delayed = http.counters.get("rate_delayed").copied().unwrap_or(0);
-    assert!(delayed >= 150, "{delayed} jobs counted as delayed by the limit");
+    assert!(
+        delayed >= 150,
+        "{delayed} jobs counted as delayed by the limit"
+    );
     // Each job is fetched once to get its slot and once to run in it (a few more when one
     // came back too late and took a new slot): no herd re-asking every few milliseconds.
     let fetched = http.wait.count() - warm_ups as u64;
@@ -169,14 +183,23 @@ async fn target_limit_paces_one_host_only() {
     let arrivals = limited.arrivals();
     assert_eq!(arrivals.len(), 30);
     let span = arrivals[29] - arrivals[0];
-    assert!(span >= Duration::from_millis(2800), "30 calls at 10/s took {span:?}");
+    assert!(
+        span >= Duration::from_millis(2800),
+        "30 calls at 10/s took {span:?}"
+    );
     let most = most_in_window(&arrivals, Duration::from_secs(1) - DELIVERY_JITTER);
-    assert!(most <= 10, "{most} calls to the limited host within one second");
+    assert!(
+        most <= 10,
+        "{most} calls to the limited host within one second"
+    );
     // The other host has no limit: its calls are not spread out.
     let others = free.arrivals();
     assert_eq!(others.len(), 30);
     let most = most_in_window(&others, Duration::from_secs(1));
-    assert!(most > 10, "the unlimited host got at most {most} calls a second");
+    assert!(
+        most > 10,
+        "the unlimited host got at most {most} calls a second"
+    );
     env.cleanup().await;
 }
 
@@ -196,7 +219,10 @@ async fn slots_are_one_interval_apart_for_every_caller() {
         };
         calls.push(tokio::spawn(async move {
             let holder = format!("job-{i}");
-            let slot = queue.reserve_start("kind:x", &holder, interval).await.unwrap();
+            let slot = queue
+                .reserve_start("kind:x", &holder, interval)
+                .await
+                .unwrap();
             (holder, slot)
         }));
     }
@@ -212,7 +238,10 @@ async fn slots_are_one_interval_apart_for_every_caller() {
     // The last caller's slot is ~5 s off: held for it, not handed out twice.
     let (holder, last) = slots.last().unwrap().clone();
     assert!(last.snooze().is_some(), "{last:?}");
-    let again = other.reserve_start("kind:x", &holder, interval).await.unwrap();
+    let again = other
+        .reserve_start("kind:x", &holder, interval)
+        .await
+        .unwrap();
     assert_eq!((again.at_us, again.fresh), (last.at_us, false));
     let next = env
         .queue
