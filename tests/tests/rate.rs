@@ -251,3 +251,45 @@ async fn slots_are_one_interval_apart_for_every_caller() {
     assert_eq!(next.at_us, last.at_us + 50_000);
     env.cleanup().await;
 }
+
+/// `notify.send` asks for `smtp:HOST` of `notify.smtp_url` before mailing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn smtp_limit_paces_mail() {
+    let sink = ferry_tests::smtp::SmtpSink::start(&[]);
+    let env = TestEnv::new(&format!(
+        "[notify]\nsmtp_url = \"{}\"\nfrom = \"Ferry <noreply@ferry.test>\"\n[notify.templates.hi]\nsubject = \"Hi\"\ntext = \"Hello\"\n[limits]\n\"smtp:127.0.0.1\" = \"5/s\"\n",
+        sink.url()
+    ))
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let args = serde_json::json!({ "to": format!("r{i}@ferry.test"), "template": "hi" });
+        let (queue, job) = env.job("notify.send", &args.to_string());
+        ids.push(env.queue.enqueue(&queue, &[job]).await.unwrap()[0].0);
+    }
+    let worker = env.start_worker();
+    env.wait_for_count("notify.send", "succeeded", 10, Duration::from_secs(60))
+        .await;
+    worker.stop().await;
+    assert_eq!(sink.mails().len(), 10);
+    let mut finished = Vec::new();
+    for id in ids {
+        let job = env.job_record(id).await.unwrap();
+        assert_eq!(
+            job.attempts, 1,
+            "waiting for the limit spent an attempt: {job:?}"
+        );
+        finished.push(job.finished_us.unwrap());
+    }
+    finished.sort();
+    // Ten sends at 5/s: slots 0 to 1.8 s.
+    let span = Duration::from_micros((finished[9] - finished[0]) as u64);
+    assert!(
+        span >= Duration::from_millis(1700),
+        "10 mails at 5/s took {span:?}"
+    );
+    let metrics = env.queue.metrics("notify").await.unwrap();
+    let delayed = metrics["notify.send"].counters.get("rate_delayed").copied();
+    assert!(delayed >= Some(5), "{delayed:?} sends counted as delayed");
+    env.cleanup().await;
+}
