@@ -293,3 +293,40 @@ async fn smtp_limit_paces_mail() {
     assert!(delayed >= Some(5), "{delayed:?} sends counted as delayed");
     env.cleanup().await;
 }
+
+/// `notify.broadcast` waits in place for `smtp:HOST` before each recipient, on top of its own
+/// `notify.rate` (set far higher here, so only the shared limit can slow it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn smtp_limit_paces_a_broadcast_in_place() {
+    let sink = ferry_tests::smtp::SmtpSink::start(&[]);
+    let env = TestEnv::new(&format!(
+        "[notify]\nsmtp_url = \"{}\"\nfrom = \"Ferry <noreply@ferry.test>\"\nrate = 1000\n[notify.templates.hi]\nsubject = \"Hi\"\ntext = \"Hello\"\n[notify.audiences]\neveryone = \"SELECT email FROM {{schema}}.users\"\n[limits]\n\"smtp:127.0.0.1\" = \"10/s\"\n",
+        sink.url()
+    ))
+    .await;
+    env.sql(
+        "CREATE TABLE users (email text); INSERT INTO users SELECT 'u' || i || '@ferry.test' FROM generate_series(1, 20) i",
+    )
+    .await;
+    let id = env
+        .enqueue(
+            "notify.broadcast",
+            r#"{"template": "hi", "audience": "everyone"}"#,
+        )
+        .await;
+    let worker = env.start_worker();
+    let job = env
+        .wait_for(id, Duration::from_secs(60), |j| j.state.is_final())
+        .await;
+    worker.stop().await;
+    assert_eq!(job.state, JobState::Succeeded, "{job:?}");
+    assert_eq!(job.attempts, 1, "{job:?}");
+    assert_eq!(sink.mails().len(), 20);
+    // Twenty sends at 10/s: slots 0 to 1.9 s.
+    let took = Duration::from_micros((job.finished_us.unwrap() - job.started_us.unwrap()) as u64);
+    assert!(
+        took >= Duration::from_millis(1900),
+        "20 mails at 10/s took {took:?}"
+    );
+    env.cleanup().await;
+}
