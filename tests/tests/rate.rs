@@ -44,11 +44,12 @@ impl Endpoint {
 }
 
 /// Delivery after the slot: waking from the sleep, the HTTP client, the server task, on a
-/// machine shared with compilers (up to 24 ms seen). Slots themselves are exactly one interval
-/// apart (checked strictly by `slots_are_one_interval_apart_for_every_caller`); an arrival is
-/// its slot plus this, so windows one interval (50 ms at 20/s) shorter than the period hold
-/// at most the limit. A strict 1 s window of arrivals may hold one more (measured: 21).
-const DELIVERY_JITTER: Duration = Duration::from_millis(50);
+/// 2-core machine shared with compilers (up to 24 ms seen at load average 5, over 50 ms at 11).
+/// Slots themselves are exactly one interval apart (checked strictly by
+/// `slots_are_one_interval_apart_for_every_caller`); an arrival is its slot plus this, so
+/// windows this much shorter than the period hold at most the limit. Strict 1 s windows of
+/// arrivals held 21 or 22.
+const DELIVERY_JITTER: Duration = Duration::from_millis(100);
 
 /// The most arrivals in any window of `period` starting at an arrival.
 fn most_in_window(arrivals: &[Instant], period: Duration) -> usize {
