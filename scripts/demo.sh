@@ -4,7 +4,8 @@
 #     chunked full sync, verifies every document, installs change capture, changes rows and
 #     shows the mirror following (the scheduler relays the captured changes);
 #  2. the queue: a job that retries then succeeds, one that dies, and a checkpointing long job
-#     whose worker is killed with SIGKILL and which a second worker resumes;
+#     whose worker is killed with SIGKILL and which a second worker resumes; flow control: a
+#     paused queue, a high-priority job, two tenants sharing a worker;
 #  3. the scheduler: a schedule firing every 5 seconds, in 5-field crontab form too;
 #  4. backup: the database into the local S3 stand-in (s3s-fs), verified by a test restore;
 #  5. files: a bucket of files migrated from s3s-fs to the second S3 stand-in (moto), with the
@@ -102,6 +103,19 @@ echo "   then resumes the long job from its checkpoint"
 "$FERRY" --config "$config" worker >"$logs/w2.log" 2>&1 & W2=$!
 while ! ferry jobs show "$long" | grep 'state     succeeded' >/dev/null; do sleep 1; done
 ferry runs show "$long"
+echo "== flow control: pause the default queue, enqueue 600 jobs of tenant acme, then 3 of tenant"
+echo "   zenith and one high-priority job; nothing starts until resume; zenith is not stuck behind acme"
+ferry queues pause default
+seq 600 | sed 's/.*/{"kind":"sleep","args":{"ms":200},"tenant":"acme"}/' | ferry enqueue --file -
+zenith=$(for i in 1 2 3; do ferry enqueue sleep --args '{"ms": 200}' --tenant zenith; done)
+urgent=$(ferry enqueue noop --priority high)
+sleep 1; ferry stats | tail -n 6
+ferry queues resume default
+for id in $urgent $zenith; do
+  while ! ferry jobs show "$id" | grep 'state     succeeded' >/dev/null; do sleep 0.1; done
+done
+echo "   the high-priority job and zenith's 3 jobs are done; acme's are still going:"
+ferry stats | tail -n 5
 echo "== stats"; ferry stats
 echo "== schedules"; ferry schedules ls
 kill -TERM "$S1"; wait "$S1" && echo "== scheduler stopped cleanly on SIGTERM (exit 0)"; S1=""

@@ -41,6 +41,12 @@ pub struct EnqueueRequest {
     pub idempotency_key: Option<String>,
     /// Not before: an RFC 3339 time or a delay such as `30s`.
     pub run_at: Option<String>,
+    /// `high`, `default` or `low` (default: the kind's `[kinds.NAME] priority`).
+    #[schema(value_type = Option<String>)]
+    pub priority: Option<ferry_queue::Priority>,
+    /// Whose job it is, for fair sharing between tenants (default: the argument named by the
+    /// kind's `tenant_from`).
+    pub tenant: Option<String>,
 }
 
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = EnqueueRequest,
@@ -71,7 +77,9 @@ pub async fn enqueue(
     let args = req.args.unwrap_or_else(|| json!({})).to_string();
     let keys = Keys {
         idempotency: key,
-        coalesce: None,
+        priority: req.priority,
+        tenant: req.tenant,
+        ..Keys::default()
     };
     let prepared = prepare(&state, &caller, &req.kind, &args, keys, run_at).await?;
     let done = submit(&state, caller, prepared, "jobs.enqueue", json!({})).await?;

@@ -18,6 +18,7 @@ mod jobs;
 mod metrics;
 mod metrics_unattended;
 mod openapi;
+mod queues;
 mod quota;
 mod runs;
 mod schedules;
@@ -52,6 +53,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs", get(runs::list))
         .route("/v1/runs/{id}", get(runs::show))
         .route("/v1/stats", get(jobs::stats))
+        .route("/v1/queues/{name}/pause", post(queues::pause))
+        .route("/v1/queues/{name}/resume", post(queues::resume))
         .route("/v1/backups", get(sync::backups))
         .route("/v1/schedules", get(schedules::list))
         .route("/v1/sync/full", post(sync::full))

@@ -110,6 +110,37 @@ impl Collector for Snapshot {
             "Age of the oldest job waiting for a worker (among the first 1000 waiting).",
             oldest,
         )?;
+        let mut tenants = (Vec::new(), Vec::new());
+        for q in &self.queues {
+            for t in &q.stats.tenants {
+                let l: Labels = vec![("queue", q.name.clone()), ("tenant", t.tenant.clone())];
+                tenants.0.push((l.clone(), t.waiting as f64));
+                tenants.1.push((l, t.running as f64));
+            }
+        }
+        gauge(
+            "ferry_tenant_waiting_jobs",
+            "Jobs of a tenant not yet started: the busiest [tenants] top by name, the rest as \"other\".",
+            tenants.0,
+        )?;
+        gauge(
+            "ferry_tenant_running_jobs",
+            "Jobs of a tenant running: the busiest [tenants] top by name, the rest as \"other\".",
+            tenants.1,
+        )?;
+        gauge(
+            "ferry_queue_paused",
+            "1 while the queue is paused (no worker starts its jobs).",
+            self.queues
+                .iter()
+                .map(|q| {
+                    (
+                        vec![("queue", q.name.clone())],
+                        f64::from(u8::from(q.stats.paused)),
+                    )
+                })
+                .collect(),
+        )?;
         gauge(
             "ferry_workers",
             "Worker processes heartbeating on the queue.",

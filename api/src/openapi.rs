@@ -6,7 +6,7 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use crate::{error, health, import, jobs, runs, schedules, sync};
+use crate::{error, health, import, jobs, queues, runs, schedules, sync};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,7 +15,7 @@ use crate::{error, health, import, jobs, runs, schedules, sync};
         jobs::enqueue, jobs::list, jobs::show, jobs::retry_one, jobs::retry_filtered,
         jobs::cancel, jobs::stats, runs::list, runs::show, sync::full, sync::entity,
         sync::status, sync::backups, schedules::list, health::healthz, health::readyz,
-        import::run, import::status,
+        import::run, import::status, queues::pause, queues::resume,
     ),
     components(schemas(error::ErrorBody)),
     modifiers(&BearerTokens),

@@ -76,6 +76,7 @@ pub async fn entity(
     let keys = Keys {
         idempotency: None,
         coalesce: Some(args.coalesce_key()),
+        ..Keys::default()
     };
     let prepared = prepare(
         &state,

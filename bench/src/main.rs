@@ -3,6 +3,7 @@
 
 mod backup;
 mod files;
+mod flow;
 mod http;
 mod import;
 mod notify;
@@ -37,6 +38,9 @@ enum Command {
     NotifyRealtime(realtime::Args),
     /// Webhook calls/s from one worker to a local HTTP endpoint, beside the client alone.
     Http(http::Args),
+    /// No-op throughput with tenants and priorities against without; a high job's start
+    /// behind a backlog of default ones.
+    Flow(flow::Args),
     /// MongoDB → PostgreSQL import against raw `COPY` and the stand-in's cursor read; memory.
     Import(import::Args),
     /// No-op throughput with a kind rate limit that never binds, against none, alternating.
@@ -60,6 +64,7 @@ async fn main() {
         Command::Files(args) => files::run(args, ferry).await,
         Command::Import(args) => import::run(args, ferry).await,
         Command::Http(args) => http::run(args, ferry).await,
+        Command::Flow(args) => flow::run(args, ferry).await,
         Command::Rate(args) => rate::run(args, ferry).await,
     }
 }

@@ -49,7 +49,10 @@ pub enum Command {
     /// Long runs with their checkpoints and progress.
     #[command(subcommand)]
     Runs(commands::runs::Command),
-    /// Jobs by kind and state, queue depth, oldest job age.
+    /// Pause and resume whole queues.
+    #[command(subcommand)]
+    Queues(commands::queues::Command),
+    /// Jobs by kind and state, queue depth, oldest job age, tenants.
     Stats,
     /// Mirror PostgreSQL tables into MongoDB.
     #[command(subcommand)]
@@ -148,6 +151,7 @@ pub async fn run(cli: Cli) -> Result<Code> {
         Command::Enqueue(args) => commands::enqueue::run(&ctx, args).await,
         Command::Jobs(command) => commands::jobs::run(&ctx, command).await,
         Command::Runs(command) => commands::runs::run(&ctx, command).await,
+        Command::Queues(command) => commands::queues::run(&ctx, command).await,
         Command::Stats => commands::stats::run(&ctx).await,
         Command::Sync(command) => commands::sync::run(&ctx, command).await,
         Command::Import(command) => commands::import::run(&ctx, command).await,

@@ -21,6 +21,7 @@ mod env;
 mod env_rule;
 mod error;
 mod files;
+mod flow;
 mod http;
 mod import;
 mod notify;
@@ -46,6 +47,7 @@ pub use effective::Setting;
 pub use env::Env;
 pub use error::ConfigError;
 pub use files::Files;
+pub use flow::{Priority, Tenants};
 pub use http::{Http, Refused};
 pub use import::{INDEX, Import, ImportChild, ImportCollection, RefSource, Source};
 pub use notify::{Columns, Delivery, Notify, SmtpUrl, Template};
@@ -110,6 +112,9 @@ pub struct Config {
     /// Webhook jobs (kind `http`): allowed URLs and the signing secret.
     #[serde(default)]
     pub http: Http,
+    /// Fair sharing between tenants.
+    #[serde(default)]
+    pub tenants: Tenants,
     /// How long ferry keeps its own record.
     #[serde(default)]
     pub retention: RecordRetention,
@@ -306,6 +311,11 @@ pub struct KindOverrides {
     pub concurrency: Option<usize>,
     /// The queue its jobs travel on (each queue lives in one Redis Cluster slot).
     pub queue: Option<String>,
+    /// The priority of its jobs when the enqueue does not say.
+    pub priority: Option<Priority>,
+    /// The field of its arguments that names the job's tenant (e.g. `organization_id`) when
+    /// the enqueue does not say.
+    pub tenant_from: Option<String>,
     /// Most starts of this kind across every worker, e.g. "100/s" (see [`Rate`]).
     pub rate: Option<String>,
 }
@@ -501,6 +511,7 @@ impl Config {
         self.import.validate()?;
         self.alerts.validate(self.notify.smtp_url.is_some())?;
         self.http.validate()?;
+        self.tenants.validate()?;
         self.retention.validate()?;
         on_change::validate(&self.on_change)?;
         for (name, rate) in &self.limits {

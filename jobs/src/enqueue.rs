@@ -60,13 +60,18 @@ pub struct Prepared {
     pub job: NewJob,
 }
 
-/// The keys a job may be enqueued with.
+/// What an enqueue may say of a job beyond its kind and arguments: its keys, and where it
+/// stands in the flow (priority, tenant); the kind's `[kinds.NAME]` settings fill the rest.
 #[derive(Debug, Clone, Default)]
 pub struct Keys {
     /// The same key returns the first job's id.
     pub idempotency: Option<String>,
     /// While a job with this key waits, enqueueing again returns it.
     pub coalesce: Option<String>,
+    /// None: the kind's `priority` (default).
+    pub priority: Option<ferry_queue::Priority>,
+    /// None: the argument named by the kind's `tenant_from`, if any.
+    pub tenant: Option<String>,
 }
 
 /// What an enqueue did, as `ferry enqueue --json` and `POST /v1/jobs` report it.
@@ -128,7 +133,17 @@ pub fn prepare(
         ));
     }
     let settings = entry.settings();
+    let tenant = match (keys.tenant, &settings.tenant_from) {
+        (Some(t), _) => Some(t),
+        (None, Some(field)) => tenant_of(&value, field),
+        (None, None) => None,
+    };
+    if let Some(t) = &tenant {
+        ferry_queue::check_tenant(t)?;
+    }
     let mut job = NewJob::new(kind, value.to_string(), settings.max_attempts);
+    job.priority = keys.priority.unwrap_or(settings.priority);
+    job.tenant = tenant;
     job.idempotency_key = keys.idempotency.map(|k| scoped_key(origin, kind, &k));
     job.coalesce_key = keys.coalesce;
     job.owner = Some(origin.to_string());
@@ -151,6 +166,16 @@ pub fn typed<K: Kind>(
     let args = serde_json::to_string(args)
         .map_err(|e| format!("arguments for {} do not serialize: {e}", K::NAME))?;
     prepare(registry, origin, K::NAME, &args, keys, None)
+}
+
+/// The tenant named by argument `field` (a string or a number); none when the field is
+/// absent or null, so jobs without an owner (maintenance) are not limited.
+fn tenant_of(args: &serde_json::Value, field: &str) -> Option<String> {
+    match args.get(field)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
 }
 
 /// Where the first NUL character in `value` (a key or a string) is, as a path like `args.a[2]`.

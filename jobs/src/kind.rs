@@ -41,6 +41,10 @@ pub struct Settings {
     pub timeout: Duration,
     /// Most jobs of this kind one worker process runs at once (None: the worker's limit).
     pub concurrency: Option<usize>,
+    /// The priority of its jobs when the enqueue does not say.
+    pub priority: ferry_queue::Priority,
+    /// The argument field naming a job's tenant when the enqueue does not say.
+    pub tenant_from: Option<String>,
 }
 
 impl Default for Settings {
@@ -54,6 +58,8 @@ impl Default for Settings {
             },
             timeout: Duration::from_secs(3600),
             concurrency: None,
+            priority: ferry_queue::Priority::Default,
+            tenant_from: None,
         }
     }
 }
@@ -77,6 +83,12 @@ impl Settings {
         }
         if let Some(v) = &o.queue {
             self.queue = v.clone();
+        }
+        if let Some(v) = o.priority {
+            self.priority = v;
+        }
+        if let Some(v) = &o.tenant_from {
+            self.tenant_from = Some(v.clone());
         }
     }
 }

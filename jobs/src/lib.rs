@@ -40,6 +40,7 @@ pub mod maintenance;
 pub mod manage;
 pub mod notify;
 pub mod put_stream;
+pub mod queues;
 mod rate;
 pub mod readiness;
 mod registry;

@@ -308,6 +308,8 @@ async fn requeue(
                 idempotency_key: j.idempotency_key.clone(),
                 coalesce_key: None,
                 owner: j.owner.clone(),
+                priority: j.priority,
+                tenant: j.tenant.clone(),
             },
         ),
         Target::Dead(d) => {
@@ -328,6 +330,9 @@ async fn requeue(
                     coalesce_key: None,
                     // The durable record keeps no owner: a revived job is the admin's to read.
                     owner: None,
+                    // Nor priority and tenant: the queue keeps what the job had, if it still
+                    // holds the job; else the kind's.
+                    ..NewJob::new(d.kind.clone(), String::new(), 1)
                 },
             )
         }

@@ -1,19 +1,23 @@
 -- Records the outcomes of finished attempts and acknowledges their entries in one step.
--- ARGV: base, group, now_us, keep_s, keep_dead_s, keep_count, n, then n x (entry id, job id, outcome,
--- run_at_us, error_json, error_text). outcome: succeeded | dead | cancelled (final),
+-- ARGV: base, group, now_us, keep_s, keep_dead_s, keep_count, tenant window, tenant cap, n, then
+-- n x (entry id, job id, outcome, run_at_us, error_json, error_text). outcome: succeeded | dead | cancelled (final),
 -- retrying (spends the attempt) | scheduled (gives the attempt back: snooze, shutdown).
 -- A job whose entry id no longer matches was re-queued after its worker went silent: the
 -- late result is dropped, the new attempt owns the job.
-local base, group, now, keep, keepdead, cap, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7])
-local stream = KEYS[1]
+local base, group, now, keep, keepdead, cap, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[9])
+TEN.window, TEN.cap = tonumber(ARGV[7]), tonumber(ARGV[8])
 local eids = {}
+local tenants = {}
 for j = 0, n - 1 do
-  local o = 8 + j * 6
+  local o = 10 + j * 6
   local eid, id, outcome, run_at, err, text = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4], ARGV[o + 5]
-  eids[#eids + 1] = eid
   local jk = jkey(base, id)
-  local f = redis.call('HMGET', jk, 'kind', 'state', 'eid', 'attempts', 'started', 'enq')
+  local f = redis.call('HMGET', jk, 'kind', 'state', 'eid', 'attempts', 'started', 'enq', 'ten')
+  local t = f[7]
+  eids[#eids + 1] = eid
+  tenants[#tenants + 1] = t or ''
   if f[1] and f[2] == 'running' and f[3] == eid then
+    if t and t ~= '' then trun[t] = (trun[t] or 0) - 1 end
     observe(f[1], 'duration', tonumber(now) - (tonumber(f[5]) or tonumber(now)))
     -- Successes are counted by the state counts (`succeeded` never goes down); these can.
     if outcome == 'dead' or outcome == 'retrying' then count(f[1], outcome) end
@@ -38,10 +42,8 @@ for j = 0, n - 1 do
     move(base, f[1], 'running', outcome, id, score)
   end
 end
-if #eids > 0 then
-  redis.call('XACK', stream, group, unpack(eids))
-  redis.call('XDEL', stream, unpack(eids))
-end
-flush(ARGV[1])
+-- After the outcomes: a tenant's next jobs are admitted behind what is already waiting.
+if #eids > 0 then xack_all(base, group, eids, tenants) end
+flush(base)
 retire(base, now, keep, keepdead, cap)
 return #eids

@@ -4,6 +4,152 @@
 local function jkey(base, id) return base .. ':job:' .. id end
 local function ekey(base, id) return base .. ':err:' .. id end
 
+-- Priorities: each has its own stream (`base:stream`, `base:stream:high`, `base:stream:low`),
+-- read in order by fetch. A worker's entry string names its stream by a prefix letter ('h',
+-- 'l'; none for default), so acking, claiming and reviving need nothing but the string.
+local function skey(base, pri)
+  if pri == 'high' then return base .. ':stream:high' end
+  if pri == 'low' then return base .. ':stream:low' end
+  return base .. ':stream'
+end
+local function split(base, e)
+  local c = string.byte(e, 1)
+  if c == 104 then return base .. ':stream:high', string.sub(e, 2) end
+  if c == 108 then return base .. ':stream:low', string.sub(e, 2) end
+  return base .. ':stream', e
+end
+local function tag(pri, raw)
+  if pri == 'high' then return 'h' .. raw end
+  if pri == 'low' then return 'l' .. raw end
+  return raw
+end
+
+-- Tenants. A tenant's jobs are "admitted" (given a stream entry) only while the tenant has
+-- fewer than `window` entries in the streams (ready or running); the rest wait in the
+-- tenant's backlog list `base:tq:T`, and tenants with a backlog are in the ring `base:tring`.
+-- Each admitted job that finishes admits the tenant's next one at the stream's end, so the
+-- streams interleave tenants and a big tenant cannot fill them ahead of a small one. When the
+-- streams run dry, fetch admits from the ring round-robin (work-conserving), never past a
+-- tenant's hard cap `max_running` (0 = none). `base:tadm` counts entries per tenant: +1 on
+-- every XADD of a tenant's entry, -1 on every XDEL that removed one. `base:trun` counts
+-- running jobs per tenant (for stats).
+local TEN = {window = 0, cap = 0}
+local tcount, tdelta, trun, tpush = {}, {}, {}, {}
+local function admitted(base, t)
+  local c = tcount[t]
+  if c == nil then
+    c = tonumber(redis.call('HGET', base .. ':tadm', t) or '0')
+    tcount[t] = c
+  end
+  return c
+end
+local function tadd(base, t, d)
+  tcount[t] = admitted(base, t) + d
+  tdelta[t] = (tdelta[t] or 0) + d
+end
+-- Gives a queued job a stream entry of its priority.
+local function xadd(base, id, pri, t)
+  redis.call('XADD', skey(base, pri), '*', 'id', id)
+  if t and t ~= '' then tadd(base, t, 1) end
+end
+-- A tenant's limit on entries: its window, or its hard cap when that is lower.
+local function tlimit(pri)
+  local limit = TEN.window
+  if pri == 'high' then limit = 0 end
+  if TEN.cap > 0 and (limit == 0 or TEN.cap < limit) then limit = TEN.cap end
+  return limit
+end
+-- A queued job enters its priority's stream, or its tenant's backlog when the tenant is at
+-- its limit. High-priority jobs pass the window (not the hard cap). Backlog items are the id
+-- tagged with the priority's letter, so admitting one needs no read of the job.
+local function enter(base, id, pri, t)
+  if t and t ~= '' then
+    local limit = tlimit(pri)
+    if limit > 0 and admitted(base, t) >= limit then
+      local l = tpush[t]
+      if not l then l = {}; tpush[t] = l end
+      l[#l + 1] = tag(pri, id)
+      return
+    end
+  end
+  xadd(base, id, pri, t)
+end
+-- Admits up to `n` jobs from tenant t's backlog. A job cancelled while it waited is admitted
+-- too and dropped by `start`, which admits the next. Returns how many it admitted.
+local function admit(base, t, n)
+  local ids = redis.call('LPOP', base .. ':tq:' .. t, n)
+  if not ids then
+    redis.call('LREM', base .. ':tring', 0, t)
+    return 0
+  end
+  for _, e in ipairs(ids) do
+    local s, id = split(base, e)
+    redis.call('XADD', s, '*', 'id', id)
+  end
+  tadd(base, t, #ids)
+  if #ids < n then redis.call('LREM', base .. ':tring', 0, t) end
+  return #ids
+end
+-- `k` of tenant t's stream entries are gone: count them out, and admit as many of its next
+-- jobs as its limit allows (this is what wakes a worker blocked on a tenant held at its cap).
+local function released(base, t, k)
+  tadd(base, t, -k)
+  local limit = tlimit('')
+  local room = k
+  if limit > 0 then room = math.min(k, limit - admitted(base, t)) end
+  if room > 0 then admit(base, t, room) end
+end
+-- Acknowledges and deletes entries, one XACK and one XDEL per stream. `tenants[i]` is the
+-- tenant of `eids[i]` (or ''); each tenant is counted out by the entries really removed. An
+-- entry still pending exists, so when XACK took all of a stream's entries, XDEL removes all;
+-- otherwise (a late outcome for an entry the reclaim already replaced) each entry is
+-- deleted on its own to learn which ones were there. Tenants are counted out last.
+local function xack_all(base, group, eids, tenants)
+  local by = {}
+  for i, e in ipairs(eids) do
+    local s, raw = split(base, e)
+    local g = by[s]
+    if not g then g = {ids = {}, ts = {}}; by[s] = g end
+    g.ids[#g.ids + 1] = raw
+    g.ts[#g.ts + 1] = tenants and tenants[i] or ''
+  end
+  local freed = {}
+  for s, g in pairs(by) do
+    local acked = redis.call('XACK', s, group, unpack(g.ids))
+    if acked == #g.ids then
+      redis.call('XDEL', s, unpack(g.ids))
+      for _, t in ipairs(g.ts) do
+        if t ~= '' then freed[t] = (freed[t] or 0) + 1 end
+      end
+    else
+      for i, raw in ipairs(g.ids) do
+        local t = g.ts[i]
+        if redis.call('XDEL', s, raw) == 1 and t ~= '' then freed[t] = (freed[t] or 0) + 1 end
+      end
+    end
+  end
+  for t, k in pairs(freed) do released(base, t, k) end
+end
+local function tflush(base)
+  for t, l in pairs(tpush) do
+    if redis.call('RPUSH', base .. ':tq:' .. t, unpack(l)) == #l then
+      redis.call('RPUSH', base .. ':tring', t)
+    end
+  end
+  tpush = {}
+  for t, d in pairs(tdelta) do
+    if d ~= 0 then
+      if redis.call('HINCRBY', base .. ':tadm', t, d) <= 0 then redis.call('HDEL', base .. ':tadm', t) end
+    end
+  end
+  for t, d in pairs(trun) do
+    if d ~= 0 then
+      if redis.call('HINCRBY', base .. ':trun', t, d) <= 0 then redis.call('HDEL', base .. ':trun', t) end
+    end
+  end
+  tdelta, trun = {}, {}
+end
+
 -- Keeps the per-kind state counters of `ferry stats` in step with each job's state. Changes
 -- are summed per script and written once by `flush`, so a batch of 500 jobs of one kind costs
 -- two HINCRBYs, not a thousand.
@@ -57,6 +203,7 @@ local function observe(kind, hist, us)
   h.sum = h.sum + us
 end
 local function flush(base)
+  tflush(base)
   for state, ids in pairs(idx_rem) do
     local args = {}
     for id in pairs(ids) do args[#args + 1] = id end
@@ -91,14 +238,15 @@ local function flush(base)
   end
 end
 
--- Marks a delivered stream entry's job running and appends it to `out`; a stale entry (its
--- job cancelled, finished or gone) is acknowledged and dropped.
-local function start(base, stream, group, consumer, now, eid, id, out)
+-- Marks a delivered entry's job running and appends it to `out`; a stale entry (its job
+-- cancelled, finished or gone) is acknowledged and dropped. `eid` carries its stream's prefix.
+local function start(base, group, consumer, now, eid, id, out)
   local jk = jkey(base, id)
-  local f = redis.call('HMGET', jk, 'kind', 'args', 'max', 'state', 'enq', 'key', 'attempts', 'co', 'run_at')
+  local f = redis.call('HMGET', jk, 'kind', 'args', 'max', 'state', 'enq', 'key', 'attempts', 'co', 'run_at', 'ten')
   if not f[1] or f[4] ~= 'queued' then
-    redis.call('XACK', stream, group, eid)
-    redis.call('XDEL', stream, eid)
+    local s, raw = split(base, eid)
+    redis.call('XACK', s, group, raw)
+    if redis.call('XDEL', s, raw) == 1 and f[10] and f[10] ~= '' then released(base, f[10], 1) end
     return
   end
   -- Once a coalesced job starts it reads current state; later changes need a new job.
@@ -109,6 +257,7 @@ local function start(base, stream, group, consumer, now, eid, id, out)
   local attempt = (tonumber(f[7]) or 0) + 1
   redis.call('HSET', jk, 'attempts', attempt, 'state', 'running', 'started', now, 'worker', consumer, 'eid', eid)
   move(base, f[1], 'queued', 'running', id, f[5])
+  if f[10] and f[10] ~= '' then trun[f[10]] = (trun[f[10]] or 0) + 1 end
   -- Waiting counts from when the job was due: its enqueue, or its scheduled or retry time.
   -- Its histogram's count is also the number of attempts started.
   observe(f[1], 'wait', tonumber(now) - (tonumber(f[9]) or tonumber(f[5]) or tonumber(now)))

@@ -39,6 +39,8 @@ const FINISH_BATCH: usize = 512;
 const PROMOTE_BATCH: usize = 1000;
 /// The promoter looks at least this often, so jobs scheduled by other processes start on time.
 const PROMOTE_EVERY: Duration = Duration::from_millis(200);
+/// How often a worker looks whether its paused queue was resumed.
+const PAUSED_POLL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone)]
 pub struct BackendOptions {
@@ -222,13 +224,15 @@ async fn close(
         .query_async(&mut conn)
         .await;
     if unrecorded == 0 {
-        let _: Result<i64, _> = redis::cmd("XGROUP")
-            .arg("DELCONSUMER")
-            .arg(&shared.keys.stream)
-            .arg(GROUP)
-            .arg(&shared.opts.consumer)
-            .query_async(&mut conn)
-            .await;
+        for stream in shared.keys.streams() {
+            let _: Result<i64, _> = redis::cmd("XGROUP")
+                .arg("DELCONSUMER")
+                .arg(stream)
+                .arg(GROUP)
+                .arg(&shared.opts.consumer)
+                .query_async(&mut conn)
+                .await;
+        }
     }
     Ok(())
 }
@@ -242,8 +246,16 @@ impl Shared {
         self.opts.concurrency.saturating_sub(self.inflight_len())
     }
 
-    /// Parses started jobs (8 fields each, see `start` in prelude.lua) and tracks them.
-    fn started(&self, reply: Vec<String>) -> Vec<Job> {
+    /// Parses started jobs (8 fields each, see `start` in prelude.lua) and tracks them;
+    /// `None` when the queue is paused.
+    fn started(&self, reply: Vec<String>) -> Option<Vec<Job>> {
+        if reply.len() == 1 && reply[0] == "paused" {
+            return None;
+        }
+        Some(self.track(reply))
+    }
+
+    fn track(&self, reply: Vec<String>) -> Vec<Job> {
         let mut inflight = self.inflight.lock().unwrap();
         reply
             .chunks_exact(8)
@@ -267,8 +279,10 @@ impl Shared {
             .collect()
     }
 
-    async fn fetch(&self, count: usize) -> Result<Vec<Job>, QueueError> {
+    /// Takes up to `count` jobs, highest priority first; `None` when the queue is paused.
+    async fn fetch(&self, count: usize) -> Result<Option<Vec<Job>>, QueueError> {
         let mut conn = self.queue.conn();
+        let (window, cap) = self.queue.tenant_limits();
         let reply: Vec<String> = scripts::FETCH
             .key(&self.keys.stream)
             .arg(&self.keys.base)
@@ -276,18 +290,22 @@ impl Shared {
             .arg(&self.opts.consumer)
             .arg(count)
             .arg(now_us())
+            .arg(window)
+            .arg(cap)
             .invoke_async(&mut conn)
             .await
             .map_err(QueueError::redis("fetch jobs"))?;
         Ok(self.started(reply))
     }
 
-    /// Waits up to `opts.block` for new entries, then starts their jobs.
+    /// Waits up to `opts.block` for new entries on any priority's stream, then starts their
+    /// jobs; `None` when the queue was paused meanwhile (the entries go back).
     async fn fetch_blocking(
         &self,
         blocking: &mut Conn,
         count: usize,
-    ) -> Result<Vec<Job>, QueueError> {
+    ) -> Result<Option<Vec<Job>>, QueueError> {
+        let streams = self.keys.streams();
         let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(GROUP)
@@ -297,27 +315,41 @@ impl Shared {
             .arg("BLOCK")
             .arg(self.opts.block.as_millis() as u64)
             .arg("STREAMS")
-            .arg(&self.keys.stream)
-            .arg(">")
+            .arg(&streams)
+            .arg(&[">", ">", ">"][..])
             .query_async(blocking)
             .await
             .map_err(QueueError::redis("wait for jobs"))?;
         let Some(reply) = reply else {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         };
         let mut call = scripts::START.key(&self.keys.stream);
+        let (window, cap) = self.queue.tenant_limits();
         call.arg(&self.keys.base)
             .arg(GROUP)
             .arg(&self.opts.consumer)
-            .arg(now_us());
+            .arg(now_us())
+            .arg(window)
+            .arg(cap);
         let mut any = false;
-        for entry in reply.keys.iter().flat_map(|k| &k.ids) {
-            let id: Option<String> = entry.get("id");
-            call.arg(&entry.id).arg(id.unwrap_or_default());
-            any = true;
+        for key in &reply.keys {
+            // The scripts know an entry's stream by a prefix letter (see prelude.lua).
+            let prefix = if key.key == streams[0] {
+                "h"
+            } else if key.key == streams[2] {
+                "l"
+            } else {
+                ""
+            };
+            for entry in &key.ids {
+                let id: Option<String> = entry.get("id");
+                call.arg(format!("{prefix}{}", entry.id))
+                    .arg(id.unwrap_or_default());
+                any = true;
+            }
         }
         if !any {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         let mut conn = self.queue.conn();
         let started: Vec<String> = call
@@ -329,12 +361,15 @@ impl Shared {
 
     async fn finish(&self, batch: &[Finished]) -> Result<(), QueueError> {
         let mut call = scripts::FINISH.key(&self.keys.stream);
+        let (window, cap) = self.queue.tenant_limits();
         call.arg(&self.keys.base)
             .arg(GROUP)
             .arg(now_us())
             .arg(self.keep.age.as_secs().max(1))
             .arg(self.opts.keep_dead.as_secs().max(1))
             .arg(self.keep.count)
+            .arg(window)
+            .arg(cap)
             .arg(batch.len());
         for f in batch {
             let error = f.outcome.error();
@@ -371,11 +406,19 @@ async fn fetch_loop(shared: Arc<Shared>, mut blocking: Conn, jobs: mpsc::Sender<
         }
         let count = free.min(shared.opts.batch);
         let fetched = match shared.fetch(count).await {
-            Ok(fetched) if fetched.is_empty() => shared.fetch_blocking(&mut blocking, count).await,
+            Ok(Some(fetched)) if fetched.is_empty() => {
+                shared.fetch_blocking(&mut blocking, count).await
+            }
             other => other,
         };
         match fetched {
-            Ok(fetched) => {
+            Ok(None) => {
+                tokio::select! {
+                    _ = tokio::time::sleep(PAUSED_POLL) => {}
+                    _ = shared.stop.cancelled() => break,
+                }
+            }
+            Ok(Some(fetched)) => {
                 pause = Duration::from_millis(50);
                 for job in fetched {
                     if let Err(mpsc::error::SendError(job)) = jobs.send(job).await {
@@ -500,6 +543,7 @@ async fn heartbeat(shared: &Shared) -> Result<(), QueueError> {
 
 async fn reclaim(shared: &Shared) -> Result<i64, QueueError> {
     let mut conn = shared.queue.conn();
+    let (window, cap) = shared.queue.tenant_limits();
     scripts::RECLAIM
         .key(&shared.keys.stream)
         .arg(&shared.keys.base)
@@ -508,6 +552,8 @@ async fn reclaim(shared: &Shared) -> Result<i64, QueueError> {
         .arg(now_us() / 1000)
         .arg(shared.opts.reclaim_after.as_millis() as u64)
         .arg(100)
+        .arg(window)
+        .arg(cap)
         .invoke_async(&mut conn)
         .await
         .map_err(QueueError::redis("reclaim jobs"))
@@ -524,6 +570,8 @@ async fn promote_loop(shared: Arc<Shared>) {
             .arg(shared.keep.age.as_secs().max(1))
             .arg(shared.opts.keep_dead.as_secs().max(1))
             .arg(shared.keep.count)
+            .arg(shared.queue.tenant_limits().0)
+            .arg(shared.queue.tenant_limits().1)
             .invoke_async(&mut conn)
             .await;
         let wait = match reply {

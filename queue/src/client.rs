@@ -25,6 +25,7 @@ pub struct Queue {
     /// Retention of finished jobs per queue; `default_keep` for queues not named.
     keep: Arc<BTreeMap<String, Keep>>,
     default_keep: Keep,
+    tenants: ferry_config::Tenants,
 }
 
 impl std::fmt::Debug for Queue {
@@ -76,6 +77,11 @@ pub struct QueueStats {
     /// Redis memory of the queue; only `ferry stats` measures it (not the dashboard's polls).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory: Option<crate::QueueMemory>,
+    /// No worker starts the queue's jobs while it is paused.
+    pub paused: bool,
+    /// Waiting and running jobs per tenant: the busiest by name, the rest as "other".
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tenants: Vec<crate::TenantLoad>,
 }
 
 impl Queue {
@@ -86,6 +92,7 @@ impl Queue {
             count: config.worker.keep_finished_count,
         };
         let mut queue = Self::connect(&config.redis.url, &config.redis.prefix, keep).await?;
+        queue.tenants = config.tenants;
         queue.keep = Arc::new(
             config
                 .queues
@@ -107,6 +114,7 @@ impl Queue {
             prefix: prefix.to_owned(),
             keep: Arc::default(),
             default_keep: keep,
+            tenants: ferry_config::Tenants::default(),
         };
         queue.ping().await?;
         Ok(queue)
@@ -138,6 +146,15 @@ impl Queue {
 
     pub fn prefix(&self) -> &str {
         &self.prefix
+    }
+
+    /// The tenant window and hard cap the scripts apply (`[tenants]`), as script arguments.
+    pub(crate) fn tenant_limits(&self) -> (u32, u32) {
+        (self.tenants.window, self.tenants.max_running)
+    }
+
+    pub(crate) fn tenant_top(&self) -> usize {
+        self.tenants.top
     }
 
     /// How many finished jobs `queue` keeps in Redis, and for how long.
@@ -177,25 +194,27 @@ impl Queue {
         Ok(reply.get(1).cloned())
     }
 
-    /// Creates the consumer group (and stream) if missing. Starting at id 0 delivers entries
-    /// enqueued before the first worker ever ran.
+    /// Creates the consumer group (and stream) of each priority if missing. Starting at id 0
+    /// delivers entries enqueued before the first worker ever ran.
     pub async fn ensure_group(&self, queue: &str) -> Result<(), QueueError> {
         let keys = self.keys(queue);
         let mut conn = self.conn();
-        let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
-            .arg("CREATE")
-            .arg(&keys.stream)
-            .arg(GROUP)
-            .arg("0")
-            .arg("MKSTREAM")
-            .query_async(&mut conn)
-            .await;
-        match created {
-            Err(e) if e.code() != Some("BUSYGROUP") => {
-                Err(QueueError::redis("create consumer group")(e))
+        for stream in keys.streams() {
+            let created: Result<(), redis::RedisError> = redis::cmd("XGROUP")
+                .arg("CREATE")
+                .arg(stream)
+                .arg(GROUP)
+                .arg("0")
+                .arg("MKSTREAM")
+                .query_async(&mut conn)
+                .await;
+            if let Err(e) = created
+                && e.code() != Some("BUSYGROUP")
+            {
+                return Err(QueueError::redis("create consumer group")(e));
             }
-            _ => Ok(()),
         }
+        Ok(())
     }
 
     /// Enqueues jobs atomically per chunk; returns each job's id and whether it was created
@@ -211,9 +230,12 @@ impl Queue {
         let mut out = Vec::with_capacity(jobs.len());
         for chunk in jobs.chunks(ENQUEUE_CHUNK) {
             let mut call = scripts::ENQUEUE.key(&keys.stream);
+            let (window, cap) = self.tenant_limits();
             call.arg(&keys.base)
                 .arg(now)
                 .arg(self.keep(queue).age.as_secs().max(1))
+                .arg(window)
+                .arg(cap)
                 .arg(chunk.len());
             for job in chunk {
                 call.arg(job.id.to_string())
@@ -223,7 +245,9 @@ impl Queue {
                     .arg(job.max_attempts)
                     .arg(job.idempotency_key.as_deref().unwrap_or(""))
                     .arg(job.coalesce_key.as_deref().unwrap_or(""))
-                    .arg(job.owner.as_deref().unwrap_or(""));
+                    .arg(job.owner.as_deref().unwrap_or(""))
+                    .arg(crate::job::wire(job.priority))
+                    .arg(job.tenant.as_deref().unwrap_or(""));
             }
             let reply: Vec<String> = call
                 .invoke_async(&mut conn)
@@ -344,6 +368,10 @@ impl Queue {
             .arg(job.max_attempts)
             .arg(job.idempotency_key.as_deref().unwrap_or(""))
             .arg(job.owner.as_deref().unwrap_or(""))
+            .arg(crate::job::wire(job.priority))
+            .arg(job.tenant.as_deref().unwrap_or(""))
+            .arg(self.tenants.window)
+            .arg(self.tenants.max_running)
             .invoke_async(&mut conn)
             .await
             .map_err(QueueError::redis("re-queue job"))?;
@@ -404,16 +432,22 @@ impl Queue {
             .zcard(&keys.workers)
             .await
             .map_err(QueueError::redis("read stats"))?;
-        let (groups, first) = self.waiting_entries(queue, 1).await?;
-        if let Some(group) = group_info(&groups) {
-            stats.pending = group.get("pending").copied().unwrap_or(0);
-            stats.ready = group.get("lag").copied().unwrap_or(0);
+        for stream in keys.streams() {
+            let (groups, first) = self.waiting_entries(&stream, 1).await?;
+            if let Some(group) = group_info(&groups) {
+                stats.pending += group.get("pending").copied().unwrap_or(0);
+                stats.ready += group.get("lag").copied().unwrap_or(0);
+            }
+            if let Some((entry, _)) = first.first()
+                && let Some(ms) = entry_ms(entry)
+            {
+                let age = (now_us() / 1000 - ms).max(0);
+                stats.oldest_ready_age_ms =
+                    Some(stats.oldest_ready_age_ms.map_or(age, |a| a.max(age)));
+            }
         }
-        if let Some((entry, _)) = first.first()
-            && let Some(ms) = entry_ms(entry)
-        {
-            stats.oldest_ready_age_ms = Some((now_us() / 1000 - ms).max(0));
-        }
+        stats.paused = self.is_paused(queue).await?;
+        stats.tenants = self.tenant_stats(queue).await?;
         Ok(stats)
     }
 }
@@ -427,18 +461,17 @@ pub(crate) fn entry_ms(id: &str) -> Option<i64> {
 }
 
 impl Queue {
-    /// The `XINFO GROUPS` reply of a queue's stream and the first `count` entries not yet
-    /// delivered to the `workers` group (they follow the group's last-delivered id).
+    /// The `XINFO GROUPS` reply of one of a queue's streams and the first `count` entries not
+    /// yet delivered to the `workers` group (they follow the group's last-delivered id).
     pub(crate) async fn waiting_entries(
         &self,
-        queue: &str,
+        stream: &str,
         count: usize,
     ) -> Result<(redis::Value, Vec<Entry>), QueueError> {
-        let keys = self.keys(queue);
         let mut conn = self.conn();
         let groups: redis::Value = redis::cmd("XINFO")
             .arg("GROUPS")
-            .arg(&keys.stream)
+            .arg(stream)
             .query_async(&mut conn)
             .await
             .unwrap_or(redis::Value::Nil);
@@ -446,7 +479,7 @@ impl Queue {
             .map(|l| format!("({l}"))
             .unwrap_or_else(|| "-".into());
         let entries: Vec<Entry> = redis::cmd("XRANGE")
-            .arg(&keys.stream)
+            .arg(stream)
             .arg(start)
             .arg("+")
             .arg("COUNT")

@@ -32,6 +32,11 @@ pub struct NewJob {
     /// enqueue token reads only the jobs whose owner it is. Kept in the job itself, so
     /// enqueueing costs no second Redis round trip and the mark lives exactly as long as the job.
     pub owner: Option<String>,
+    /// Which of the queue's streams it waits in: high jobs start before default ones, default
+    /// before low (with a share for the lower ones so they are never starved).
+    pub priority: Priority,
+    /// Whose job it is, for fair sharing of workers between tenants (`[tenants]`).
+    pub tenant: Option<String>,
 }
 
 impl NewJob {
@@ -45,8 +50,31 @@ impl NewJob {
             idempotency_key: None,
             coalesce_key: None,
             owner: None,
+            priority: Priority::Default,
+            tenant: None,
         }
     }
+}
+
+pub use ferry_config::Priority;
+
+/// A priority as the Lua scripts store it: empty for default, so plain jobs carry no field.
+pub(crate) fn wire(p: Priority) -> &'static str {
+    match p {
+        Priority::Default => "",
+        other => other.as_str(),
+    }
+}
+
+/// A tenant name: what a job's `tenant` may be. Redis keys carry it, so it is kept short and
+/// printable.
+pub fn check_tenant(t: &str) -> Result<(), String> {
+    if t.is_empty() || t.len() > 128 || t.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(format!(
+            "tenant {t:?} is not valid: 1 to 128 characters, no spaces or control characters"
+        ));
+    }
+    Ok(())
 }
 
 /// One attempt of a job, handed to a worker.
@@ -216,6 +244,9 @@ pub struct JobRecord {
     pub idempotency_key: Option<String>,
     /// Who enqueued it (see [`NewJob::owner`]).
     pub owner: Option<String>,
+    pub priority: Priority,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     pub enqueued_us: i64,
     pub run_at_us: Option<i64>,
     pub started_us: Option<i64>,
@@ -251,6 +282,8 @@ impl JobRecord {
             max_attempts: int(take("max")).unwrap_or(1).max(0) as u32,
             idempotency_key: take("key"),
             owner: take("owner"),
+            priority: take("pri").and_then(|p| p.parse().ok()).unwrap_or_default(),
+            tenant: take("ten"),
             enqueued_us: int(take("enq")).unwrap_or(0),
             run_at_us: int(take("run_at")),
             started_us: int(take("started")),

@@ -35,6 +35,20 @@ impl Keys {
         }
     }
 
+    /// The streams of the three priorities, high first.
+    pub fn streams(&self) -> [String; 3] {
+        [
+            format!("{}:high", self.stream),
+            self.stream.clone(),
+            format!("{}:low", self.stream),
+        ]
+    }
+
+    /// Present while the queue is paused.
+    pub fn paused(&self) -> String {
+        format!("{}:paused", self.base)
+    }
+
     pub fn job(&self, id: &str) -> String {
         format!("{}:job:{id}", self.base)
     }

@@ -6,6 +6,11 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `P:{q}:stream` | stream, group `workers` | one entry per due attempt (just the job id) |
+//! | `P:{q}:stream:high`, `:stream:low` | streams, group `workers` | the same for high and low priority jobs |
+//! | `P:{q}:paused` | string | present while the queue is paused: no worker starts its jobs |
+//! | `P:{q}:tq:T` | list | tenant T's jobs waiting for admission to the streams |
+//! | `P:{q}:tring` | list | tenants with waiting jobs, in round-robin order |
+//! | `P:{q}:tadm`, `P:{q}:trun` | hashes | per tenant: stream entries (ready or running), running jobs |
 //! | `P:{q}:delayed` | sorted set | scheduled and retrying job ids by due time |
 //! | `P:{q}:job:ID` | hash | kind, args, state, attempts, times, last error |
 //! | `P:{q}:err:ID` | list | every failed attempt's error |
@@ -21,6 +26,7 @@ mod backend;
 mod client;
 mod conn;
 mod error;
+mod flow;
 mod job;
 mod keys;
 mod limit;
@@ -34,7 +40,11 @@ pub use backend::{AckLayer, BackendOptions, StreamBackend};
 pub use client::{CancelResult, Queue, QueueStats, RequeueResult};
 pub use conn::Conn;
 pub use error::QueueError;
-pub use job::{AttemptError, Finished, Job, JobRecord, JobState, NewJob, Outcome, now_us};
+pub use flow::TenantLoad;
+pub use job::{
+    AttemptError, Finished, Job, JobRecord, JobState, NewJob, Outcome, Priority, check_tenant,
+    now_us,
+};
 pub use keys::Keys;
 pub use limit::Permit;
 pub use listing::JobFilter;

@@ -23,8 +23,14 @@ impl Queue {
     pub async fn memory(&self, queue: &str) -> Result<QueueMemory, QueueError> {
         let keys = self.keys(queue);
         let mut conn = self.conn();
+        let [high, _, low] = keys.streams();
         let mut fixed = vec![
             keys.stream.clone(),
+            high,
+            low,
+            format!("{}:tadm", keys.base),
+            format!("{}:trun", keys.base),
+            format!("{}:tring", keys.base),
             keys.delayed.clone(),
             keys.stats.clone(),
             keys.workers.clone(),

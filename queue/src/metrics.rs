@@ -88,7 +88,10 @@ impl Queue {
         scan: usize,
     ) -> Result<BTreeMap<String, i64>, QueueError> {
         let keys = self.keys(queue);
-        let (_, entries) = self.waiting_entries(queue, scan).await?;
+        let mut entries = Vec::new();
+        for stream in keys.streams() {
+            entries.extend(self.waiting_entries(&stream, scan).await?.1);
+        }
         if entries.is_empty() {
             return Ok(BTreeMap::new());
         }
@@ -109,7 +112,9 @@ impl Queue {
             let (Some(kind), Some(ms)) = (kind, crate::client::entry_ms(entry)) else {
                 continue;
             };
-            out.entry(kind).or_insert((now_ms - ms).max(0));
+            let age = (now_ms - ms).max(0);
+            let oldest = out.entry(kind).or_insert(age);
+            *oldest = (*oldest).max(age);
         }
         Ok(out)
     }

@@ -54,6 +54,18 @@ fn routes() -> Vec<(Method, String, Option<Value>, Option<[u16; 2]>)> {
         (M::GET, "/v1/runs".into(), None, Some([403, 200])),
         (M::GET, format!("/v1/runs/{id}"), None, Some([403, 404])),
         (M::GET, "/v1/stats".into(), None, Some([403, 200])),
+        (
+            M::POST,
+            "/v1/queues/default/pause".into(),
+            None,
+            Some([403, 200]),
+        ),
+        (
+            M::POST,
+            "/v1/queues/default/resume".into(),
+            None,
+            Some([403, 200]),
+        ),
         (M::GET, "/v1/backups".into(), None, Some([403, 200])),
         (M::GET, "/v1/schedules".into(), None, Some([403, 200])),
         (
@@ -692,7 +704,9 @@ async fn openapi_describes_every_api_route_and_the_dashboard_needs_a_session() {
         if path == "/metrics" || path == "/openapi.json" {
             continue;
         }
-        let templated = path.replace(NO_ID, "{id}");
+        let templated = path
+            .replace(NO_ID, "{id}")
+            .replace("/queues/default/", "/queues/{name}/");
         assert!(
             paths.contains_key(&templated),
             "{templated} missing: {:?}",

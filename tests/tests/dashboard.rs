@@ -218,6 +218,34 @@ async fn an_admin_signs_in_retries_a_failed_job_and_runs_a_full_sync() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
+    // Pause the default queue from its row (the browser asks first), then resume it.
+    click(&browser, "#panel-queues button[data-pause='default']").await;
+    browser.accept_alert().await.unwrap();
+    wait_for_css(
+        &browser,
+        "#panel-queues button[data-resume='default']",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(env.queue.is_paused("default").await.unwrap());
+    click(&browser, "#panel-queues button[data-resume='default']").await;
+    wait_for_css(
+        &browser,
+        "#panel-queues button[data-pause='default']",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(!env.queue.is_paused("default").await.unwrap());
+    let audit = env.record.audit_log(20).await.unwrap();
+    for action in ["queue.pause", "queue.resume"] {
+        assert!(
+            audit
+                .iter()
+                .any(|a| a.action == action && a.target.as_deref() == Some("default")),
+            "{action} not audited"
+        );
+    }
+
     // One more failure for the picture: a dead job with its error and Retry button.
     let dead = env.enqueue("fail", r#"{"permanent": true}"#).await;
     wait_for_css(

@@ -25,6 +25,7 @@ async function act(what, path, body) {
   try {
     const data = await post(path, body);
     if (data.requeued !== undefined) flash(what + ": re-queued " + data.requeued);
+    else if (data.queue !== undefined) flash(what + ": queue " + data.queue + (data.paused ? " paused" : " running"));
     else flash(what + ": job " + data.id);
   } catch (e) {
     flash(what + " failed: " + e.message);
@@ -35,7 +36,12 @@ async function act(what, path, body) {
 document.addEventListener("click", (event) => {
   const button = event.target.closest("button");
   if (!button) return;
-  if (button.dataset.retry) {
+  if (button.dataset.pause) {
+    if (!confirm("Pause queue " + button.dataset.pause + "? Running jobs finish; no new ones start.")) return;
+    act("Pause", "/v1/queues/" + encodeURIComponent(button.dataset.pause) + "/pause");
+  } else if (button.dataset.resume) {
+    act("Resume", "/v1/queues/" + encodeURIComponent(button.dataset.resume) + "/resume");
+  } else if (button.dataset.retry) {
     act("Retry", "/v1/jobs/" + button.dataset.retry + "/retry");
   } else if (button.id === "retry-filtered") {
     const kind = document.getElementById("filter-kind").value.trim();

@@ -69,13 +69,20 @@ async fn queues(state: &AppState) -> Result<Markup, ApiError> {
     Ok(html! {
         h2 { "Queues" }
         table {
-            thead { tr { th { "queue" } th { "waiting" } th { "running" } th { "delayed" } th { "oldest waiting" } th { "workers" } } }
+            thead { tr { th { "queue" } th { "waiting" } th { "running" } th { "delayed" } th { "oldest waiting" } th { "workers" } th { "state" } } }
             tbody {
                 @for (name, q) in &s.stats.queues {
                     tr {
                         td { (name) } td { (q.ready) } td { (q.pending) } td { (q.delayed) }
                         td { (q.oldest_ready_age_ms.map(|ms| format!("{:.1} s", ms as f64 / 1000.0)).unwrap_or_else(|| "-".into())) }
                         td { (q.workers) }
+                        td {
+                            @if q.paused {
+                                "paused " button type="button" data-resume=(name) { "Resume" }
+                            } @else {
+                                "running " button type="button" data-pause=(name) { "Pause" }
+                            }
+                        }
                     }
                 }
             }

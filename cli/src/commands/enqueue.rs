@@ -25,10 +25,18 @@ pub struct Args {
     /// Run at: an RFC 3339 time, or a delay such as `30s` or `5m`.
     #[arg(long)]
     at: Option<String>,
+    /// high, default or low (default: the kind's `[kinds.NAME] priority`).
+    #[arg(long)]
+    priority: Option<ferry_queue::Priority>,
+    /// Whose job it is, for fair sharing between tenants (default: the argument named by the
+    /// kind's `tenant_from`).
+    #[arg(long)]
+    tenant: Option<String>,
     /// Block until the job ends; exit 0 if it succeeded, 1 otherwise.
     #[arg(long)]
     wait: bool,
-    /// JSON lines `{kind, args, key?, at?}` to enqueue (`-` for stdin); all are checked first.
+    /// JSON lines `{kind, args, key?, at?, priority?, tenant?}` to enqueue (`-` for stdin);
+    /// all are checked first.
     #[arg(long)]
     file: Option<PathBuf>,
 }
@@ -42,6 +50,8 @@ struct Line {
     args: Option<serde_json::Value>,
     key: Option<String>,
     at: Option<String>,
+    priority: Option<ferry_queue::Priority>,
+    tenant: Option<String>,
 }
 
 pub async fn run(ctx: &Ctx, args: Args) -> Result<Code> {
@@ -50,10 +60,13 @@ pub async fn run(ctx: &Ctx, args: Args) -> Result<Code> {
         None => {
             let kind = args.kind.clone().unwrap_or_default();
             let json = args.args.clone().unwrap_or_else(|| "{}".into());
-            vec![
-                prepare(ctx, &kind, &json, args.key.clone(), args.at.as_deref())
-                    .map_err(Exit::usage)?,
-            ]
+            let keys = Keys {
+                idempotency: args.key.clone(),
+                priority: args.priority,
+                tenant: args.tenant.clone(),
+                ..Keys::default()
+            };
+            vec![prepare(ctx, &kind, &json, keys, args.at.as_deref()).map_err(Exit::usage)?]
         }
     };
     let queue = ctx.queue().await?;
@@ -104,10 +117,18 @@ fn read_lines(ctx: &Ctx, path: &PathBuf) -> Result<Vec<Prepared>> {
             continue;
         }
         let parsed = serde_json::from_str::<Line>(&line)
-            .map_err(|e| format!("not a JSON object {{kind, args, key?, at?}}: {e}"))
+            .map_err(|e| {
+                format!("not a JSON object {{kind, args, key?, at?, priority?, tenant?}}: {e}")
+            })
             .and_then(|l| {
                 let args = l.args.unwrap_or_else(|| serde_json::json!({})).to_string();
-                prepare(ctx, &l.kind, &args, l.key, l.at.as_deref())
+                let keys = Keys {
+                    idempotency: l.key,
+                    priority: l.priority,
+                    tenant: l.tenant,
+                    ..Keys::default()
+                };
+                prepare(ctx, &l.kind, &args, keys, l.at.as_deref())
             });
         match parsed {
             Ok(job) => jobs.push(job),
@@ -130,16 +151,12 @@ fn prepare(
     ctx: &Ctx,
     kind: &str,
     args: &str,
-    key: Option<String>,
+    keys: Keys,
     at: Option<&str>,
 ) -> std::result::Result<Prepared, String> {
     let run_at = at
         .map(|at| enqueue::parse_at(at).map_err(|e| format!("--at {e}")))
         .transpose()?;
-    let keys = Keys {
-        idempotency: key,
-        coalesce: None,
-    };
     enqueue::prepare(&ctx.registry, &Origin::Cli, kind, args, keys, run_at)
 }
 

@@ -172,6 +172,12 @@ async fn show(ctx: &Ctx, id: Uuid) -> Result<Code> {
             "attempts  {} of {}\nargs      {}",
             j.attempts, j.max_attempts, j.args
         );
+        if j.priority != ferry_queue::Priority::Default {
+            println!("priority  {}", j.priority);
+        }
+        if let Some(t) = &j.tenant {
+            println!("tenant    {t}");
+        }
         println!("enqueued  {}", manage::time_us_text(j.enqueued_us));
         if let Some(t) = j.started_us {
             println!("started   {}", manage::time_us_text(t));

@@ -8,6 +8,7 @@ pub mod import;
 pub mod jobs;
 pub mod notify;
 pub mod prune;
+pub mod queues;
 pub mod runs;
 pub mod scheduler;
 pub mod schedules;

@@ -36,6 +36,7 @@ pub async fn run(ctx: &Ctx) -> Result<Code> {
         "delayed",
         "oldest ready",
         "workers",
+        "state",
         "jobs in Redis",
         "memory",
     ]);
@@ -49,6 +50,7 @@ pub async fn run(ctx: &Ctx) -> Result<Code> {
                 .map(|ms| format!("{:.1}s", ms as f64 / 1000.0))
                 .unwrap_or_else(|| "-".into()),
             q.workers.to_string(),
+            if q.paused { "paused" } else { "running" }.into(),
             q.memory.map(|m| m.jobs.to_string()).unwrap_or_default(),
             q.memory
                 .map(|m| format!("{:.1} MiB", m.bytes as f64 / (1024.0 * 1024.0)))
@@ -56,5 +58,19 @@ pub async fn run(ctx: &Ctx) -> Result<Code> {
         ]);
     }
     println!("{t}");
+    if stats.queues.values().any(|q| !q.tenants.is_empty()) {
+        let mut t = output::table(&["queue", "tenant", "waiting", "running"]);
+        for (name, q) in &stats.queues {
+            for l in &q.tenants {
+                t.add_row(vec![
+                    name.clone(),
+                    l.tenant.clone(),
+                    l.waiting.to_string(),
+                    l.running.to_string(),
+                ]);
+            }
+        }
+        println!("{t}");
+    }
     Ok(Code::Ok)
 }

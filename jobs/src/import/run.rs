@@ -159,7 +159,7 @@ async fn fan_out(
         };
         let keys = enqueue::Keys {
             idempotency: Some(format!("import.run:{}:{collection}:{}", ctx.id, jobs.len())),
-            coalesce: None,
+            ..Default::default()
         };
         jobs.push(
             enqueue::typed::<super::Chunk>(

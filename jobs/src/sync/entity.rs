@@ -92,7 +92,7 @@ impl Kind for Entity {
                 cap: std::time::Duration::from_secs(300),
             },
             timeout: std::time::Duration::from_secs(60),
-            concurrency: None,
+            ..Settings::default()
         }
     }
 

@@ -202,7 +202,7 @@ async fn plan(
                     table.name,
                     jobs.len()
                 )),
-                coalesce: None,
+                ..Default::default()
             };
             jobs.push(
                 enqueue::typed::<super::Chunk>(

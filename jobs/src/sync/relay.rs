@@ -46,6 +46,7 @@ pub async fn relay_once(
         let keys = enqueue::Keys {
             idempotency: None,
             coalesce: Some(coalesce),
+            ..Default::default()
         };
         // Entity arguments have no check of their own: only a NUL in a key could be refused,
         // and Postgres text cannot hold one.

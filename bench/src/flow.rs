@@ -1,0 +1,188 @@
+//! `ferry-bench flow`: what flow control costs and gives, at a worker's default settings.
+//! - Throughput: N no-op jobs through one worker process, plain (no tenant, default priority)
+//!   and with flow control in use (each job of one of `--tenants` tenants, 10% high, 10% low),
+//!   alternating round by round, so both see the same machine.
+//! - Priority: a high job enqueued behind `--backlog` waiting default jobs (10 ms sleeps, so
+//!   the backlog lasts while the samples are taken): how long until it starts, p50/p99/max.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use ferry_queue::{NewJob, Priority, Queue};
+
+use crate::queue::{cleanup, keep, stop};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// No-op jobs per throughput run.
+    #[arg(long, default_value_t = 100_000)]
+    jobs: usize,
+    /// Rounds; each runs plain, then with flow control.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Tenants the flow-control jobs are spread over.
+    #[arg(long, default_value_t = 100)]
+    tenants: usize,
+    /// Default jobs waiting ahead of the high ones in the priority run.
+    #[arg(long, default_value_t = 100_000)]
+    backlog: usize,
+    /// High jobs whose start latency is measured.
+    #[arg(long, default_value_t = 200)]
+    samples: usize,
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    redis_url: String,
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/ferry"
+    )]
+    database_url: String,
+}
+
+pub async fn run(args: Args, ferry: PathBuf) {
+    let migrated = std::process::Command::new(&ferry)
+        .arg("migrate")
+        .env("DATABASE_URL", &args.database_url)
+        .env("FERRY_SCHEMA", SCHEMA)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run ferry migrate");
+    assert!(migrated.success(), "ferry migrate failed");
+    println!(
+        "{:<6} {:>12} {:>12} {:>8}",
+        "round", "plain/s", "flow/s", "ratio"
+    );
+    let mut ratios = Vec::new();
+    for round in 1..=args.rounds {
+        let plain = throughput(&args, &ferry, false).await;
+        let flow = throughput(&args, &ferry, true).await;
+        ratios.push(flow / plain);
+        println!(
+            "{round:<6} {plain:>12.0} {flow:>12.0} {:>7.2}x",
+            flow / plain
+        );
+    }
+    let (p50, p99, max) = priority_latency(&args, &ferry).await;
+    println!(
+        "high job behind {} waiting default jobs: start p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms ({} samples)",
+        args.backlog, args.samples
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "ratios": ratios, "high_start_ms": {"p50": p50, "p99": p99, "max": max},
+            "jobs": args.jobs, "tenants": args.tenants, "backlog": args.backlog,
+        })
+    );
+}
+
+/// The schema the benchmark's workers keep their durable record in.
+const SCHEMA: &str = "ferry_bench";
+
+/// One worker process at default settings on its own key prefix.
+fn worker(ferry: &PathBuf, args: &Args, prefix: &str) -> std::process::Child {
+    std::process::Command::new(ferry)
+        .arg("worker")
+        .env("REDIS_URL", &args.redis_url)
+        .env("DATABASE_URL", &args.database_url)
+        .env("FERRY_SCHEMA", SCHEMA)
+        .env("FERRY_REDIS_PREFIX", prefix)
+        .env("FERRY_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start ferry worker")
+}
+
+fn prefix() -> String {
+    format!("benchflow{:08x}", rand::random::<u32>())
+}
+
+async fn succeeded(queue: &Queue, kind: &str) -> i64 {
+    let stats = queue.stats("default").await.expect("stats");
+    stats
+        .by_kind
+        .get(kind)
+        .and_then(|s| s.get("succeeded"))
+        .copied()
+        .unwrap_or(0)
+}
+
+async fn throughput(args: &Args, ferry: &PathBuf, flow: bool) -> f64 {
+    let prefix = prefix();
+    let queue = Queue::connect(&args.redis_url, &prefix, keep())
+        .await
+        .expect("Redis");
+    let jobs: Vec<NewJob> = (0..args.jobs)
+        .map(|i| {
+            let mut job = NewJob::new("noop", "{}", 10);
+            if flow {
+                job.tenant = Some(format!("tenant{}", i % args.tenants));
+                job.priority = match i % 10 {
+                    0 => Priority::High,
+                    1 => Priority::Low,
+                    _ => Priority::Default,
+                };
+            }
+            job
+        })
+        .collect();
+    queue.enqueue("default", &jobs).await.expect("enqueue");
+    let start = Instant::now();
+    let mut child = worker(ferry, args, &prefix);
+    while succeeded(&queue, "noop").await < args.jobs as i64 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(
+            child.try_wait().ok().flatten().is_none(),
+            "the ferry worker exited early"
+        );
+        assert!(start.elapsed() < Duration::from_secs(600), "run timed out");
+    }
+    let rate = args.jobs as f64 / start.elapsed().as_secs_f64();
+    stop(&mut child);
+    cleanup(&args.redis_url, &prefix).await;
+    eprintln!("flow={flow}: {rate:.0} jobs/s");
+    rate
+}
+
+async fn priority_latency(args: &Args, ferry: &PathBuf) -> (f64, f64, f64) {
+    let prefix = prefix();
+    let queue = Queue::connect(&args.redis_url, &prefix, keep())
+        .await
+        .expect("Redis");
+    let backlog: Vec<NewJob> = (0..args.backlog)
+        .map(|_| NewJob::new("sleep", r#"{"ms":10}"#, 10))
+        .collect();
+    queue.enqueue("default", &backlog).await.expect("enqueue");
+    let mut child = worker(ferry, args, &prefix);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut samples = Vec::with_capacity(args.samples);
+    for _ in 0..args.samples {
+        let mut job = NewJob::new("noop", "{}", 10);
+        job.priority = Priority::High;
+        let id = queue.enqueue("default", &[job]).await.expect("enqueue")[0].0;
+        let job = loop {
+            if let Some(job) = queue.job("default", id).await.expect("read job")
+                && job.started_us.is_some()
+            {
+                break job;
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        };
+        samples.push((job.started_us.unwrap_or(0) - job.enqueued_us) as f64 / 1000.0);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let left = queue.stats("default").await.expect("stats").ready;
+    eprintln!("default jobs still waiting after the samples: {left}");
+    assert!(
+        left > 0,
+        "the backlog drained before the samples ended; raise --backlog"
+    );
+    stop(&mut child);
+    cleanup(&args.redis_url, &prefix).await;
+    samples.sort_by(f64::total_cmp);
+    let rank =
+        |p: f64| samples[((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
+    (rank(0.5), rank(0.99), samples[samples.len() - 1])
+}
