@@ -47,7 +47,7 @@ fn labels(queue: &str, kind: &str) -> Labels {
 }
 
 /// Counters: (metric name without `_total`, help, field the Lua scripts count).
-const COUNTERS: [(&str, &str, &str); 3] = [
+const COUNTERS: [(&str, &str, &str); 4] = [
     (
         "ferry_jobs_failed",
         "Attempts that failed (retried or dead).",
@@ -58,6 +58,11 @@ const COUNTERS: [(&str, &str, &str); 3] = [
         "ferry_job_retries",
         "Retries scheduled after a failed attempt.",
         "retrying",
+    ),
+    (
+        "ferry_jobs_rate_delayed",
+        "Jobs held back by a rate limit ([kinds.NAME] rate or [limits]) before starting.",
+        "rate_delayed",
     ),
 ];
 

@@ -8,6 +8,7 @@ mod http;
 mod import;
 mod notify;
 mod queue;
+mod rate;
 mod realtime;
 mod sync;
 
@@ -42,6 +43,8 @@ enum Command {
     Flow(flow::Args),
     /// MongoDB → PostgreSQL import against raw `COPY` and the stand-in's cursor read; memory.
     Import(import::Args),
+    /// No-op throughput with a kind rate limit that never binds, against none, alternating.
+    Rate(rate::Args),
 }
 
 #[tokio::main]
@@ -62,6 +65,7 @@ async fn main() {
         Command::Import(args) => import::run(args, ferry).await,
         Command::Http(args) => http::run(args, ferry).await,
         Command::Flow(args) => flow::run(args, ferry).await,
+        Command::Rate(args) => rate::run(args, ferry).await,
     }
 }
 

@@ -27,6 +27,7 @@ mod import;
 mod notify;
 mod on_change;
 mod queues;
+mod rate;
 mod retention;
 mod schedule;
 mod secret;
@@ -52,6 +53,7 @@ pub use import::{INDEX, Import, ImportChild, ImportCollection, RefSource, Source
 pub use notify::{Columns, Delivery, Notify, SmtpUrl, Template};
 pub use on_change::{OnChange, Op};
 pub use queues::{Keep, QueueSettings};
+pub use rate::Rate;
 pub use retention::Retention as RecordRetention;
 pub use schedule::{CatchUp, Schedule, Scheduler};
 pub use secret::Secret;
@@ -74,6 +76,10 @@ pub struct Config {
     /// Per-queue retention, keyed by queue name.
     #[serde(default)]
     pub queues: BTreeMap<String, QueueSettings>,
+    /// Rate limits of named targets (`"http:HOST" = "50/s"`, `"smtp:HOST" = "10/s"`), shared
+    /// by every worker; kinds ask with `JobContext::rate_limit` before touching the target.
+    #[serde(default)]
+    pub limits: BTreeMap<String, String>,
     #[serde(default)]
     pub mongodb: Mongodb,
     #[serde(default)]
@@ -310,6 +316,8 @@ pub struct KindOverrides {
     /// The field of its arguments that names the job's tenant (e.g. `organization_id`) when
     /// the enqueue does not say.
     pub tenant_from: Option<String>,
+    /// Most starts of this kind across every worker, e.g. "100/s" (see [`Rate`]).
+    pub rate: Option<String>,
 }
 
 impl Config {
@@ -506,6 +514,9 @@ impl Config {
         self.tenants.validate()?;
         self.retention.validate()?;
         on_change::validate(&self.on_change)?;
+        for (name, rate) in &self.limits {
+            Rate::parse(&format!("limits.{name:?}"), rate)?;
+        }
         for (kind, o) in &self.kinds {
             let key = |field: &str| format!("kinds.{kind}.{field}");
             if o.max_attempts == Some(0) {
@@ -521,6 +532,9 @@ impl Config {
                     "is 0",
                     "use 1 or more",
                 ));
+            }
+            if let Some(rate) = &o.rate {
+                Rate::parse(&key("rate"), rate)?;
             }
             if let (Some(base), Some(cap)) = (o.backoff_base, o.backoff_cap)
                 && base > cap

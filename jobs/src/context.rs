@@ -79,6 +79,8 @@ impl Deps {
 #[derive(Debug, Clone)]
 pub struct JobContext {
     pub id: Uuid,
+    /// The queue the job travels on.
+    pub queue: Arc<str>,
     pub kind: String,
     /// 1-based; crashes of a worker during an attempt count.
     pub attempt: u32,
@@ -95,6 +97,7 @@ impl JobContext {
     pub fn new(job: &Job, deps: Deps, shutdown: CancellationToken) -> Self {
         Self {
             id: job.id,
+            queue: job.queue.clone(),
             kind: job.kind.clone(),
             attempt: job.attempt,
             max_attempts: job.max_attempts,

@@ -41,6 +41,7 @@ pub mod manage;
 pub mod notify;
 pub mod put_stream;
 pub mod queues;
+mod rate;
 pub mod readiness;
 mod registry;
 pub mod row_security;

@@ -33,6 +33,7 @@ mod limit;
 mod listing;
 mod memory;
 mod metrics;
+mod rate;
 mod scripts;
 
 pub use backend::{AckLayer, BackendOptions, StreamBackend};
@@ -49,6 +50,7 @@ pub use limit::Permit;
 pub use listing::JobFilter;
 pub use memory::QueueMemory;
 pub use metrics::{BUCKETS_MS, Histogram, KindMetrics};
+pub use rate::{HOLD_AFTER, LATE_OK, SNOOZE_LEAD, Slot};
 
 /// The consumer group every worker of a queue joins.
 pub const GROUP: &str = "workers";

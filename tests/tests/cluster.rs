@@ -180,6 +180,26 @@ async fn a_cluster_spreads_queues_and_survives_a_primary_failover() {
     }
     assert_eq!(holding, 3);
 
+    // A rate limit's keys (next slot, held slots) share the `{limits}` slot: one script call.
+    let second = Duration::from_secs(1);
+    let a = env
+        .queue
+        .reserve_start("kind:x", "a", second)
+        .await
+        .unwrap();
+    let b = env
+        .queue
+        .reserve_start("kind:x", "b", second)
+        .await
+        .unwrap();
+    assert_eq!(b.at_us - a.at_us, 1_000_000);
+    let again = env
+        .queue
+        .reserve_start("kind:x", "b", second)
+        .await
+        .unwrap();
+    assert_eq!((again.at_us, again.fresh), (b.at_us, false));
+
     // Idle pickup.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();

@@ -104,7 +104,14 @@ impl Dispatcher {
         };
         let settings = entry.settings().clone();
         let ctx = JobContext::new(&job, self.deps.clone(), self.shutdown.clone());
-        let run = tokio::time::timeout(settings.timeout, entry.run(&job.args, ctx));
+        // After the concurrency permit, so the job starts in its slot rather than after
+        // waiting for a permit; a far slot snoozes the job with its attempt given back.
+        let run = async {
+            if let Err(e) = ctx.kind_rate_limit().await {
+                return Ok(Err(e));
+            }
+            tokio::time::timeout(settings.timeout, entry.run(&job.args, ctx)).await
+        };
         let result = tokio::select! {
             r = run => r.unwrap_or_else(|_| Err(JobError::Retryable(format!("timed out after {:?} (kinds.{}.timeout)", settings.timeout, job.kind)))),
             _ = grace_expired(&self.shutdown, self.deps.config.worker.shutdown_grace) => Err(JobError::Interrupted),

@@ -7,7 +7,9 @@
 //! job. Redirects are not followed: their target could lie outside the allow list.
 //!
 //! The time limit is the kind's (`[kinds.http] timeout`, default 30 s); a request past it is
-//! abandoned and retried.
+//! abandoned and retried. `[limits] "http:HOST" = "50/s"` caps requests to one host (port
+//! aside) across every worker; a request over it waits, or snoozes, without spending an
+//! attempt.
 
 mod request;
 mod response;
@@ -90,6 +92,12 @@ impl Kind for Http {
             }
         };
         let client = self.client().await?;
+        // `[limits] "http:HOST"`, shared by every worker: after building the client (the
+        // first job of a process waits for it) so the request leaves in its slot, and before
+        // the timestamp, which a wait would age.
+        if let Some(host) = plan.url.host_str() {
+            ctx.rate_limit(&format!("http:{host}")).await?;
+        }
         let timestamp = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()

@@ -81,6 +81,8 @@ impl Kind for Broadcast {
         );
         let rate = NonZeroU32::new(config.rate).unwrap_or(NonZeroU32::MIN);
         let limiter = RateLimiter::direct(Quota::per_second(rate));
+        // The SMTP server's limit shared with every other worker, on top of this job's own.
+        let smtp = super::smtp_limit(&ctx.deps.config);
         let shared = match &args.data {
             Value::Object(m) => m.clone(),
             _ => serde_json::Map::new(),
@@ -114,14 +116,17 @@ impl Kind for Broadcast {
                 })
                 .collect();
             let count = recipients.len();
-            let (notifier, limiter, template, job_id) =
-                (&notifier, &limiter, &args.template, ctx.id);
+            let (notifier, limiter, template, job_id, ctx, smtp) =
+                (&notifier, &limiter, &args.template, ctx.id, &ctx, &smtp);
             let in_app = config.table.is_some();
             let results: Vec<Result<Delivered, JobError>> = stream::iter(recipients)
                 .map(|(email, data)| async move {
                     let key = format!("broadcast:{job_id}:{}", email.to_lowercase());
                     let user_id = data.get("user_id").filter(|u| in_app && !u.is_null());
                     limiter.until_ready().await;
+                    if let Some(smtp) = smtp {
+                        ctx.rate_limit_in_place(smtp).await?;
+                    }
                     let message = Message {
                         key: &key,
                         job_id,

@@ -5,6 +5,10 @@
 //! - `notify.broadcast` mails every recipient of a configured audience query, in chunks with
 //!   a checkpoint, at a configured rate.
 //!
+//! `[limits] "smtp:HOST" = "10/s"` (HOST of `notify.smtp_url`) caps the mail of every worker
+//! together: a `notify.send` over it waits or snoozes without spending an attempt, a
+//! broadcast waits between recipients.
+//!
 //! Every message has an idempotency key recorded in ferry's schema (`ferry_record::NewDelivery`):
 //! at most one email and one in-app row per key. The email's record is committed in the
 //! instant before its data is completed (see `ferry_record`'s delivery module): a retry or a
@@ -38,6 +42,13 @@ use crate::JobError;
 /// The queue notify jobs travel on, apart from long data jobs so mail is never stuck behind
 /// them.
 pub const QUEUE: &str = "notify";
+
+/// The `[limits]` name of the SMTP server, `smtp:HOST`: every worker's mail to it shares one
+/// rate limit (a provider's "10 messages per second").
+pub fn smtp_limit(config: &Config) -> Option<String> {
+    let url = url::Url::parse(config.notify.smtp_url.as_ref()?.expose()).ok()?;
+    Some(format!("smtp:{}", url.host_str()?))
+}
 
 /// What notify jobs share in a worker: templates, the SMTP pool, the application database.
 #[derive(Debug)]

@@ -46,6 +46,11 @@ impl Kind for Send {
 
     async fn run(&self, args: SendArgs, ctx: JobContext) -> Result<(), JobError> {
         let notifier = ctx.deps.notifier().await?;
+        if args.to.is_some()
+            && let Some(smtp) = super::smtp_limit(&ctx.deps.config)
+        {
+            ctx.rate_limit(&smtp).await?;
+        }
         // Enqueued with --key: that key, so a second job with the same key (after the queue
         // forgot the first) sends nothing. Otherwise the job id, which every retry shares.
         let key = match &ctx.idempotency_key {
