@@ -45,8 +45,8 @@ pub async fn overhead(args: OverheadArgs, ferry: PathBuf) {
     let node = PrivateRedis::start(true).await;
     let plain_url = plain.url();
     let node_url = node.url();
-    // A trailing comma makes one URL a seed list: the cluster client.
-    let node_seeds = format!("{node_url},");
+    // The same node twice is a seed list: the cluster client.
+    let node_seeds = format!("{node_url},{node_url}");
     let mut runs: Vec<(&str, &Path, &str)> = vec![
         ("plain server, single client", &ferry, &plain_url),
         ("cluster node, single client", &ferry, &node_url),

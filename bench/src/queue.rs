@@ -177,7 +177,7 @@ pub fn prefix() -> String {
 pub struct Target<'a> {
     pub ferry: &'a Path,
     pub services: &'a Services,
-    /// One URL, or comma-separated seeds (a trailing comma makes one node a cluster).
+    /// One URL, or comma-separated cluster seeds.
     pub redis_url: &'a str,
 }
 

@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ferry_jobs::{JobContext, JobError, Kind, Registry};
+use ferry_jobs::{JobContext, JobError, Kind, Registry, Settings};
 use ferry_queue::{JobState, NewJob};
 use ferry_tests::TestEnv;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +63,10 @@ struct Gauge;
 impl Kind for Gauge {
     const NAME: &'static str = "test.gauge";
     type Args = serde_json::Value;
+
+    fn defaults() -> Settings {
+        Settings::default()
+    }
 
     async fn run(&self, _: serde_json::Value, _: JobContext) -> Result<(), JobError> {
         let now = NOW.fetch_add(1, Ordering::SeqCst) + 1;
