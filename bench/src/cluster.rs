@@ -70,10 +70,7 @@ pub async fn overhead(args: OverheadArgs, ferry: PathBuf) {
             };
             let rate = throughput(&target, args.concurrency, args.jobs).await;
             let base = *first.get_or_insert(rate);
-            println!(
-                "{round:<5} {label:<32} {rate:>12.0} {:>13.2}x",
-                rate / base
-            );
+            println!("{round:<5} {label:<32} {rate:>12.0} {:>13.2}x", rate / base);
             rows.push(json!({"round": round, "run": label, "jobs_per_s": rate,
                 "concurrency": args.concurrency.to_string(), "n": args.jobs}));
         }
@@ -137,8 +134,16 @@ pub async fn spread(args: SpreadArgs, root: PathBuf, ferry: PathBuf) {
         let mut single = None;
         for (label, url, spread) in [
             ("single Redis, 1 queue, 1 worker", plain_url.as_str(), false),
-            ("single Redis, 3 queues, 3 workers", plain_url.as_str(), true),
-            ("3+3 cluster, 3 queues on 3 primaries, 3 workers", seeds.as_str(), true),
+            (
+                "single Redis, 3 queues, 3 workers",
+                plain_url.as_str(),
+                true,
+            ),
+            (
+                "3+3 cluster, 3 queues on 3 primaries, 3 workers",
+                seeds.as_str(),
+                true,
+            ),
         ] {
             let target = Target {
                 ferry: &ferry,

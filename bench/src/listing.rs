@@ -77,9 +77,24 @@ pub async fn run(args: Args, ferry: PathBuf) {
 
     let start = Instant::now();
     let base = format!("{prefix}:{{default}}");
-    fill(&args.services.redis_url, &base, "succeeded", "noop", "", args.succeeded).await;
-    fill(&args.services.redis_url, &base, "dead", "fail", "bench: failed on purpose", args.dead)
-        .await;
+    fill(
+        &args.services.redis_url,
+        &base,
+        "succeeded",
+        "noop",
+        "",
+        args.succeeded,
+    )
+    .await;
+    fill(
+        &args.services.redis_url,
+        &base,
+        "dead",
+        "fail",
+        "bench: failed on purpose",
+        args.dead,
+    )
+    .await;
     crate::sql_exec(
         &args.services.database_url,
         &format!(
@@ -109,7 +124,9 @@ pub async fn run(args: Args, ferry: PathBuf) {
         vec!["jobs", "ls", "--limit", "20", "--state", "dead"],
         vec!["jobs", "ls", "--limit", "20", "--state", "succeeded"],
         vec!["jobs", "ls", "--limit", "20", "--kind", "noop"],
-        vec!["jobs", "ls", "--limit", "20", "--kind", "fail", "--state", "dead"],
+        vec![
+            "jobs", "ls", "--limit", "20", "--kind", "fail", "--state", "dead",
+        ],
         vec!["jobs", "ls", "--limit", "20", "--since", "1h"],
         vec!["stats"],
     ] {
@@ -230,7 +247,11 @@ async fn api(env: &Env<'_>, calls: usize) {
         .unwrap_or_default()
         .to_owned();
     for (label, path, auth) in [
-        ("GET /dashboard/panel/failed", "/dashboard/panel/failed", false),
+        (
+            "GET /dashboard/panel/failed",
+            "/dashboard/panel/failed",
+            false,
+        ),
         ("GET /v1/jobs?limit=20", "/v1/jobs?limit=20", true),
         (
             "GET /v1/jobs?limit=20&state=dead",

@@ -124,9 +124,7 @@ fn summarize(samples: &[(u64, u64, u64)], enqueued: usize, secs: f64, args: &Arg
     let peaks: Vec<String> = samples
         .chunks(quarter)
         .map(|q| {
-            let (used, jobs) = q
-                .iter()
-                .fold((0, 0), |(u, j), s| (u.max(s.1), j.max(s.2)));
+            let (used, jobs) = q.iter().fold((0, 0), |(u, j), s| (u.max(s.1), j.max(s.2)));
             format!("{:.1} MB / {jobs} hashes", used as f64 / 1e6)
         })
         .collect();

@@ -30,7 +30,9 @@ impl PrivateRedis {
             cmd.args(["--cluster-enabled", "yes", "--cluster-config-file"])
                 .arg(dir.join("nodes.conf"));
         }
-        let child = cmd.spawn().expect("start redis-server (apt-get install redis-server)");
+        let child = cmd
+            .spawn()
+            .expect("start redis-server (apt-get install redis-server)");
         let this = Self { child, dir, port };
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut conn = loop {
@@ -39,7 +41,10 @@ impl PrivateRedis {
             {
                 break conn;
             }
-            assert!(Instant::now() < deadline, "redis-server on {port} did not start");
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on {port} did not start"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         if cluster {
@@ -59,7 +64,10 @@ impl PrivateRedis {
             )
             .contains("cluster_state:ok")
             {
-                assert!(Instant::now() < deadline, "one-node cluster on {port} not ok");
+                assert!(
+                    Instant::now() < deadline,
+                    "one-node cluster on {port} not ok"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

@@ -127,7 +127,15 @@ fn print_round(rows: &[Value]) {
         .and_then(|r| r["jobs_per_s"].as_f64());
     println!(
         "{:<5} {:<8} {:<5} {:>11} {:>9} {:>12} {:>9} {:>9} {:>10}",
-        "round", "system", "build", "concurrency", "jobs", "jobs/s", "p50 ms", "p99 ms", "vs BullMQ"
+        "round",
+        "system",
+        "build",
+        "concurrency",
+        "jobs",
+        "jobs/s",
+        "p50 ms",
+        "p99 ms",
+        "vs BullMQ"
     );
     for r in rows {
         let rate = r["jobs_per_s"].as_f64().unwrap_or(0.0);
@@ -336,7 +344,11 @@ pub(crate) fn stop(child: &mut std::process::Child) {
 /// Deletes the prefix's keys. Keys go one per UNLINK, so a cluster node's slots never mix in
 /// one command; a seed list is cleaned node by node (replicas refuse, which is harmless).
 pub(crate) async fn cleanup(redis_url: &str, prefix: &str) {
-    for node in redis_url.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for node in redis_url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         let Ok(client) = redis::Client::open(node) else {
             continue;
         };

@@ -253,7 +253,8 @@ impl Shared {
             .opts
             .concurrency
             .saturating_sub(self.running.load(Ordering::Acquire));
-        let unrecorded = (self.opts.concurrency + 2 * FINISH_BATCH).saturating_sub(self.inflight_len());
+        let unrecorded =
+            (self.opts.concurrency + 2 * FINISH_BATCH).saturating_sub(self.inflight_len());
         slots.min(unrecorded)
     }
 
