@@ -174,11 +174,7 @@ impl Env<'_> {
 }
 
 async fn fill(redis_url: &str, base: &str, state: &str, kind: &str, err: &str, n: usize) {
-    let client = redis::Client::open(redis_url).expect("redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let mut conn = crate::redis_conn(redis_url).await;
     let script = redis::Script::new(FILL);
     let newest = ferry_queue::now_us() - 1_000_000;
     let mut written = 0;
@@ -199,12 +195,7 @@ async fn fill(redis_url: &str, base: &str, state: &str, kind: &str, err: &str, n
 }
 
 async fn redis_info(redis_url: &str) -> u64 {
-    let client = redis::Client::open(redis_url).expect("redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
-    crate::used_memory(&mut conn).await
+    crate::used_memory(&mut crate::redis_conn(redis_url).await).await
 }
 
 /// The dashboard's failed-jobs panel (what its page reloads every 2 s), the jobs API and

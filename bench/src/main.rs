@@ -101,6 +101,18 @@ async fn sql_exec(database_url: &str, sql: &str) {
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
+/// A connection for the benchmark's own bulk calls (fill scripts, cleanup of a million keys),
+/// which take longer than the client's default response timeout on a busy machine.
+async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(std::time::Duration::from_secs(120)));
+    redis::Client::open(url)
+        .expect("redis url")
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .expect("redis")
+}
+
 /// Redis's `used_memory` (bytes), from `INFO memory`.
 async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
     let info: String = redis::cmd("INFO")

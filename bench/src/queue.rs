@@ -341,31 +341,38 @@ pub(crate) fn stop(child: &mut std::process::Child) {
     let _ = child.wait();
 }
 
-/// Deletes the prefix's keys. Keys go one per UNLINK, so a cluster node's slots never mix in
-/// one command; a seed list is cleaned node by node (replicas refuse, which is harmless).
+/// Deletes the prefix's keys, found with SCAN (a million keys would block a shared Redis for
+/// a second under KEYS). Keys go one per UNLINK, so a cluster node's slots never mix in one
+/// command; a seed list is cleaned node by node (replicas refuse, which is harmless).
 pub(crate) async fn cleanup(redis_url: &str, prefix: &str) {
     for node in redis_url
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
     {
-        let Ok(client) = redis::Client::open(node) else {
-            continue;
-        };
-        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-            continue;
-        };
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}:*"))
-            .query_async(&mut conn)
-            .await
-            .unwrap_or_default();
-        for chunk in keys.chunks(1000) {
+        let mut conn = crate::redis_conn(node).await;
+        let mut cursor = 0u64;
+        loop {
+            let Ok((next, keys)): Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}:*"))
+                .arg("COUNT")
+                .arg(10_000)
+                .query_async(&mut conn)
+                .await
+            else {
+                break;
+            };
             let mut pipe = redis::pipe();
-            for key in chunk {
+            for key in &keys {
                 pipe.cmd("UNLINK").arg(key).ignore();
             }
             let _: Result<(), _> = pipe.query_async(&mut conn).await;
+            if next == 0 {
+                break;
+            }
+            cursor = next;
         }
     }
 }
