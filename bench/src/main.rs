@@ -2,14 +2,19 @@
 //! Run through `bench/run.sh`, which builds release binaries and starts the services.
 
 mod backup;
+mod cluster;
 mod files;
 mod flow;
 mod http;
 mod import;
+mod listing;
+mod memory;
 mod notify;
+mod private_redis;
 mod queue;
 mod rate;
 mod realtime;
+mod services;
 mod sync;
 
 use std::path::{Path, PathBuf};
@@ -24,8 +29,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// No-op throughput and pickup latency against BullMQ and Sidekiq.
+    /// No-op throughput and pickup latency, default and tuned, against BullMQ and Sidekiq.
     Queue(queue::Args),
+    /// Single-node client vs the cluster client, on a plain server and a one-node cluster.
+    ClusterOverhead(cluster::OverheadArgs),
+    /// Three queues on the three primaries of a 3 + 3 cluster, beside a single Redis.
+    ClusterSpread(cluster::SpreadArgs),
+    /// `jobs ls`, the failed-jobs panel and /metrics with a million finished jobs in Redis.
+    Listing(listing::Args),
+    /// Redis memory over a steady run of no-op jobs, sampled.
+    Memory(memory::Args),
     /// Full sync rows/s against the raw driver and a null sink; peak memory.
     Sync(sync::Args),
     /// `ferry backup run` to S3 against `pg_dump -Fc > file`; size and peak memory.
@@ -57,6 +70,10 @@ async fn main() {
     );
     match Cli::parse().command {
         Command::Queue(args) => queue::run(args, root, ferry).await,
+        Command::ClusterOverhead(args) => cluster::overhead(args, ferry).await,
+        Command::ClusterSpread(args) => cluster::spread(args, root, ferry).await,
+        Command::Listing(args) => listing::run(args, ferry).await,
+        Command::Memory(args) => memory::run(args, ferry).await,
         Command::Sync(args) => sync::run(args, ferry).await,
         Command::Backup(args) => backup::run(args, ferry).await,
         Command::Notify(args) => notify::run(args, ferry).await,
@@ -78,6 +95,43 @@ fn peak_rss_kb(pid: u32) -> u64 {
                 .find(|l| l.starts_with("VmHWM"))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
+        .unwrap_or(0)
+}
+
+/// Runs one statement (DDL or a bulk insert) on its own connection.
+async fn sql_exec(database_url: &str, sql: &str) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(database_url)
+        .await
+        .expect("PostgreSQL");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// A connection for the benchmark's own bulk calls (fill scripts, cleanup of a million keys),
+/// which take longer than the client's default response timeout on a busy machine.
+async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(std::time::Duration::from_secs(120)));
+    redis::Client::open(url)
+        .expect("redis url")
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .expect("redis")
+}
+
+/// Redis's `used_memory` (bytes), from `INFO memory`.
+async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(conn)
+        .await
+        .expect("INFO memory");
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
 }
 

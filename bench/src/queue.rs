@@ -1,95 +1,172 @@
 //! `ferry-bench queue`: no-op throughput and idle pickup latency of one ferry worker process,
-//! beside BullMQ and Sidekiq on the same Redis in the same run, printed as ratios.
+//! at its default settings and tuned, beside BullMQ and Sidekiq on the same Redis in the same
+//! run, printed as ratios.
 
 use std::{
-    path::PathBuf,
+    fmt,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
+    str::FromStr,
     time::{Duration, Instant},
 };
 
 use ferry_queue::{NewJob, Queue};
 use serde_json::{Value, json};
 
+use crate::services::Services;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// No-op jobs in the throughput run.
+    /// No-op jobs in each throughput run.
     #[arg(long, default_value_t = 100_000)]
     jobs: usize,
-    /// Jobs in the latency run (each enqueued to an idle worker).
+    /// Jobs in each latency run (each enqueued to an idle worker).
     #[arg(long, default_value_t = 200)]
     latency_jobs: usize,
-    /// Concurrency of the ferry worker.
-    #[arg(long, default_value_t = 512)]
-    concurrency: usize,
+    /// Worker settings to measure, comma-separated: `default` runs `ferry worker` with no
+    /// flag (what users get), a number N runs it with `--concurrency N`.
+    #[arg(long, value_delimiter = ',', default_value = "default,512")]
+    concurrency: Vec<Setting>,
+    /// Another ferry binary measured the same way in every round, after this build's runs
+    /// (e.g. a release build of an older commit).
+    #[arg(long)]
+    also: Option<PathBuf>,
+    /// Rounds of everything (ferry settings, then the baselines), so ratios come from the
+    /// same round.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Skip BullMQ and Sidekiq.
     #[arg(long)]
     no_baselines: bool,
     /// Jobs per baseline throughput run.
     #[arg(long, default_value_t = 20_000)]
     baseline_jobs: usize,
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    redis_url: String,
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/ferry"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    services: Services,
+}
+
+/// How a measured worker is configured: ferry's defaults, or `--concurrency N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    Default,
+    Concurrency(usize),
+}
+
+impl FromStr for Setting {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "default" => Ok(Self::Default),
+            n => n.parse().map(Self::Concurrency).map_err(|_| {
+                format!("--concurrency takes `default` or a number of jobs, not {n:?}")
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Default => f.write_str("default"),
+            Self::Concurrency(n) => write!(f, "{n}"),
+        }
+    }
 }
 
 /// The schema the benchmark's workers keep their durable record in.
-const SCHEMA: &str = "ferry_bench";
+pub const SCHEMA: &str = "ferry_bench";
 
 pub async fn run(args: Args, root: PathBuf, ferry: PathBuf) {
-    let migrated = Command::new(&ferry)
+    migrate(&ferry, &args.services.database_url);
+    let mut builds = vec![("this", ferry.clone())];
+    if let Some(also) = &args.also {
+        assert!(also.exists(), "--also {}: no such file", also.display());
+        builds.push(("also", also.clone()));
+    }
+    let mut all = Vec::new();
+    for round in 1..=args.rounds {
+        let mut rows = Vec::new();
+        for (build, bin) in &builds {
+            for &setting in &args.concurrency {
+                let target = Target {
+                    ferry: bin,
+                    services: &args.services,
+                    redis_url: &args.services.redis_url,
+                };
+                let rate = throughput(&target, setting, args.jobs).await;
+                let (p50, p99) = latency(&target, setting, args.latency_jobs).await;
+                rows.push(json!({
+                    "round": round, "system": "ferry", "build": build, "n": args.jobs,
+                    "jobs_per_s": rate, "lat_n": args.latency_jobs, "p50_ms": p50,
+                    "p99_ms": p99, "concurrency": setting.to_string(),
+                }));
+            }
+        }
+        if !args.no_baselines {
+            for system in ["bullmq", "sidekiq"] {
+                match baseline(&root, system, args.baseline_jobs, &args.services.redis_url) {
+                    Ok(mut v) => {
+                        v["round"] = json!(round);
+                        rows.push(v)
+                    }
+                    Err(e) => eprintln!("{system} baseline failed: {e}"),
+                }
+            }
+        }
+        print_round(&rows);
+        all.extend(rows);
+    }
+    println!("{}", json!({ "results": all }));
+}
+
+fn print_round(rows: &[Value]) {
+    let bullmq = rows
+        .iter()
+        .find(|r| r["system"] == "bullmq")
+        .and_then(|r| r["jobs_per_s"].as_f64());
+    println!(
+        "{:<5} {:<8} {:<5} {:>11} {:>9} {:>12} {:>9} {:>9} {:>10}",
+        "round",
+        "system",
+        "build",
+        "concurrency",
+        "jobs",
+        "jobs/s",
+        "p50 ms",
+        "p99 ms",
+        "vs BullMQ"
+    );
+    for r in rows {
+        let rate = r["jobs_per_s"].as_f64().unwrap_or(0.0);
+        let ratio = match (r["system"] == "ferry", bullmq) {
+            (true, Some(b)) => format!("{:.2}x", rate / b),
+            _ => "-".to_owned(),
+        };
+        println!(
+            "{:<5} {:<8} {:<5} {:>11} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>10}",
+            r["round"],
+            r["system"].as_str().unwrap_or("?"),
+            r["build"].as_str().unwrap_or("-"),
+            r["concurrency"].to_string().trim_matches('"'),
+            r["n"],
+            rate,
+            r["p50_ms"].as_f64().unwrap_or(0.0),
+            r["p99_ms"].as_f64().unwrap_or(0.0),
+            ratio
+        );
+    }
+}
+
+pub fn migrate(ferry: &Path, database_url: &str) {
+    let migrated = Command::new(ferry)
         .arg("migrate")
-        .env("DATABASE_URL", &args.database_url)
+        .env("DATABASE_URL", database_url)
         .env("FERRY_SCHEMA", SCHEMA)
         .stdout(Stdio::null())
         .status()
         .expect("run ferry migrate");
     assert!(migrated.success(), "ferry migrate failed");
-    let throughput = ferry_throughput(&args, &ferry).await;
-    let latency = ferry_latency(&args, &ferry).await;
-    let ours = json!({
-        "system": "ferry", "n": args.jobs, "jobs_per_s": throughput,
-        "lat_n": args.latency_jobs, "p50_ms": latency.0, "p99_ms": latency.1,
-        "concurrency": args.concurrency,
-    });
-    let mut rows = vec![ours.clone()];
-    if !args.no_baselines {
-        for system in ["bullmq", "sidekiq"] {
-            match baseline(&root, system, args.baseline_jobs, &args.redis_url) {
-                Ok(v) => rows.push(v),
-                Err(e) => eprintln!("{system} baseline failed: {e}"),
-            }
-        }
-    }
-    println!(
-        "{:<8} {:>9} {:>12} {:>9} {:>9} {:>12} {:>11}",
-        "system", "jobs", "jobs/s", "p50 ms", "p99 ms", "concurrency", "ferry is"
-    );
-    for r in &rows {
-        let ratio = if r["system"] == "ferry" {
-            "-".to_owned()
-        } else {
-            format!(
-                "{:.2}x",
-                throughput / r["jobs_per_s"].as_f64().unwrap_or(f64::NAN)
-            )
-        };
-        println!(
-            "{:<8} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>12} {:>11}",
-            r["system"].as_str().unwrap_or("?"),
-            r["n"],
-            r["jobs_per_s"].as_f64().unwrap_or(0.0),
-            r["p50_ms"].as_f64().unwrap_or(0.0),
-            r["p99_ms"].as_f64().unwrap_or(0.0),
-            r["concurrency"],
-            ratio
-        );
-    }
-    println!("{}", json!({ "results": rows }));
 }
 
 /// Finished jobs the benchmark's queue client keeps (it enqueues and counts; workers retire).
@@ -100,81 +177,137 @@ pub fn keep() -> ferry_config::Keep {
     }
 }
 
-fn prefix() -> String {
+pub fn prefix() -> String {
     format!("bench{:08x}", rand::random::<u32>())
 }
 
-fn worker(ferry: &PathBuf, args: &Args, prefix: &str) -> std::process::Child {
-    Command::new(ferry)
-        .args(["worker", "--concurrency", &args.concurrency.to_string()])
-        .env("REDIS_URL", &args.redis_url)
-        .env("DATABASE_URL", &args.database_url)
-        .env("FERRY_SCHEMA", SCHEMA)
-        .env("FERRY_REDIS_PREFIX", prefix)
-        .env("FERRY_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start ferry worker")
+/// Which ferry binary runs against which Redis.
+pub struct Target<'a> {
+    pub ferry: &'a Path,
+    pub services: &'a Services,
+    /// One URL, or comma-separated cluster seeds.
+    pub redis_url: &'a str,
 }
 
-async fn counter(queue: &Queue, state: &str) -> i64 {
-    let stats = queue.stats("default").await.expect("stats");
+impl Target<'_> {
+    /// `ferry worker` on `prefix`, configured by `config` (environment first, like a
+    /// deployment) and serving `queues` (empty: every queue).
+    pub fn worker(
+        &self,
+        prefix: &str,
+        setting: Setting,
+        config: Option<&Path>,
+        queues: &[&str],
+    ) -> std::process::Child {
+        let mut cmd = Command::new(self.ferry);
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.arg("worker");
+        if let Setting::Concurrency(n) = setting {
+            cmd.args(["--concurrency", &n.to_string()]);
+        }
+        if !queues.is_empty() {
+            cmd.args(["--queues", &queues.join(",")]);
+        }
+        cmd.env("REDIS_URL", self.redis_url)
+            .env("DATABASE_URL", &self.services.database_url)
+            .env("FERRY_SCHEMA", SCHEMA)
+            .env("FERRY_REDIS_PREFIX", prefix)
+            .env("FERRY_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start ferry worker")
+    }
+}
+
+/// Succeeded `noop` jobs of `queue` (the state counter, which retention never lowers).
+pub async fn succeeded(queue: &Queue, name: &str) -> i64 {
+    let stats = queue.stats(name).await.expect("stats");
     stats
         .by_kind
         .get("noop")
-        .and_then(|s| s.get(state))
+        .and_then(|s| s.get("succeeded"))
         .copied()
         .unwrap_or(0)
 }
 
-async fn ferry_throughput(args: &Args, ferry: &PathBuf) -> f64 {
+/// Waits until every `(queue, jobs)` has that many succeeded no-op jobs; the workers must
+/// stay up meanwhile.
+pub async fn wait_done(
+    queue: &Queue,
+    want: &[(&str, usize)],
+    workers: &mut [std::process::Child],
+    limit: Duration,
+) {
+    let start = Instant::now();
+    for (name, n) in want {
+        while succeeded(queue, name).await < *n as i64 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            for w in workers.iter_mut() {
+                assert!(
+                    w.try_wait().ok().flatten().is_none(),
+                    "a ferry worker exited early"
+                );
+            }
+            assert!(start.elapsed() < limit, "throughput run timed out");
+        }
+    }
+}
+
+/// No-op jobs per second of one worker, start included: all jobs enqueued first.
+pub async fn throughput(target: &Target<'_>, setting: Setting, jobs: usize) -> f64 {
     let prefix = prefix();
-    let queue = Queue::connect(&args.redis_url, &prefix, keep())
+    let queue = Queue::connect(target.redis_url, &prefix, keep())
         .await
         .expect("Redis");
-    let jobs: Vec<_> = (0..args.jobs)
-        .map(|_| NewJob::new("noop", "{}", 10))
-        .collect();
-    let enqueue = Instant::now();
-    queue.enqueue("default", &jobs).await.expect("enqueue");
-    eprintln!(
-        "ferry: enqueued {} jobs in {:?}",
-        args.jobs,
-        enqueue.elapsed()
-    );
+    enqueue(&queue, "default", jobs).await;
     let start = Instant::now();
-    let mut child = worker(ferry, args, &prefix);
-    while counter(&queue, "succeeded").await < args.jobs as i64 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(
-            child.try_wait().ok().flatten().is_none(),
-            "the ferry worker exited early"
-        );
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "ferry throughput run timed out"
-        );
-    }
+    let mut child = target.worker(&prefix, setting, None, &[]);
+    wait_done(
+        &queue,
+        &[("default", jobs)],
+        std::slice::from_mut(&mut child),
+        Duration::from_secs(300),
+    )
+    .await;
     let secs = start.elapsed().as_secs_f64();
     stop(&mut child);
-    cleanup(&args.redis_url, &prefix).await;
-    let rate = args.jobs as f64 / secs;
+    cleanup(target.redis_url, &prefix).await;
+    let rate = jobs as f64 / secs;
     eprintln!(
-        "ferry: {} no-op jobs in {secs:.3} s (worker start included) = {rate:.0}/s",
-        args.jobs
+        "ferry {} (concurrency {setting}, {}): {jobs} no-op jobs in {secs:.3} s (worker start included) = {rate:.0}/s",
+        target.ferry.display(),
+        target.redis_url
     );
     rate
 }
 
-async fn ferry_latency(args: &Args, ferry: &PathBuf) -> (f64, f64) {
+pub async fn enqueue(queue: &Queue, name: &str, jobs: usize) {
+    let start = Instant::now();
+    enqueue_quiet(queue, name, jobs).await;
+    eprintln!(
+        "ferry: enqueued {jobs} jobs on {name} in {:?}",
+        start.elapsed()
+    );
+}
+
+pub async fn enqueue_quiet(queue: &Queue, name: &str, jobs: usize) {
+    let batch: Vec<_> = (0..jobs).map(|_| NewJob::new("noop", "{}", 10)).collect();
+    for chunk in batch.chunks(50_000) {
+        queue.enqueue(name, chunk).await.expect("enqueue");
+    }
+}
+
+async fn latency(target: &Target<'_>, setting: Setting, jobs: usize) -> (f64, f64) {
     let prefix = prefix();
-    let queue = Queue::connect(&args.redis_url, &prefix, keep())
+    let queue = Queue::connect(target.redis_url, &prefix, keep())
         .await
         .expect("Redis");
-    let mut child = worker(ferry, args, &prefix);
+    let mut child = target.worker(&prefix, setting, None, &[]);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut samples = Vec::with_capacity(args.latency_jobs);
-    for i in 0..args.latency_jobs + 10 {
+    let mut samples = Vec::with_capacity(jobs);
+    for i in 0..jobs + 10 {
         let id = queue
             .enqueue("default", &[NewJob::new("noop", "{}", 10)])
             .await
@@ -193,7 +326,7 @@ async fn ferry_latency(args: &Args, ferry: &PathBuf) -> (f64, f64) {
         }
     }
     stop(&mut child);
-    cleanup(&args.redis_url, &prefix).await;
+    cleanup(target.redis_url, &prefix).await;
     samples.sort_by(f64::total_cmp);
     let rank =
         |p: f64| samples[((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];
@@ -208,28 +341,43 @@ pub(crate) fn stop(child: &mut std::process::Child) {
     let _ = child.wait();
 }
 
+/// Deletes the prefix's keys, found with SCAN (a million keys would block a shared Redis for
+/// a second under KEYS). Keys go one per UNLINK, so a cluster node's slots never mix in one
+/// command; a seed list is cleaned node by node (replicas refuse, which is harmless).
 pub(crate) async fn cleanup(redis_url: &str, prefix: &str) {
-    let client = redis::Client::open(redis_url).expect("redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap_or_default();
-    for chunk in keys.chunks(1000) {
-        let _: Result<(), _> = redis::cmd("DEL").arg(chunk).query_async(&mut conn).await;
+    for node in redis_url
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let mut conn = crate::redis_conn(node).await;
+        let mut cursor = 0u64;
+        loop {
+            let Ok((next, keys)): Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}:*"))
+                .arg("COUNT")
+                .arg(10_000)
+                .query_async(&mut conn)
+                .await
+            else {
+                break;
+            };
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.cmd("UNLINK").arg(key).ignore();
+            }
+            let _: Result<(), _> = pipe.query_async(&mut conn).await;
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
     }
 }
 
-fn baseline(
-    root: &std::path::Path,
-    system: &str,
-    jobs: usize,
-    redis_url: &str,
-) -> Result<Value, String> {
+fn baseline(root: &Path, system: &str, jobs: usize, redis_url: &str) -> Result<Value, String> {
     let script = root.join(format!("bench/baselines/{system}/run.sh"));
     // Sidekiq has no key prefix: it gets a database of its own, which it may flush.
     let url = match system {

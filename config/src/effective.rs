@@ -172,7 +172,7 @@ mod tests {
             ("FERRY_ADMIN_TOKEN", "admin-0123456789abcdef"),
         ]);
         let c = Config::from_toml_str("[worker]\nbatch = 5\n", &env).unwrap();
-        assert_eq!(c.worker.concurrency, 7);
+        assert_eq!(c.worker.concurrency, Some(7));
         assert_eq!(c.worker.queues, ["default", "sync"]);
         assert_eq!(c.backup.retention.daily, 30);
         assert_eq!(c.stores["second"].url, "s3://second-bucket/x");

@@ -8,7 +8,7 @@
 //!     &ferry_config::Env::empty(),
 //! )
 //! .unwrap();
-//! assert_eq!(config.worker.concurrency, 8);
+//! assert_eq!(config.concurrency("default"), 8);
 //! ```
 
 mod alerts;
@@ -181,8 +181,10 @@ impl Default for Redis {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Worker {
-    /// Jobs run at once by one worker process, per queue.
-    pub concurrency: usize,
+    /// Jobs run at once by one worker process, per queue. Unset: 512 on the `default` queue
+    /// (short jobs, where fetching in large batches is what keeps Redis busy), 64 on every
+    /// other queue (the kinds that wait on other systems). See [`Config::concurrency`].
+    pub concurrency: Option<usize>,
     /// Most jobs fetched from Redis in one round trip.
     pub batch: usize,
     /// Queues to consume; empty means every queue a known kind uses.
@@ -206,7 +208,7 @@ pub struct Worker {
 impl Default for Worker {
     fn default() -> Self {
         Self {
-            concurrency: 64,
+            concurrency: None,
             batch: 256,
             queues: Vec::new(),
             heartbeat: Duration::from_secs(2),
@@ -354,7 +356,9 @@ impl Config {
                 "use a short name such as \"ferry\"; braces are reserved for hash tags",
             ));
         }
-        positive("worker.concurrency", self.worker.concurrency)?;
+        if let Some(c) = self.worker.concurrency {
+            positive("worker.concurrency", c)?;
+        }
         positive("worker.batch", self.worker.batch)?;
         for (key, d) in [
             ("worker.heartbeat", self.worker.heartbeat),
@@ -513,7 +517,8 @@ mod tests {
     #[test]
     fn sections_may_be_partial() {
         let c = load("[postgres]\nschema = \"x\"\n[worker]\nbatch = 5\n").unwrap();
-        assert_eq!((c.postgres.max_connections, c.worker.concurrency), (8, 64));
+        assert_eq!(c.postgres.max_connections, 8);
+        assert_eq!((c.concurrency("default"), c.concurrency("http")), (512, 64));
     }
 
     #[test]

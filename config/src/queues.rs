@@ -16,7 +16,18 @@ pub struct QueueSettings {
     pub keep_finished: Option<Duration>,
     /// Overrides `worker.keep_finished_count` for this queue.
     pub keep_finished_count: Option<usize>,
+    /// Overrides `worker.concurrency` for this queue.
+    pub concurrency: Option<usize>,
 }
+
+/// Jobs at once on the `default` queue when nothing is configured: its built-in kinds are
+/// short (noop, sleep, fail) or limited per kind (sql, maintenance.prune), and at 64 the
+/// no-op throughput was about half of what Redis gives (bench/RESULTS.md, issue 22).
+pub const DEFAULT_QUEUE_CONCURRENCY: usize = 512;
+/// Jobs at once on every other queue when nothing is configured: those queues belong to
+/// kinds that wait on other systems (webhooks, SMTP, S3, MongoDB, backups), where more
+/// slots mean more load on that system, not more throughput for ferry.
+pub const QUEUE_CONCURRENCY: usize = 64;
 
 /// How long and how many finished jobs one queue keeps in Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +51,20 @@ impl crate::Config {
         }
     }
 
+    /// Jobs one worker process runs at once on `queue`: `[queues.NAME] concurrency`, else
+    /// `worker.concurrency`, else the built-in default of that queue.
+    pub fn concurrency(&self, queue: &str) -> usize {
+        self.queues
+            .get(queue)
+            .and_then(|q| q.concurrency)
+            .or(self.worker.concurrency)
+            .unwrap_or(if queue == "default" {
+                DEFAULT_QUEUE_CONCURRENCY
+            } else {
+                QUEUE_CONCURRENCY
+            })
+    }
+
     pub(crate) fn validate_queues(&self) -> Result<(), ConfigError> {
         for (name, q) in &self.queues {
             if !is_identifier(name) {
@@ -47,6 +72,13 @@ impl crate::Config {
                     format!("queues.{name}"),
                     "is not a plain name",
                     "use lower-case letters, digits and underscores",
+                ));
+            }
+            if q.concurrency == Some(0) {
+                return Err(ConfigError::new(
+                    format!("queues.{name}.concurrency"),
+                    "is 0",
+                    "use 1 or more",
                 ));
             }
             if q.keep_finished.is_some_and(|d| d.is_zero()) {
@@ -88,6 +120,16 @@ mod tests {
         assert_eq!(c.keep("bulk").age, Duration::from_secs(3600));
         assert_eq!(c.keep("bulk").count, 500);
         assert_eq!(c.keep("default").count, 500);
+        let c = Config::from_toml_str(
+            "[worker]\nconcurrency = 32\n[queues.http]\nconcurrency = 8\n",
+            &Env::empty(),
+        )
+        .unwrap();
+        assert_eq!((c.concurrency("default"), c.concurrency("http")), (32, 8));
+        let e = Config::from_toml_str("[queues.http]\nconcurrency = 0\n", &Env::empty())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("queues.http.concurrency"), "{e}");
         let e = Config::from_toml_str("[kinds.noop]\nqueue = \"a b\"\n", &Env::empty())
             .err()
             .unwrap();

@@ -29,6 +29,9 @@ impl Kind for Sql {
                 base: Duration::from_secs(30),
                 cap: Duration::from_secs(600),
             },
+            // Each job opens a Postgres connection of its own, and the default queue runs up
+            // to 512 jobs at once: maintenance statements never need that many.
+            concurrency: Some(4),
             ..Settings::default()
         }
     }

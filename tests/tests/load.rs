@@ -1,9 +1,14 @@
 //! Volume and latency smoke checks. The speed goals themselves are measured in `bench/`.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
 
-use ferry_queue::JobState;
+use ferry_jobs::{JobContext, JobError, Kind, Registry, Settings};
+use ferry_queue::{JobState, NewJob};
 use ferry_tests::TestEnv;
+use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_of_50000_due_jobs_is_processed_without_error() {
@@ -45,5 +50,59 @@ async fn an_idle_worker_picks_a_new_job_up_at_once() {
     // Generous bound for a loaded CI machine; bench/ measures the real figure.
     assert!(p50 < 10_000, "p50 pickup {p50} µs; all: {latencies:?}");
     worker.stop().await;
+    env.cleanup().await;
+}
+
+/// Attempts of `test.gauge` executing right now, and the most seen at once.
+static NOW: AtomicUsize = AtomicUsize::new(0);
+static MOST: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts how many of its attempts execute at once.
+struct Gauge;
+
+impl Kind for Gauge {
+    const NAME: &'static str = "test.gauge";
+    type Args = serde_json::Value;
+
+    fn defaults() -> Settings {
+        Settings::default()
+    }
+
+    async fn run(&self, _: serde_json::Value, _: JobContext) -> Result<(), JobError> {
+        let now = NOW.fetch_add(1, Ordering::SeqCst) + 1;
+        MOST.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        NOW.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// A slot is free once its attempt ends, before the outcome is recorded, so fetching and
+/// recording overlap; `worker.concurrency` must still bound the attempts that execute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_never_runs_more_attempts_at_once_than_its_concurrency() {
+    let env = TestEnv::new("[worker]\nconcurrency = 4\nbatch = 256\n").await;
+    let jobs: Vec<_> = (0..400)
+        .map(|_| NewJob::new(Gauge::NAME, "{}", 1))
+        .collect();
+    env.queue.enqueue("default", &jobs).await.unwrap();
+    let mut registry = Registry::builtin(&env.config);
+    registry.register(Gauge);
+    let token = CancellationToken::new();
+    let worker = tokio::spawn(ferry_worker::run_with(
+        env.config.clone(),
+        registry,
+        ferry_worker::Options::default(),
+        token.clone(),
+    ));
+    env.wait_for_count(Gauge::NAME, "succeeded", 400, Duration::from_secs(60))
+        .await;
+    token.cancel();
+    worker.await.unwrap().unwrap();
+    assert_eq!(
+        MOST.load(Ordering::SeqCst),
+        4,
+        "attempts executing at once, with worker.concurrency = 4"
+    );
     env.cleanup().await;
 }

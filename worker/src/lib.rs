@@ -24,6 +24,7 @@ pub use identity::{host, worker_id};
 pub struct Options {
     /// Queues to consume; empty means config's `worker.queues`, or every known queue.
     pub queues: Vec<String>,
+    /// Jobs at once on every queue, over config's `[queues.NAME]` and `worker.concurrency`.
     pub concurrency: Option<usize>,
 }
 
@@ -68,11 +69,14 @@ pub async fn run_with(
 
     let id = worker_id();
     let deps = Deps::new(config.clone(), record, queue.clone(), registry.clone(), &id);
-    let concurrency = options.concurrency.unwrap_or(config.worker.concurrency);
-    tracing::info!(worker = %id, queues = ?queues, concurrency, "worker starting");
+    tracing::info!(worker = %id, queues = ?queues, "worker starting");
 
     let mut running = Vec::new();
     for name in &queues {
+        let concurrency = options
+            .concurrency
+            .unwrap_or_else(|| config.concurrency(name));
+        tracing::info!(queue = %name, concurrency, "serving queue");
         let backend = StreamBackend::start(
             queue.clone(),
             BackendOptions {

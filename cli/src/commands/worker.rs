@@ -10,7 +10,8 @@ pub struct Args {
     /// Queues to consume (comma-separated); default: every queue.
     #[arg(long, value_delimiter = ',')]
     queues: Vec<String>,
-    /// Jobs run at once per queue (default: worker.concurrency).
+    /// Jobs run at once on every queue (default: `[queues.NAME] concurrency`, else
+    /// worker.concurrency, else 512 on the default queue and 64 on the others).
     #[arg(long)]
     concurrency: Option<usize>,
 }
