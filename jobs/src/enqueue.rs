@@ -7,7 +7,7 @@ use ferry_queue::{NewJob, Queue, QueueError, now_us};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::{Kind, Registry};
+use crate::{Kind, Registry, Settings};
 
 /// Longest idempotency key accepted.
 const MAX_KEY_LEN: usize = 200;
@@ -87,7 +87,9 @@ pub struct Enqueued {
 
 /// Checks a job before anything is enqueued: a known kind, arguments (JSON text) that are an
 /// object fitting the kind and hold no NUL, a sane key in `origin`'s namespace, a run time
-/// within a year. The message says what is wrong.
+/// within a year. The message says what is wrong. Every enqueue goes through here (or
+/// [`settle`], for a caller that checked the arguments against the kind already), so a
+/// kind's `[kinds.NAME]` settings reach every job of it.
 pub fn prepare(
     registry: &Registry,
     origin: &Origin,
@@ -97,6 +99,33 @@ pub fn prepare(
     run_at_us: Option<i64>,
 ) -> Result<Prepared, String> {
     let entry = registry.get(kind).map_err(|e| e.to_string())?;
+    let value = args_object(args)?;
+    entry.validate(args)?;
+    settle(
+        entry.settings(),
+        origin,
+        entry.name(),
+        value,
+        keys,
+        run_at_us,
+    )
+}
+
+/// A job of kind `K` from its typed arguments, checked and settled like any other (the
+/// kind's effective settings, `[kinds.NAME]` overrides included, and its queue).
+pub fn typed<K: Kind>(
+    registry: &Registry,
+    origin: &Origin,
+    args: &K::Args,
+    keys: Keys,
+) -> Result<Prepared, String> {
+    let args = serde_json::to_string(args)
+        .map_err(|e| format!("arguments for {} do not serialize: {e}", K::NAME))?;
+    prepare(registry, origin, K::NAME, &args, keys, None)
+}
+
+/// Arguments as a JSON object holding no NUL.
+pub fn args_object(args: &str) -> Result<serde_json::Value, String> {
     let value: serde_json::Value =
         serde_json::from_str(args).map_err(|e| format!("args is not valid JSON: {e}"))?;
     if !value.is_object() {
@@ -107,7 +136,21 @@ pub fn prepare(
             "{path} holds a NUL character (\\u0000), which PostgreSQL cannot store, so the job could never be recorded; remove it"
         ));
     }
-    entry.validate(args)?;
+    Ok(value)
+}
+
+/// The job of `kind` with `settings` (its effective ones), from arguments already checked
+/// against the kind: the keys in `origin`'s namespace, priority, tenant, queue and attempts
+/// as the kind's settings say unless the enqueue does. The scheduler, which checks a
+/// schedule's arguments once at start, settles each fire here.
+pub fn settle(
+    settings: &Settings,
+    origin: &Origin,
+    kind: &str,
+    args: serde_json::Value,
+    keys: Keys,
+    run_at_us: Option<i64>,
+) -> Result<Prepared, String> {
     for key in [&keys.idempotency, &keys.coalesce].into_iter().flatten() {
         if key.is_empty() || key.len() > MAX_KEY_LEN {
             return Err(format!(
@@ -132,16 +175,15 @@ pub fn prepare(
             MAX_RUN_AHEAD.as_secs() / 86_400
         ));
     }
-    let settings = entry.settings();
     let tenant = match (keys.tenant, &settings.tenant_from) {
         (Some(t), _) => Some(t),
-        (None, Some(field)) => tenant_of(&value, field),
+        (None, Some(field)) => tenant_of(&args, field),
         (None, None) => None,
     };
     if let Some(t) = &tenant {
         ferry_queue::check_tenant(t)?;
     }
-    let mut job = NewJob::new(kind, value.to_string(), settings.max_attempts);
+    let mut job = NewJob::new(kind, args.to_string(), settings.max_attempts);
     job.priority = keys.priority.unwrap_or(settings.priority);
     job.tenant = tenant;
     job.idempotency_key = keys.idempotency.map(|k| scoped_key(origin, kind, &k));
@@ -152,20 +194,6 @@ pub fn prepare(
         queue: settings.queue.to_owned(),
         job,
     })
-}
-
-/// A job of kind `K` from its typed arguments, checked and settled like any other (the
-/// kind's effective settings, `[kinds.NAME]` overrides included, and its queue): how jobs
-/// that fan out enqueue their children.
-pub fn typed<K: Kind>(
-    registry: &Registry,
-    origin: &Origin,
-    args: &K::Args,
-    keys: Keys,
-) -> Result<Prepared, String> {
-    let args = serde_json::to_string(args)
-        .map_err(|e| format!("arguments for {} do not serialize: {e}", K::NAME))?;
-    prepare(registry, origin, K::NAME, &args, keys, None)
 }
 
 /// The tenant named by argument `field` (a string or a number); none when the field is

@@ -43,6 +43,9 @@ pub enum SchedulerError {
         context: &'static str,
         message: String,
     },
+    /// A fire's job did not pass the checks every enqueue passes.
+    #[error("schedule {schedule}: its job cannot be enqueued: {problem}")]
+    Fire { schedule: String, problem: String },
 }
 
 impl SchedulerError {
