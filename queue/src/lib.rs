@@ -35,7 +35,7 @@ mod memory;
 mod metrics;
 mod scripts;
 
-pub use backend::{AckLayer, BackendOptions, StreamBackend};
+pub use backend::{AckLayer, BackendOptions, FailureRule, StreamBackend};
 pub use client::{CancelResult, Queue, QueueStats, RequeueResult};
 pub use conn::Conn;
 pub use error::QueueError;

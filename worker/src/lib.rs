@@ -73,6 +73,7 @@ pub async fn run_with(
 
     let mut running = Vec::new();
     for name in &queues {
+        let dispatcher = Dispatcher::new(registry.clone(), deps.clone(), shutdown.clone());
         let backend = StreamBackend::start(
             queue.clone(),
             BackendOptions {
@@ -84,11 +85,11 @@ pub async fn run_with(
                 reclaim_after: config.worker.reclaim_after,
                 block: Duration::from_secs(1),
                 keep_dead: Duration::from_secs(7 * 24 * 3600),
+                on_failure: dispatcher.failure_rule(),
             },
             shutdown.clone(),
         )
         .await?;
-        let dispatcher = Dispatcher::new(registry.clone(), deps.clone(), shutdown.clone());
         let worker = WorkerBuilder::new(format!("{name}@{id}"))
             .backend(backend)
             .build(dispatcher);
