@@ -120,7 +120,7 @@ pub(crate) async fn prepare(
 ) -> Result<enqueue::Prepared, ApiError> {
     admit(state, caller, kind).await?;
     enqueue::prepare(state.registry(), &caller.origin, kind, args, keys, run_at)
-        .map_err(ApiError::bad_request)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// [`prepare`] for a route that builds typed arguments of kind `K`.
@@ -131,7 +131,8 @@ pub(crate) async fn prepare_typed<K: Kind>(
     keys: Keys,
 ) -> Result<enqueue::Prepared, ApiError> {
     admit(state, caller, K::NAME).await?;
-    enqueue::typed::<K>(state.registry(), &caller.origin, args, keys).map_err(ApiError::bad_request)
+    enqueue::typed::<K>(state.registry(), &caller.origin, args, keys)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
 }
 
 /// Whether `caller` may enqueue a job of `kind` now: a known kind, one its token names, within

@@ -6,7 +6,7 @@ use ferry_record::{Lease, Record};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::JobError;
+use crate::{Failure, JobError};
 
 /// What jobs need from the outside world, built once per worker process.
 #[derive(Debug, Clone)]
@@ -137,7 +137,7 @@ impl JobContext {
     /// where a previous attempt stopped.
     pub async fn open_run(&self) -> Result<Lease, JobError> {
         let args: serde_json::Value =
-            serde_json::from_str(&self.args).map_err(|e| JobError::Permanent(e.to_string()))?;
+            serde_json::from_str(&self.args).map_err(|e| JobError::Permanent(Failure::of(e)))?;
         Ok(self
             .deps
             .record

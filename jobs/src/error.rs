@@ -6,11 +6,11 @@ use std::{error::Error, fmt::Display, sync::Arc, time::Duration};
 #[non_exhaustive]
 pub enum JobError {
     /// Try again after the kind's backoff (network, timeout, lock, a service down).
-    #[error("{0}")]
-    Retryable(String),
+    #[error(transparent)]
+    Retryable(Failure),
     /// Do not retry: bad arguments, unknown table, credentials refused.
-    #[error("{0}")]
-    Permanent(String),
+    #[error(transparent)]
+    Permanent(Failure),
     /// Try again after `after` instead of the kind's backoff, because the other side said
     /// when (an HTTP `Retry-After`); the dispatcher caps the wait at the kind's backoff cap.
     /// Spends an attempt like [`JobError::Retryable`]. What failed is the source.
@@ -33,13 +33,99 @@ pub enum JobError {
 }
 
 impl JobError {
-    /// A Postgres failure, said as `message`: retried when the database was unreachable or
-    /// busy, permanent otherwise (bad SQL, a constraint, a missing table).
-    pub fn db(message: String, e: &sqlx::Error) -> Self {
-        if ferry_record::is_transient(e) {
-            Self::Retryable(message)
+    /// Try again later, for the reason `message` says.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self::Retryable(Failure::new(message))
+    }
+
+    /// Give up, for the reason `message` says.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::Permanent(Failure::new(message))
+    }
+
+    /// Try again later: `doing` failed with `cause`.
+    pub fn retryable_from(
+        doing: impl Into<String>,
+        cause: impl Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Retryable(Failure::with(doing, cause))
+    }
+
+    /// Give up: `doing` failed with `cause`.
+    pub fn permanent_from(
+        doing: impl Into<String>,
+        cause: impl Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Permanent(Failure::with(doing, cause))
+    }
+
+    /// A Postgres failure while `doing`: retried when the database was unreachable or busy,
+    /// permanent otherwise (bad SQL, a constraint, a missing table).
+    pub fn db(doing: impl Into<String>, e: sqlx::Error) -> Self {
+        if ferry_record::is_transient(&e) {
+            Self::retryable_from(doing, e)
         } else {
-            Self::Permanent(message)
+            Self::permanent_from(doing, e)
+        }
+    }
+}
+
+/// Why a job attempt failed: what it was doing, in the job's own terms, and the error that
+/// stopped it when there is one, kept whole as the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    doing: Option<String>,
+    cause: Option<Cause>,
+}
+
+impl Failure {
+    /// A failure said in words only: the job found the problem itself.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            doing: Some(message.into()),
+            cause: None,
+        }
+    }
+
+    /// `doing` failed with `cause`; recorded as `doing: cause: its sources`.
+    pub fn with(doing: impl Into<String>, cause: impl Error + Send + Sync + 'static) -> Self {
+        Self {
+            doing: Some(doing.into()),
+            cause: Some(Cause::new(cause)),
+        }
+    }
+
+    /// The error itself is the whole story.
+    pub fn of(cause: impl Error + Send + Sync + 'static) -> Self {
+        Self {
+            doing: None,
+            cause: Some(Cause::new(cause)),
+        }
+    }
+
+    /// The error behind the failure, to downcast or inspect.
+    pub fn cause(&self) -> Option<&Cause> {
+        self.cause.as_ref()
+    }
+}
+
+impl Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.doing, &self.cause) {
+            (Some(doing), _) => f.write_str(doing),
+            (None, Some(cause)) => cause.fmt(f),
+            (None, None) => f.write_str("failed"),
+        }
+    }
+}
+
+impl Error for Failure {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match (&self.doing, &self.cause) {
+            (Some(_), Some(cause)) => Some(cause),
+            // Said by the cause's own text: its sources come next.
+            (None, Some(cause)) => cause.source(),
+            (_, None) => None,
         }
     }
 }
@@ -105,19 +191,32 @@ impl Error for Cause {
     }
 }
 
-/// Lets the call site state intent: `.retryable()?`, `.permanent()?`.
+/// Lets the call site state intent, keeping the error as the source: `.retryable()?`,
+/// `.permanent_while("reading the manifest")?`.
 pub trait ResultExt<T> {
     fn retryable(self) -> Result<T, JobError>;
     fn permanent(self) -> Result<T, JobError>;
+    /// Retryable, said as `doing: the error`.
+    fn retryable_while(self, doing: impl Into<String>) -> Result<T, JobError>;
+    /// Permanent, said as `doing: the error`.
+    fn permanent_while(self, doing: impl Into<String>) -> Result<T, JobError>;
 }
 
-impl<T, E: Display> ResultExt<T> for Result<T, E> {
+impl<T, E: Error + Send + Sync + 'static> ResultExt<T> for Result<T, E> {
     fn retryable(self) -> Result<T, JobError> {
-        self.map_err(|e| JobError::Retryable(e.to_string()))
+        self.map_err(|e| JobError::Retryable(Failure::of(e)))
     }
 
     fn permanent(self) -> Result<T, JobError> {
-        self.map_err(|e| JobError::Permanent(e.to_string()))
+        self.map_err(|e| JobError::Permanent(Failure::of(e)))
+    }
+
+    fn retryable_while(self, doing: impl Into<String>) -> Result<T, JobError> {
+        self.map_err(|e| JobError::retryable_from(doing, e))
+    }
+
+    fn permanent_while(self, doing: impl Into<String>) -> Result<T, JobError> {
+        self.map_err(|e| JobError::permanent_from(doing, e))
     }
 }
 
@@ -126,8 +225,8 @@ impl From<ferry_record::RecordError> for JobError {
         match e {
             // Another worker holds the run now; this attempt steps aside.
             ferry_record::RecordError::LeaseLost { .. } => Self::Interrupted,
-            e if e.is_transient() => Self::Retryable(e.to_string()),
-            e => Self::Permanent(e.to_string()),
+            e if e.is_transient() => Self::Retryable(Failure::of(e)),
+            e => Self::Permanent(Failure::of(e)),
         }
     }
 }

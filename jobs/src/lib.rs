@@ -18,7 +18,7 @@
 //!     fn defaults() -> Settings { Settings::default() }
 //!     async fn run(&self, args: GreetArgs, _ctx: JobContext) -> Result<(), JobError> {
 //!         if args.name.is_empty() {
-//!             return Err(JobError::Permanent("name is empty".into()));
+//!             return Err(JobError::permanent("name is empty"));
 //!         }
 //!         Ok(())
 //!     }
@@ -50,6 +50,6 @@ pub mod sync;
 
 pub use backoff::Backoff;
 pub use context::{Deps, JobContext};
-pub use error::{Cause, JobError, ResultExt, chain};
-pub use kind::{Kind, Settings};
+pub use error::{Cause, Failure, JobError, ResultExt, chain};
+pub use kind::{CheckError, Kind, Settings};
 pub use registry::{Entry, Registry, UnknownKind};

@@ -7,8 +7,8 @@ use ferry_config::{Config, ConfigError};
 use futures::{FutureExt, future::BoxFuture};
 
 use crate::{
-    JobContext, JobError, Kind, Settings, backup, diag, files, http, import, maintenance, notify,
-    sql, sync,
+    JobContext, JobError, Kind, Settings, backup, diag, enqueue::EnqueueError, files, http, import,
+    maintenance, notify, sql, sync,
 };
 
 /// A kind with its arguments erased, so the worker can hold every kind in one map.
@@ -16,7 +16,7 @@ pub trait Entry: Send + Sync {
     fn name(&self) -> &'static str;
     fn settings(&self) -> &Settings;
     /// Checks that `args` (JSON text) fit the kind's argument type.
-    fn validate(&self, args: &str) -> Result<(), String>;
+    fn validate(&self, args: &str) -> Result<(), EnqueueError>;
     fn run(&self, args: &str, ctx: JobContext) -> BoxFuture<'static, Result<(), JobError>>;
 }
 
@@ -35,10 +35,15 @@ impl<K: Kind> Entry for Typed<K> {
         &self.settings
     }
 
-    fn validate(&self, args: &str) -> Result<(), String> {
-        let args = serde_json::from_str::<K::Args>(args)
-            .map_err(|e| format!("arguments for {} do not fit: {e}", K::NAME))?;
-        K::check(&args, &self.config)
+    fn validate(&self, args: &str) -> Result<(), EnqueueError> {
+        let args = serde_json::from_str::<K::Args>(args).map_err(|source| EnqueueError::Args {
+            kind: K::NAME,
+            source,
+        })?;
+        K::check(&args, &self.config).map_err(|source| EnqueueError::Refused {
+            kind: K::NAME,
+            source,
+        })
     }
 
     fn run(&self, args: &str, ctx: JobContext) -> BoxFuture<'static, Result<(), JobError>> {
@@ -46,7 +51,7 @@ impl<K: Kind> Entry for Typed<K> {
         let parsed = serde_json::from_str::<K::Args>(args);
         async move {
             let args = parsed.map_err(|e| {
-                JobError::Permanent(format!("arguments for {} do not fit: {e}", K::NAME))
+                JobError::permanent_from(format!("arguments for {} do not fit", K::NAME), e)
             })?;
             kind.run(args, ctx).await
         }
@@ -180,7 +185,7 @@ fn entry_with(name: &'static str, settings: Settings, inner: &Arc<dyn Entry>) ->
         fn settings(&self) -> &Settings {
             &self.settings
         }
-        fn validate(&self, args: &str) -> Result<(), String> {
+        fn validate(&self, args: &str) -> Result<(), EnqueueError> {
             self.inner.validate(args)
         }
         fn run(&self, args: &str, ctx: JobContext) -> BoxFuture<'static, Result<(), JobError>> {
@@ -230,7 +235,7 @@ mod tests {
             .unwrap()
             .validate(r#"{"ms": "five"}"#)
             .unwrap_err();
-        assert!(e.contains("sleep"), "{e}");
+        assert!(e.to_string().contains("sleep"), "{e}");
         assert!(r.get("noop").unwrap().validate(r#"{"x": 1}"#).is_err());
     }
 }

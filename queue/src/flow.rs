@@ -91,7 +91,7 @@ impl Queue {
             .map(|(tenant, load)| TenantLoad { tenant, ..load })
             .filter(|l| l.waiting > 0 || l.running > 0)
             .collect();
-        loads.sort_by(|a, b| (b.waiting + b.running).cmp(&(a.waiting + a.running)));
+        loads.sort_by_key(|l| std::cmp::Reverse(l.waiting + l.running));
         let top = self.tenant_top();
         if loads.len() > top {
             let rest = loads.split_off(top);

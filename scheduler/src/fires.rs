@@ -55,9 +55,9 @@ impl Planned {
             keys,
             None,
         )
-        .map_err(|problem| SchedulerError::Fire {
+        .map_err(|source| SchedulerError::Fire {
             schedule: self.schedule.name.clone(),
-            problem,
+            source,
         })?;
         job.id = id;
         Ok(job)
@@ -83,12 +83,16 @@ pub fn plan(config: &Config, registry: &Registry) -> Result<Vec<Planned>, Config
         })?;
         let args = s.args.to_string();
         let value = enqueue::args_object(&args).map_err(|problem| {
-            ConfigError::new(s.key(i, "args"), problem, "give the arguments as a table")
+            ConfigError::new(
+                s.key(i, "args"),
+                problem.to_string(),
+                "give the arguments as a table",
+            )
         })?;
         entry.validate(&args).map_err(|problem| {
             ConfigError::new(
                 s.key(i, "args"),
-                problem,
+                problem.to_string(),
                 format!("give the arguments kind {} takes (see the README)", s.kind),
             )
         })?;

@@ -44,8 +44,11 @@ pub enum SchedulerError {
         message: String,
     },
     /// A fire's job did not pass the checks every enqueue passes.
-    #[error("schedule {schedule}: its job cannot be enqueued: {problem}")]
-    Fire { schedule: String, problem: String },
+    #[error("schedule {schedule}: its job cannot be enqueued: {source}")]
+    Fire {
+        schedule: String,
+        source: ferry_jobs::enqueue::EnqueueError,
+    },
 }
 
 impl SchedulerError {

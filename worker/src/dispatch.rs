@@ -106,7 +106,7 @@ impl Dispatcher {
         let ctx = JobContext::new(&job, self.deps.clone(), self.shutdown.clone());
         let run = tokio::time::timeout(settings.timeout, entry.run(&job.args, ctx));
         let result = tokio::select! {
-            r = run => r.unwrap_or_else(|_| Err(JobError::Retryable(format!("timed out after {:?} (kinds.{}.timeout)", settings.timeout, job.kind)))),
+            r = run => r.unwrap_or_else(|_| Err(JobError::retryable(format!("timed out after {:?} (kinds.{}.timeout)", settings.timeout, job.kind)))),
             _ = grace_expired(&self.shutdown, self.deps.config.worker.shutdown_grace) => Err(JobError::Interrupted),
             _ = grace_expired(&job.cancel, CANCEL_GRACE) => Err(JobError::Cancelled),
         };
@@ -116,15 +116,16 @@ impl Dispatcher {
                 tracing::debug!(?elapsed, "job succeeded");
                 Outcome::Succeeded
             }
-            Err(JobError::Retryable(message)) => {
-                self.failed(&job, &settings.backoff, message, None).await
+            Err(e @ JobError::Retryable(_)) => {
+                self.failed(&job, &settings.backoff, e.message(), None)
+                    .await
             }
             Err(e @ JobError::RetryAfter { after, .. }) => {
                 // The other side's word, within the longest wait the kind allows.
                 self.failed(&job, &settings.backoff, e.message(), Some(after))
                     .await
             }
-            Err(JobError::Permanent(message)) => self.dead(&job, message).await,
+            Err(e @ JobError::Permanent(_)) => self.dead(&job, e.message()).await,
             Err(JobError::Snooze(delay)) => Outcome::Snooze {
                 at_us: now_us() + delay.as_micros() as i64,
             },

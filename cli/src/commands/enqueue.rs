@@ -161,6 +161,7 @@ fn prepare(
         .map(|at| enqueue::parse_at(at).map_err(|e| format!("--at {e}")))
         .transpose()?;
     enqueue::prepare(&ctx.registry, &Origin::Cli, kind, args, keys, run_at)
+        .map_err(|e| e.to_string())
 }
 
 /// Enqueues one job built by a convenience command, prints its id, and with `wait` follows it
@@ -197,8 +198,8 @@ pub async fn enqueue_one<K: Kind>(
     args: &K::Args,
     keys: Keys,
 ) -> Result<(Queue, Enqueued)> {
-    let prepared =
-        enqueue::typed::<K>(&ctx.registry, &Origin::Cli, args, keys).map_err(Exit::usage)?;
+    let prepared = enqueue::typed::<K>(&ctx.registry, &Origin::Cli, args, keys)
+        .map_err(|e| Exit::usage(e.to_string()))?;
     let queue = ctx.queue().await?;
     let done = enqueue::submit(&queue, vec![prepared]).await?.remove(0);
     Ok((queue, done))

@@ -9,7 +9,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use ferry_config::{Config, Env};
 use ferry_jobs::{
-    JobContext, JobError, Kind, Registry, Settings, diag,
+    CheckError, JobContext, JobError, Kind, Registry, Settings, diag,
     enqueue::{self, Keys, Origin},
 };
 use ferry_queue::{JobState, Queue};
@@ -40,7 +40,7 @@ impl Kind for Greet {
     }
 
     /// Runs at enqueue: a bad job is refused before it reaches Redis.
-    fn check(args: &GreetArgs, _config: &Config) -> Result<(), String> {
+    fn check(args: &GreetArgs, _config: &Config) -> Result<(), CheckError> {
         if args.name.trim().is_empty() {
             return Err("name must not be empty".into());
         }
@@ -52,7 +52,7 @@ impl Kind for Greet {
         // A full disk or a missing directory may pass: retry with the kind's backoff.
         tokio::fs::write(&args.file, text)
             .await
-            .map_err(|e| JobError::Retryable(format!("write {}: {e}", args.file.display())))
+            .map_err(|e| JobError::retryable_from(format!("write {}", args.file.display()), e))
     }
 }
 

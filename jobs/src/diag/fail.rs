@@ -38,15 +38,13 @@ impl Kind for Fail {
 
     async fn run(&self, args: FailArgs, ctx: JobContext) -> Result<(), JobError> {
         if args.permanent {
-            return Err(JobError::Permanent(
-                "fail: permanent failure as requested".into(),
-            ));
+            return Err(JobError::permanent("fail: permanent failure as requested"));
         }
         if ctx.attempt <= args.times && args.panic {
             panic!("fail: planned panic {} of {}", ctx.attempt, args.times);
         }
         if ctx.attempt <= args.times {
-            return Err(JobError::Retryable(format!(
+            return Err(JobError::retryable(format!(
                 "fail: planned failure {} of {}",
                 ctx.attempt, args.times
             )));

@@ -128,7 +128,7 @@ impl Rules {
                     keys,
                     None,
                 )
-                .map_err(fail)?,
+                .map_err(|e| fail(e.to_string()))?,
             );
         }
         Ok(jobs)

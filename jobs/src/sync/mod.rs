@@ -42,7 +42,7 @@ pub use full::{Full, FullArgs};
 pub use incremental::{Incremental, IncrementalArgs};
 pub use verify::{Verify, VerifyArgs};
 
-use crate::{JobContext, JobError};
+use crate::{Failure, JobContext, JobError};
 
 /// The queue sync jobs travel on.
 pub const QUEUE: &str = "sync";
@@ -128,6 +128,9 @@ pub enum SyncError {
     /// A service is down or busy: retry.
     #[error("{0}")]
     Unavailable(String),
+    /// A job this sync fans out was refused by the checks every enqueue passes.
+    #[error(transparent)]
+    Enqueue(#[from] crate::enqueue::EnqueueError),
     #[error("Postgres failed to {what}: {source}")]
     Db {
         what: &'static str,
@@ -168,15 +171,15 @@ impl SyncError {
 impl From<SyncError> for JobError {
     fn from(e: SyncError) -> Self {
         let transient = match &e {
-            SyncError::Config(_) => false,
+            SyncError::Config(_) | SyncError::Enqueue(_) => false,
             SyncError::Unavailable(_) => true,
             SyncError::Db { source, .. } => ferry_record::is_transient(source),
             SyncError::Mongo { transient, .. } => *transient,
         };
         if transient {
-            JobError::Retryable(e.to_string())
+            JobError::Retryable(Failure::of(e))
         } else {
-            JobError::Permanent(e.to_string())
+            JobError::Permanent(Failure::of(e))
         }
     }
 }

@@ -172,7 +172,7 @@ impl Alerter {
                 };
                 enqueue::typed::<Send>(&self.registry, &Origin::Scheduler, &args, keys)
             })
-            .collect::<Result<Vec<_>, String>>()
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("the alert emails do not pass the enqueue checks: {e}"))?;
         enqueue::submit(&self.queue, jobs)
             .await
