@@ -93,7 +93,7 @@ impl TestEnv {
         let queue = Queue::for_config(&config)
             .await
             .expect("Redis must run for tests");
-        let registry = Arc::new(Registry::new(&config).unwrap());
+        let registry = Arc::new(ferry_jobs::registry(&config).unwrap());
         Self {
             name,
             config,

@@ -17,6 +17,8 @@ use ferry_record::Record;
 use tokio_util::sync::CancellationToken;
 
 pub use dispatch::Dispatcher;
+/// ferry's own kinds: a program adds its kinds to this registry and hands it to [`run_with`].
+pub use ferry_jobs::builtin;
 pub use identity::{host, worker_id};
 
 /// Choices made on the command line rather than in config.
@@ -45,7 +47,7 @@ pub async fn run(
     options: Options,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let registry = Registry::builtin(&config);
+    let registry = ferry_jobs::builtin(&config);
     run_with(config, registry, options, shutdown).await
 }
 

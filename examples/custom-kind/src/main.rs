@@ -2,14 +2,15 @@
 //!
 //! `custom-kind CONFIG FILE`: registers `example.greet` next to ferry's kinds, starts a worker
 //! with `ferry_worker::run_with`, enqueues one greeting and one built-in `noop` through the
-//! same typed path ferry's own kinds use (so `[kinds."example.greet"]` in CONFIG applies),
-//! waits for both to succeed, prints their ids and exits. The greeting lands in FILE.
+//! same enqueue path ferry's own kinds use (so `[kinds."example.greet"]` in CONFIG applies),
+//! waits for both to succeed, prints their ids and exits. The greeting lands in FILE. It
+//! depends on the job contract (`ferry-contract`) and the worker, not on ferry's kinds.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use ferry_config::{Config, Env};
-use ferry_jobs::{
-    CheckError, JobContext, JobError, Kind, Registry, Settings, diag,
+use ferry_contract::{
+    CheckError, JobContext, JobError, Kind, Settings,
     enqueue::{self, Keys, Origin},
 };
 use ferry_queue::{JobState, Queue};
@@ -69,7 +70,7 @@ async fn main() -> Result<(), Error> {
     // ferry's kinds and ours; the worker runs them, and enqueueing checks jobs against the
     // same kinds with config's overrides applied.
     let kinds = || {
-        let mut kinds = Registry::builtin(&config);
+        let mut kinds = ferry_worker::builtin(&config);
         kinds.register(Greet);
         kinds
     };
@@ -90,7 +91,8 @@ async fn main() -> Result<(), Error> {
     };
     let jobs = vec![
         enqueue::typed::<Greet>(&checked, &Origin::Cli, &greet, Keys::default())?,
-        enqueue::typed::<diag::Noop>(&checked, &Origin::Cli, &Default::default(), Keys::default())?,
+        // A built-in kind by name: this program knows ferry's kinds only through the registry.
+        enqueue::prepare(&checked, &Origin::Cli, "noop", "{}", Keys::default(), None)?,
     ];
     let enqueued = enqueue::submit(&queue, jobs).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

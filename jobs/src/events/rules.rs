@@ -219,7 +219,7 @@ mod tests {
 
     fn rules(toml: &str) -> (Rules, Registry) {
         let config = Config::from_toml_str(toml, &Env::empty()).unwrap();
-        let registry = Registry::new(&config).unwrap();
+        let registry = crate::registry(&config).unwrap();
         (Rules::compile(&config, &registry).unwrap(), registry)
     }
 
@@ -276,7 +276,7 @@ mod tests {
             ),
         ] {
             let config = Config::from_toml_str(toml, &Env::empty()).unwrap();
-            let registry = Registry::new(&config).unwrap();
+            let registry = crate::registry(&config).unwrap();
             let e = Rules::compile(&config, &registry).unwrap_err();
             assert!(e.to_string().contains(key), "{toml}: {e}");
         }

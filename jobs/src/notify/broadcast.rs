@@ -54,7 +54,7 @@ impl Kind for Broadcast {
     }
 
     async fn run(&self, args: BroadcastArgs, ctx: JobContext) -> Result<(), JobError> {
-        let notifier = ctx.deps.notifier().await?;
+        let notifier = super::Notifier::shared(&ctx.deps).await?;
         let config = &ctx.deps.config.notify;
         let audience = config
             .audience(&args.audience)

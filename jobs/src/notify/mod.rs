@@ -33,7 +33,7 @@ pub use mailer::{Mailer, Open, Outgoing, SendError};
 pub use send::{Send, SendArgs};
 pub use template::{Rendered, Templates};
 
-use crate::{Failure, JobError};
+use crate::{Deps, Failure, JobError};
 
 /// The queue notify jobs travel on, apart from long data jobs so mail is never stuck behind
 /// them.
@@ -85,6 +85,21 @@ pub enum Delivered {
 const STOPPED_IN_DOUBT: &str = "in doubt: the worker stopped between marking the message committing and recording the server's reply, so the server may have it; not sent again";
 
 impl Notifier {
+    /// The worker's notifier: built on the first notify job and shared by the later ones, so
+    /// templates compile and the SMTP pool fills once per worker process.
+    pub(crate) async fn shared(deps: &Deps) -> Result<Arc<Self>, JobError> {
+        deps.clients
+            .get_or_try_init(|| async {
+                Self::new(
+                    deps.config.clone(),
+                    deps.record.clone(),
+                    Some(deps.queue.clone()),
+                )
+                .map(Arc::new)
+            })
+            .await
+    }
+
     /// Compiles templates and prepares the SMTP pool and database pool; nothing connects
     /// until a message needs it. `queue` carries realtime publishes.
     pub fn new(

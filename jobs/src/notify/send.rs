@@ -45,7 +45,7 @@ impl Kind for Send {
     }
 
     async fn run(&self, args: SendArgs, ctx: JobContext) -> Result<(), JobError> {
-        let notifier = ctx.deps.notifier().await?;
+        let notifier = super::Notifier::shared(&ctx.deps).await?;
         // Enqueued with --key: that key, so a second job with the same key (after the queue
         // forgot the first) sends nothing. Otherwise the job id, which every retry shares.
         let key = match &ctx.idempotency_key {

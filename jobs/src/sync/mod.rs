@@ -184,9 +184,15 @@ impl From<SyncError> for JobError {
     }
 }
 
-/// The sync target of a job's worker, or a permanent error saying what to configure.
+/// The sync target of a job's worker, connected on the first sync job and shared by the
+/// later ones; or a permanent error saying what to configure.
 pub(crate) async fn target(ctx: &JobContext) -> Result<Target, JobError> {
-    ctx.deps.sync_target().await.map_err(JobError::from)
+    let config = &ctx.deps.config;
+    ctx.deps
+        .clients
+        .get_or_try_init(|| Target::connect(config))
+        .await
+        .map_err(JobError::from)
 }
 
 /// A key value as Postgres text, for binding.
