@@ -230,3 +230,36 @@ impl From<ferry_record::RecordError> for JobError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("connection refused")]
+    struct Refused;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("pool exhausted")]
+    struct Exhausted(#[source] Refused);
+
+    #[test]
+    fn a_failure_keeps_its_source_and_records_the_whole_chain() {
+        let e = JobError::retryable_from("reading the manifest", Exhausted(Refused));
+        assert_eq!(
+            e.message(),
+            "reading the manifest: pool exhausted: connection refused"
+        );
+        let JobError::Retryable(failure) = &e else {
+            panic!("{e:?}")
+        };
+        let cause = failure.cause().expect("the source is kept");
+        assert!(cause.get().downcast_ref::<Exhausted>().is_some());
+
+        // Without words of its own, the error's text and its sources, said once each.
+        let e: Result<(), JobError> = Err(Exhausted(Refused)).permanent();
+        let e = e.unwrap_err();
+        assert_eq!(e.message(), "pool exhausted: connection refused");
+        assert!(matches!(e, JobError::Permanent(_)));
+    }
+}
