@@ -3,7 +3,6 @@
 
 use axum::{Json, extract::State, http::StatusCode};
 use ferry_jobs::{
-    Kind,
     enqueue::{Enqueued, Keys},
     import::{self, RunArgs, status::CollectionStatus},
 };
@@ -13,7 +12,7 @@ use crate::{
     ApiError, AppState,
     auth::Admin,
     error::Body,
-    jobs::{prepare, submit},
+    jobs::{prepare_typed, submit},
 };
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -39,15 +38,7 @@ pub async fn run(
     let args = RunArgs {
         collections: req.collections,
     };
-    let prepared = prepare(
-        &state,
-        &caller,
-        import::Run::NAME,
-        &serde_json::to_string(&args).unwrap_or_default(),
-        Keys::default(),
-        None,
-    )
-    .await?;
+    let prepared = prepare_typed::<import::Run>(&state, &caller, &args, Keys::default()).await?;
     let details = serde_json::json!({ "collections": args.collections });
     let done = submit(&state, caller, prepared, "import.run", details).await?;
     Ok((StatusCode::ACCEPTED, Json(done)))

@@ -9,6 +9,7 @@ use axum::{
 };
 use chrono::Utc;
 use ferry_jobs::{
+    Kind,
     enqueue::{self, Enqueued, Keys},
     manage::{self, JobDetail, JobRow, RetryReport},
 };
@@ -117,6 +118,26 @@ pub(crate) async fn prepare(
     keys: Keys,
     run_at: Option<i64>,
 ) -> Result<enqueue::Prepared, ApiError> {
+    admit(state, caller, kind).await?;
+    enqueue::prepare(state.registry(), &caller.origin, kind, args, keys, run_at)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// [`prepare`] for a route that builds typed arguments of kind `K`.
+pub(crate) async fn prepare_typed<K: Kind>(
+    state: &AppState,
+    caller: &Caller,
+    args: &K::Args,
+    keys: Keys,
+) -> Result<enqueue::Prepared, ApiError> {
+    admit(state, caller, K::NAME).await?;
+    enqueue::typed::<K>(state.registry(), &caller.origin, args, keys)
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// Whether `caller` may enqueue a job of `kind` now: a known kind, one its token names, within
+/// its quota.
+async fn admit(state: &AppState, caller: &Caller, kind: &str) -> Result<(), ApiError> {
     state
         .registry()
         .get(kind)
@@ -145,9 +166,7 @@ pub(crate) async fn prepare(
             state.queue(),
             state.registry(),
         )
-        .await?;
-    enqueue::prepare(state.registry(), &caller.origin, kind, args, keys, run_at)
-        .map_err(ApiError::bad_request)
+        .await
 }
 
 /// Enqueues a checked job and audits it as `action` with `details` (in the next batch). The

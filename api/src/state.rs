@@ -49,7 +49,7 @@ impl AppState {
             )
             .into());
         }
-        let registry = Registry::new(&config)?;
+        let registry = ferry_jobs::registry(&config)?;
         check_tokens(&config, &registry)?;
         let record = Record::connect(&config.postgres).await?;
         record.check_migrated().await?;

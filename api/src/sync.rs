@@ -3,7 +3,6 @@
 
 use axum::{Json, extract::State, http::StatusCode};
 use ferry_jobs::{
-    Kind,
     backup::manifest::{self, Manifest},
     enqueue::{Enqueued, Keys},
     sync::{self, EntityArgs, FullArgs, status::TableStatus},
@@ -14,7 +13,7 @@ use crate::{
     ApiError, AppState,
     auth::{Admin, Caller},
     error::Body,
-    jobs::{prepare, submit},
+    jobs::{prepare_typed, submit},
 };
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -36,15 +35,7 @@ pub async fn full(
     let target = state.sync_target().await?;
     target.catalog(state.config()).await?.select(&req.tables)?;
     let args = FullArgs { tables: req.tables };
-    let prepared = prepare(
-        &state,
-        &caller,
-        sync::Full::NAME,
-        &serde_json::to_string(&args).unwrap_or_default(),
-        Keys::default(),
-        None,
-    )
-    .await?;
+    let prepared = prepare_typed::<sync::Full>(&state, &caller, &args, Keys::default()).await?;
     let details = serde_json::json!({ "tables": args.tables });
     let done = submit(&state, caller, prepared, "sync.full", details).await?;
     Ok((StatusCode::ACCEPTED, Json(done)))
@@ -78,15 +69,7 @@ pub async fn entity(
         coalesce: Some(args.coalesce_key()),
         ..Keys::default()
     };
-    let prepared = prepare(
-        &state,
-        &caller,
-        sync::Entity::NAME,
-        &serde_json::to_string(&args).unwrap_or_default(),
-        keys,
-        None,
-    )
-    .await?;
+    let prepared = prepare_typed::<sync::Entity>(&state, &caller, &args, keys).await?;
     let details = serde_json::json!({ "table": args.table, "key": args.key });
     let done = submit(&state, caller, prepared, "sync.entity", details).await?;
     Ok((StatusCode::ACCEPTED, Json(done)))

@@ -128,7 +128,7 @@ pub async fn run(cli: Cli) -> Result<Code> {
         None => (PathBuf::from("ferry.toml"), false),
     };
     let config = Arc::new(Config::load(&path, required, &env)?);
-    let registry = Registry::new(&config)?;
+    let registry = ferry_jobs::registry(&config)?;
     let ctx = Ctx {
         config,
         registry,

@@ -1,56 +1,30 @@
-//! The job contract and ferry's job kinds.
+//! ferry's built-in job kinds (sync, backup, files, notify, sql, http, import, maintenance and
+//! the diagnostic ones), written against the job contract of `ferry-contract`, which this
+//! crate re-exports so `ferry_jobs::Kind` and `ferry_jobs::enqueue` keep working.
 //!
-//! A kind is a stable name, a small argument type, defaults for retries, timeout and
-//! concurrency, and an async `run`. A run returns success or a [`JobError`] that says what
-//! happens next: retry, give up, snooze, stop.
-//!
-//! ```
-//! use ferry_jobs::{JobContext, JobError, Kind, Settings};
-//!
-//! struct Greet;
-//!
-//! #[derive(serde::Serialize, serde::Deserialize)]
-//! struct GreetArgs { name: String }
-//!
-//! impl Kind for Greet {
-//!     const NAME: &'static str = "greet";
-//!     type Args = GreetArgs;
-//!     fn defaults() -> Settings { Settings::default() }
-//!     async fn run(&self, args: GreetArgs, _ctx: JobContext) -> Result<(), JobError> {
-//!         if args.name.is_empty() {
-//!             return Err(JobError::Permanent("name is empty".into()));
-//!         }
-//!         Ok(())
-//!     }
-//! }
-//! ```
+//! [`builtin`] is a registry of every built-in kind; a program of your own adds its kinds to
+//! it and hands it to `ferry_worker::run_with`.
 
-mod backoff;
 pub mod backup;
-mod context;
+mod builtin;
 pub mod diag;
-pub mod enqueue;
-mod error;
 pub mod events;
 pub mod files;
 pub mod http;
 pub mod import;
-mod kind;
 pub mod maintenance;
 pub mod manage;
 pub mod notify;
 pub mod put_stream;
 pub mod queues;
-mod rate;
 pub mod readiness;
-mod registry;
 pub mod row_security;
 pub mod sql;
 pub mod store;
 pub mod sync;
 
-pub use backoff::Backoff;
-pub use context::{Deps, JobContext};
-pub use error::{Cause, JobError, ResultExt, chain};
-pub use kind::{Kind, Settings};
-pub use registry::{Entry, Registry, UnknownKind};
+pub use builtin::{builtin, registry};
+pub use ferry_contract::{
+    Backoff, Cause, CheckError, Clients, Deps, Entry, Failure, JobContext, JobError, Kind,
+    Registry, ResultExt, Settings, UnknownKind, chain, enqueue,
+};

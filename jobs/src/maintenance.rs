@@ -141,7 +141,7 @@ pub async fn prune(
 }
 
 fn db(table: &'static str) -> impl Fn(sqlx::Error) -> JobError {
-    move |e| JobError::db(format!("pruning {table} failed: {e}"), &e)
+    move |e| JobError::db(format!("pruning {table} failed"), e)
 }
 
 async fn count(record: &Record, rule: &Rule, cutoff: DateTime<Utc>) -> Result<u64, JobError> {

@@ -39,20 +39,20 @@ impl Kind for Sql {
     async fn run(&self, args: SqlArgs, ctx: JobContext) -> Result<(), JobError> {
         let config = &ctx.deps.config;
         let name = &args.statement;
-        let (sql, timeout) = config.sql.statement(name).map_err(JobError::Permanent)?;
+        let (sql, timeout) = config.sql.statement(name).map_err(JobError::permanent)?;
         let url = config.postgres.url.as_deref().ok_or_else(|| {
-            JobError::Permanent("sql needs the application database: set DATABASE_URL".into())
+            JobError::permanent("sql needs the application database: set DATABASE_URL")
         })?;
         // A connection of its own, outside any transaction (VACUUM refuses to run in one),
         // with the timeout enforced by the server, which also stops the statement there.
         let options = PgConnectOptions::from_str(url)
-            .map_err(|e| JobError::Permanent(format!("DATABASE_URL is not usable: {e}")))?
+            .map_err(|e| JobError::permanent_from("DATABASE_URL is not usable", e))?
             .options([("statement_timeout", timeout.as_millis().to_string())])
             .application_name("ferry sql");
         let mut conn = options
             .connect()
             .await
-            .map_err(|e| classify(name, "connect", &e))?;
+            .map_err(|e| classify(name, "connect", e))?;
         let started = std::time::Instant::now();
         let result = tokio::select! {
             r = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn) => r,
@@ -64,16 +64,16 @@ impl Kind for Sql {
                 Ok(())
             }
             Err(e) if e.as_database_error().and_then(|d| d.code()).as_deref() == Some("57014") => {
-                Err(JobError::Retryable(format!(
+                Err(JobError::retryable(format!(
                     "statement {name} was stopped after its timeout of {} (sql.timeout or sql.statements.{name}.timeout)",
                     humantime::format_duration(timeout)
                 )))
             }
-            Err(e) => Err(classify(name, "run", &e)),
+            Err(e) => Err(classify(name, "run", e)),
         }
     }
 }
 
-fn classify(name: &str, what: &str, e: &sqlx::Error) -> JobError {
-    JobError::db(format!("statement {name}: failed to {what}: {e}"), e)
+fn classify(name: &str, what: &str, e: sqlx::Error) -> JobError {
+    JobError::db(format!("statement {name}: failed to {what}"), e)
 }

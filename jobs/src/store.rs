@@ -16,7 +16,7 @@ use object_store::{
 };
 use tokio::io::AsyncWriteExt;
 
-use crate::{JobError, put_stream::StreamPut};
+use crate::{Failure, JobError, put_stream::StreamPut};
 
 /// A store that does not answer a connection fails the attempt in seconds.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,8 +50,8 @@ pub enum StoreError {
 impl From<StoreError> for JobError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable { .. } => JobError::Retryable(e.to_string()),
-            e => JobError::Permanent(e.to_string()),
+            StoreError::Unavailable { .. } => JobError::Retryable(Failure::of(e)),
+            e => JobError::Permanent(Failure::of(e)),
         }
     }
 }

@@ -34,9 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tower::{Layer, Service};
 use uuid::Uuid;
 
-use crate::{
-    AttemptError, Conn, Finished, GROUP, Job, Keys, Outcome, Queue, QueueError, now_us, scripts,
-};
+use crate::{Conn, Finished, GROUP, Job, Keys, Outcome, Queue, QueueError, now_us, scripts};
 
 /// Most outcomes recorded by one finish script.
 const FINISH_BATCH: usize = 512;
@@ -59,6 +57,28 @@ pub struct BackendOptions {
     /// Longest single wait in `XREADGROUP BLOCK`; bounds how long a stop takes.
     pub block: Duration,
     pub keep_dead: Duration,
+    /// What an attempt that ended without an outcome (a failing layer) comes to.
+    pub on_failure: FailureRule,
+}
+
+/// The worker's retry rule for an attempt that ended in an error instead of an outcome: the
+/// backend records what the rule says and keeps no attempt arithmetic of its own, so every
+/// retry of a kind waits the kind's backoff.
+#[derive(Clone)]
+pub struct FailureRule(Arc<dyn Fn(Job, String) -> BoxFuture<'static, Outcome> + Send + Sync>);
+
+impl FailureRule {
+    pub fn new(
+        rule: impl Fn(Job, String) -> BoxFuture<'static, Outcome> + Send + Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(rule))
+    }
+}
+
+impl std::fmt::Debug for FailureRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FailureRule")
+    }
 }
 
 struct Shared {
@@ -662,25 +682,10 @@ where
         let shared = self.shared.clone();
         let fut = self.inner.call(task);
         async move {
-            let outcome = match fut.await {
+            let outcome = match fut.await.map_err(|e| e.into().to_string()) {
                 Ok(outcome) => outcome,
-                // A panic or a layer's failure: spend the attempt, back off a little.
-                Err(e) => {
-                    let error = AttemptError {
-                        attempt: job.attempt,
-                        at: now_us() / 1000,
-                        error: e.into().to_string(),
-                        worker: shared.opts.consumer.clone(),
-                    };
-                    if job.attempt >= job.max_attempts {
-                        Outcome::Dead { error }
-                    } else {
-                        Outcome::Retry {
-                            at_us: now_us() + 1_000_000 * i64::from(job.attempt),
-                            error,
-                        }
-                    }
-                }
+                // A layer's failure: the worker's rule decides, as for any failed attempt.
+                Err(e) => (shared.opts.on_failure.0)(job.clone(), e).await,
             };
             shared.ended(Finished::new(&job, outcome));
             Ok(())

@@ -36,7 +36,7 @@ mod metrics;
 mod rate;
 mod scripts;
 
-pub use backend::{AckLayer, BackendOptions, StreamBackend};
+pub use backend::{AckLayer, BackendOptions, FailureRule, StreamBackend};
 pub use client::{CancelResult, Queue, QueueStats, RequeueResult};
 pub use conn::Conn;
 pub use error::QueueError;

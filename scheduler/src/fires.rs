@@ -17,8 +17,8 @@ use std::{
 use chrono::{DateTime, TimeDelta, Utc};
 use ferry_config::{CatchUp, Config, ConfigError, Schedule};
 use ferry_jobs::{
-    Registry,
-    enqueue::{Origin, scoped_key},
+    Registry, Settings,
+    enqueue::{self, Origin, Prepared},
 };
 use ferry_queue::{NewJob, Queue};
 use ferry_record::Record;
@@ -33,13 +33,36 @@ pub struct Planned {
     pub schedule: Schedule,
     pub cron: cron::Schedule,
     pub tz: chrono_tz::Tz,
-    pub queue: String,
-    pub max_attempts: u32,
-    /// The arguments as JSON text, validated against the kind.
-    pub args: String,
+    /// Its kind's effective settings (`[kinds.NAME]` applied): queue, attempts, priority.
+    pub settings: Settings,
+    /// The arguments, validated against the kind.
+    pub args: serde_json::Value,
 }
 
 impl Planned {
+    /// The job of one fire, `id` as claimed and `key` naming the fire, settled like any other
+    /// enqueue so `[kinds.NAME]` (priority and tenant too) reaches it.
+    fn fire(&self, id: Uuid, key: String) -> Result<NewJob, SchedulerError> {
+        let keys = enqueue::Keys {
+            idempotency: Some(key),
+            ..enqueue::Keys::default()
+        };
+        let Prepared { mut job, .. } = enqueue::settle(
+            &self.settings,
+            &Origin::Scheduler,
+            &self.schedule.kind,
+            self.args.clone(),
+            keys,
+            None,
+        )
+        .map_err(|source| SchedulerError::Fire {
+            schedule: self.schedule.name.clone(),
+            source,
+        })?;
+        job.id = id;
+        Ok(job)
+    }
+
     /// The next fire after `after`.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         fires_after(&self.cron, self.tz, after).next()
@@ -59,10 +82,17 @@ pub fn plan(config: &Config, registry: &Registry) -> Result<Vec<Planned>, Config
             )
         })?;
         let args = s.args.to_string();
+        let value = enqueue::args_object(&args).map_err(|problem| {
+            ConfigError::new(
+                s.key(i, "args"),
+                problem.to_string(),
+                "give the arguments as a table",
+            )
+        })?;
         entry.validate(&args).map_err(|problem| {
             ConfigError::new(
                 s.key(i, "args"),
-                problem,
+                problem.to_string(),
                 format!("give the arguments kind {} takes (see the README)", s.kind),
             )
         })?;
@@ -76,9 +106,8 @@ pub fn plan(config: &Config, registry: &Registry) -> Result<Vec<Planned>, Config
         out.push(Planned {
             cron: s.cron().map_err(|p| invalid("cron", p))?,
             tz: s.tz().map_err(|p| invalid("timezone", p))?,
-            queue: entry.settings().queue.to_owned(),
-            max_attempts: entry.settings().max_attempts,
-            args,
+            settings: entry.settings().clone(),
+            args: value,
             schedule: s.clone(),
         });
     }
@@ -285,16 +314,11 @@ impl Fires {
         let claimed = self.claim(&mut tx, name, &fires, now).await?;
         if !claimed.is_empty() {
             let kind = &p.schedule.kind;
-            let jobs: Vec<NewJob> = claimed
+            let jobs = claimed
                 .iter()
-                .map(|(at, id)| {
-                    let mut job = NewJob::new(kind, &p.args, p.max_attempts);
-                    job.id = *id;
-                    job.idempotency_key = Some(fire_key(name, kind, *at, None));
-                    job
-                })
-                .collect();
-            let ids = self.queue.enqueue(&p.queue, &jobs).await?;
+                .map(|(at, id)| p.fire(*id, fire_key(name, *at, None)))
+                .collect::<Result<Vec<NewJob>, SchedulerError>>()?;
+            let ids = self.queue.enqueue(&p.settings.queue, &jobs).await?;
             for ((at, claimed_id), (mut id, _created)) in claimed.iter().zip(ids) {
                 if id != *claimed_id {
                     // An earlier claim of this fire enqueued it and then failed to commit: the
@@ -302,13 +326,11 @@ impl Fires {
                     // schedule's kind. Keys are namespaced per caller and kind, so nobody else
                     // can hold one; should a job of another kind turn up anyway, the fire
                     // still runs, under a key of its own.
-                    let adopted = self.queue.job(&p.queue, id).await?;
+                    let adopted = self.queue.job(&p.settings.queue, id).await?;
                     if adopted.as_ref().is_some_and(|j| j.kind != *kind) {
                         tracing::error!(schedule = %name, %id, "a fire's key named a job of another kind; enqueueing the fire anew");
-                        let mut job = NewJob::new(kind, &p.args, p.max_attempts);
-                        job.id = *claimed_id;
-                        job.idempotency_key = Some(fire_key(name, kind, *at, Some(*claimed_id)));
-                        id = self.queue.enqueue(&p.queue, &[job]).await?[0].0;
+                        let job = p.fire(*claimed_id, fire_key(name, *at, Some(*claimed_id)))?;
+                        id = self.queue.enqueue(&p.settings.queue, &[job]).await?[0].0;
                     }
                     if id != *claimed_id {
                         sqlx::query(
@@ -391,7 +413,7 @@ impl Fires {
 
 /// The idempotency key of a fire: the same for every replica, in the scheduler's namespace
 /// (`scheduler/KIND/schedule:NAME:TIME`), which no token or CLI can write to.
-fn fire_key(schedule: &str, kind: &str, at: DateTime<Utc>, claim: Option<Uuid>) -> String {
+fn fire_key(schedule: &str, at: DateTime<Utc>, claim: Option<Uuid>) -> String {
     let mut key = format!(
         "schedule:{schedule}:{}",
         at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -399,5 +421,5 @@ fn fire_key(schedule: &str, kind: &str, at: DateTime<Utc>, claim: Option<Uuid>) 
     if let Some(claim) = claim {
         key.push_str(&format!(":{claim}"));
     }
-    scoped_key(&Origin::Scheduler, kind, &key)
+    key
 }

@@ -18,7 +18,6 @@ mod status;
 use std::sync::Arc;
 
 use ferry_config::{Config, ConfigError};
-use ferry_jobs::Registry;
 use ferry_queue::Queue;
 use ferry_record::Record;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +42,12 @@ pub enum SchedulerError {
         context: &'static str,
         message: String,
     },
+    /// A fire's job did not pass the checks every enqueue passes.
+    #[error("schedule {schedule}: its job cannot be enqueued: {source}")]
+    Fire {
+        schedule: String,
+        source: ferry_jobs::enqueue::EnqueueError,
+    },
 }
 
 impl SchedulerError {
@@ -66,7 +71,7 @@ pub async fn run_with_clock(
     clock: Arc<dyn Clock>,
     shutdown: CancellationToken,
 ) -> Result<(), SchedulerError> {
-    let registry = Arc::new(Registry::new(&config)?);
+    let registry = Arc::new(ferry_jobs::registry(&config)?);
     let planned = plan_with_maintenance(&config, &registry)?;
     let rules = ferry_jobs::events::Rules::compile(&config, &registry)?;
     let record = Record::connect(&config.postgres).await?;

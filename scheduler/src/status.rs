@@ -60,7 +60,7 @@ pub async fn statuses(
         .await
         .map_err(SchedulerError::db("read last fire"))?;
         let last_outcome = match &last {
-            Some((_, id, _)) => Some(outcome(record, queue, &p.queue, *id).await?),
+            Some((_, id, _)) => Some(outcome(record, queue, &p.settings.queue, *id).await?),
             None => None,
         };
         out.push(ScheduleStatus {

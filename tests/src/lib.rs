@@ -93,7 +93,7 @@ impl TestEnv {
         let queue = Queue::for_config(&config)
             .await
             .expect("Redis must run for tests");
-        let registry = Arc::new(Registry::new(&config).unwrap());
+        let registry = Arc::new(ferry_jobs::registry(&config).unwrap());
         Self {
             name,
             config,
@@ -106,13 +106,17 @@ impl TestEnv {
 
     /// A job as `ferry enqueue` would build it.
     pub fn job(&self, kind: &str, args: &str) -> (String, NewJob) {
-        let entry = self.registry.get(kind).unwrap();
-        entry.validate(args).unwrap();
-        let settings = entry.settings();
-        (
-            settings.queue.to_owned(),
-            NewJob::new(kind, args, settings.max_attempts),
+        use ferry_jobs::enqueue::{self, Keys, Origin};
+        let p = enqueue::prepare(
+            &self.registry,
+            &Origin::Cli,
+            kind,
+            args,
+            Keys::default(),
+            None,
         )
+        .unwrap_or_else(|e| panic!("{kind} {args}: {e}"));
+        (p.queue, p.job)
     }
 
     pub async fn enqueue(&self, kind: &str, args: &str) -> Uuid {

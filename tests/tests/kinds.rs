@@ -1,11 +1,16 @@
 //! `[kinds.NAME]` overrides reach every job of the kind, including the ones ferry enqueues
 //! itself: a full sync's chunks take the chunk kind's `max_attempts` and `queue`, and the
-//! sync follows them on that queue to the end.
+//! sync follows them on that queue to the end; the CLI, the API, schedule fires and alert
+//! mail all build their jobs through the one enqueue path.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use ferry_queue::JobState;
-use ferry_tests::TestEnv;
+use ferry_queue::{JobFilter, JobRecord, JobState, Priority};
+use ferry_tests::{
+    TestEnv,
+    api::{API_CONFIG, ApiServer, ENQUEUE_TOKEN},
+    smtp::SmtpSink,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunk_override_applies_to_the_chunks_a_full_sync_enqueues() {
@@ -94,5 +99,93 @@ async fn the_example_custom_kind_runs_on_run_with_beside_a_built_in_kind() {
     );
     let _ = std::fs::remove_file(&greeting);
     let _ = std::fs::remove_file(&config);
+    env.cleanup().await;
+}
+
+/// The jobs of `kind` waiting, running or done on `queue`.
+async fn jobs_on(env: &TestEnv, queue: &str, kind: &str) -> Vec<JobRecord> {
+    let filter = JobFilter {
+        kind: Some(kind.into()),
+        ..JobFilter::default()
+    };
+    env.queue.list(queue, &filter).await.unwrap()
+}
+
+/// `[kinds.noop]` and `[kinds."notify.send"]` move both kinds to their own queue with their
+/// own attempts and priority; every job of them, whoever enqueued it, carries all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overrides_reach_jobs_of_the_cli_the_api_the_scheduler_and_alert_mail() {
+    let sink = SmtpSink::start(&[]);
+    let env = TestEnv::new(&format!(
+        "{API_CONFIG}[alerts]\nemail = [\"ops@ferry.test\"]\ncheck_every = \"300ms\"\n\
+         [notify]\nsmtp_url = \"{}\"\nfrom = \"Ferry <ferry@ferry.test>\"\n\
+         [[schedule]]\nname = \"tick\"\ncron = \"* * * * * *\"\nkind = \"noop\"\n\
+         [kinds.noop]\nqueue = \"slow\"\nmax_attempts = 3\npriority = \"low\"\n\
+         [kinds.\"notify.send\"]\nqueue = \"mail\"\nmax_attempts = 4\npriority = \"low\"\n",
+        sink.url()
+    ))
+    .await;
+    let out = env.ferry(&["--json", "enqueue", "noop"]);
+    assert!(out.status.success(), "{out:?}");
+    let api = ApiServer::start(env.config.clone()).await;
+    let reply = reqwest::Client::new()
+        .post(api.at("/v1/jobs"))
+        .bearer_auth(ENQUEUE_TOKEN)
+        .json(&serde_json::json!({"kind": "noop"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), reqwest::StatusCode::ACCEPTED);
+    let worker = env.start_worker();
+    let scheduler = env.start_scheduler();
+    // A job that dies raises an alert, which is mailed through a notify.send job.
+    env.enqueue("fail", r#"{"times": 1, "permanent": true}"#)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let noop = jobs_on(&env, "slow", "noop").await;
+        let owners = |o: &str| {
+            noop.iter()
+                .filter(|j| j.owner.as_deref() == Some(o))
+                .count()
+        };
+        let mail = jobs_on(&env, "mail", "notify.send").await;
+        if owners("scheduler") > 0 && !mail.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "noop jobs on slow: {noop:#?}\nnotify.send jobs on mail: {mail:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    scheduler.stop().await;
+    worker.stop().await;
+    api.stop().await;
+
+    let noop = jobs_on(&env, "slow", "noop").await;
+    for owner in ["cli", "api", "scheduler"] {
+        let job = noop
+            .iter()
+            .find(|j| j.owner.as_deref() == Some(owner))
+            .unwrap_or_else(|| panic!("no noop job of {owner} on queue slow: {noop:#?}"));
+        assert_eq!(
+            (job.max_attempts, job.priority),
+            (3, Priority::Low),
+            "{job:#?}"
+        );
+    }
+    assert!(jobs_on(&env, "default", "noop").await.is_empty());
+    let mail = jobs_on(&env, "mail", "notify.send").await;
+    assert_eq!(mail.len(), 1, "{mail:#?}");
+    assert_eq!(
+        (
+            mail[0].max_attempts,
+            mail[0].priority,
+            mail[0].owner.as_deref()
+        ),
+        (4, Priority::Low, Some("scheduler")),
+        "{mail:#?}"
+    );
     env.cleanup().await;
 }

@@ -5,7 +5,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ferry_jobs::{JobContext, JobError, Kind, Registry, Settings};
+use ferry_jobs::{JobContext, JobError, Kind, Settings};
 use ferry_queue::{JobState, NewJob};
 use ferry_tests::TestEnv;
 use tokio_util::sync::CancellationToken;
@@ -86,7 +86,7 @@ async fn a_worker_never_runs_more_attempts_at_once_than_its_concurrency() {
         .map(|_| NewJob::new(Gauge::NAME, "{}", 1))
         .collect();
     env.queue.enqueue("default", &jobs).await.unwrap();
-    let mut registry = Registry::builtin(&env.config);
+    let mut registry = ferry_jobs::builtin(&env.config);
     registry.register(Gauge);
     let token = CancellationToken::new();
     let worker = tokio::spawn(ferry_worker::run_with(

@@ -38,6 +38,56 @@ async fn retryable_failures_back_off_with_growing_delays_then_succeed() {
     env.cleanup().await;
 }
 
+/// A kind that panics fails its attempt as a retryable error does and waits the kind's own
+/// backoff: one retry rule, whatever ended the attempt. The last attempt's panic leaves the
+/// job dead and archived.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_kind_is_retried_after_its_own_backoff_then_dead() {
+    let env = TestEnv::new(
+        "[kinds.fail]\nmax_attempts = 2\nbackoff_base = \"20s\"\nbackoff_cap = \"20s\"\n",
+    )
+    .await;
+    let worker = env.start_worker();
+    let id = env.enqueue("fail", r#"{"times": 5, "panic": true}"#).await;
+    let job = env
+        .wait_for(id, Duration::from_secs(10), |j| {
+            j.state != JobState::Queued && j.state != JobState::Running
+        })
+        .await;
+    assert_eq!(
+        (job.state, job.attempts),
+        (JobState::Retrying, 1),
+        "{job:?}"
+    );
+    let errors = env.queue.attempt_errors("default", id).await.unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0]
+            .error
+            .contains("job panicked: fail: planned panic 1 of 5"),
+        "{errors:?}"
+    );
+    // The kind's backoff: equal jitter under a 20 s ceiling waits 10 to 20 s.
+    let wait = job.run_at_us.unwrap() / 1000 - errors[0].at;
+    assert!((9_900..=20_100).contains(&wait), "retry after {wait} ms");
+
+    let out = env.ferry(&["jobs", "retry", &id.to_string()]);
+    assert!(out.status.success(), "{out:?}");
+    let job = env
+        .wait_for(id, Duration::from_secs(10), |j| j.state.is_final())
+        .await;
+    assert_eq!((job.state, job.attempts), (JobState::Dead, 2), "{job:?}");
+    let dead = env.record.dead_job(id).await.unwrap().expect("archived");
+    assert!(
+        dead.last_error.contains("planned panic 2 of 5")
+            && dead.last_error.contains("(attempt 2 of 2)"),
+        "{}",
+        dead.last_error
+    );
+    worker.stop().await;
+    env.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_failure_is_dead_after_one_attempt_and_retry_runs_it_again() {
     let env = TestEnv::new("").await;

@@ -11,8 +11,8 @@ use std::{
 };
 
 use apalis::prelude::Task;
-use ferry_jobs::{Deps, JobContext, JobError, Registry};
-use ferry_queue::{AttemptError, Job, Outcome, now_us};
+use ferry_jobs::{Backoff, Deps, JobContext, JobError, Registry, Settings};
+use ferry_queue::{AttemptError, FailureRule, Job, Outcome, now_us};
 use ferry_record::DeadJob;
 use futures::{FutureExt, future::BoxFuture};
 use tokio::sync::Semaphore;
@@ -113,7 +113,7 @@ impl Dispatcher {
             tokio::time::timeout(settings.timeout, entry.run(&job.args, ctx)).await
         };
         let result = tokio::select! {
-            r = run => r.unwrap_or_else(|_| Err(JobError::Retryable(format!("timed out after {:?} (kinds.{}.timeout)", settings.timeout, job.kind)))),
+            r = run => r.unwrap_or_else(|_| Err(JobError::retryable(format!("timed out after {:?} (kinds.{}.timeout)", settings.timeout, job.kind)))),
             _ = grace_expired(&self.shutdown, self.deps.config.worker.shutdown_grace) => Err(JobError::Interrupted),
             _ = grace_expired(&job.cancel, CANCEL_GRACE) => Err(JobError::Cancelled),
         };
@@ -123,47 +123,16 @@ impl Dispatcher {
                 tracing::debug!(?elapsed, "job succeeded");
                 Outcome::Succeeded
             }
-            Err(JobError::Retryable(message)) if job.attempt < job.max_attempts => {
-                let delay = settings.backoff.delay(job.attempt);
-                tracing::warn!(?elapsed, error = %message, retry_in = ?delay, "job failed; will retry");
-                Outcome::Retry {
-                    at_us: now_us() + delay.as_micros() as i64,
-                    error: self.attempt_error(&job, message),
-                }
+            Err(e @ JobError::Retryable(_)) => {
+                self.failed(&job, &settings.backoff, e.message(), None)
+                    .await
             }
-            Err(e @ JobError::RetryAfter { after, .. }) if job.attempt < job.max_attempts => {
+            Err(e @ JobError::RetryAfter { after, .. }) => {
                 // The other side's word, within the longest wait the kind allows.
-                let delay = after.min(settings.backoff.cap);
-                let message = e.message();
-                tracing::warn!(?elapsed, error = %message, retry_in = ?delay, "job failed; will retry when asked");
-                Outcome::Retry {
-                    at_us: now_us() + delay.as_micros() as i64,
-                    error: self.attempt_error(&job, message),
-                }
+                self.failed(&job, &settings.backoff, e.message(), Some(after))
+                    .await
             }
-            Err(e @ JobError::RetryAfter { .. }) => {
-                self.dead(
-                    &job,
-                    format!(
-                        "{} (attempt {} of {})",
-                        e.message(),
-                        job.attempt,
-                        job.max_attempts
-                    ),
-                )
-                .await
-            }
-            Err(JobError::Retryable(message)) => {
-                self.dead(
-                    &job,
-                    format!(
-                        "{message} (attempt {} of {})",
-                        job.attempt, job.max_attempts
-                    ),
-                )
-                .await
-            }
-            Err(JobError::Permanent(message)) => self.dead(&job, message).await,
+            Err(e @ JobError::Permanent(_)) => self.dead(&job, e.message()).await,
             Err(JobError::Snooze(delay)) => Outcome::Snooze {
                 at_us: now_us() + delay.as_micros() as i64,
             },
@@ -188,18 +157,51 @@ impl Dispatcher {
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
         let message = format!("job panicked: {what}");
-        if job.attempt >= job.max_attempts {
-            return self.dead(job, message).await;
-        }
-        let delay = self
+        self.failed_anyhow(job, message).await
+    }
+
+    /// An attempt that ended without the kind's say (a panic, or a layer's failure reported
+    /// by the backend): retried under the kind's backoff like any retryable error.
+    async fn failed_anyhow(&self, job: &Job, message: String) -> Outcome {
+        let backoff = self
             .registry
             .get(&job.kind)
-            .map(|e| e.settings().backoff.delay(job.attempt))
-            .unwrap_or(Duration::from_secs(1));
+            .map_or_else(|_| Settings::default().backoff, |e| e.settings().backoff);
+        self.failed(job, &backoff, message, None).await
+    }
+
+    /// The one retry rule: a failed attempt is tried again after `backoff` (or after `after`,
+    /// the other side's word, capped at the backoff's cap) while attempts remain, else the
+    /// job is dead.
+    async fn failed(
+        &self,
+        job: &Job,
+        backoff: &Backoff,
+        message: String,
+        after: Option<Duration>,
+    ) -> Outcome {
+        if job.attempt >= job.max_attempts {
+            let message = format!(
+                "{message} (attempt {} of {})",
+                job.attempt, job.max_attempts
+            );
+            return self.dead(job, message).await;
+        }
+        let delay = after.map_or_else(|| backoff.delay(job.attempt), |a| a.min(backoff.cap));
+        tracing::warn!(error = %message, retry_in = ?delay, "job failed; will retry");
         Outcome::Retry {
             at_us: now_us() + delay.as_micros() as i64,
             error: self.attempt_error(job, message),
         }
+    }
+
+    /// The rule the backend follows for an attempt that failed outside this dispatcher.
+    pub fn failure_rule(&self) -> FailureRule {
+        let this = self.clone();
+        FailureRule::new(move |job, message| {
+            let this = this.clone();
+            async move { this.failed_anyhow(&job, message).await }.boxed()
+        })
     }
 
     fn attempt_error(&self, job: &Job, error: String) -> AttemptError {

@@ -17,6 +17,8 @@ use ferry_record::Record;
 use tokio_util::sync::CancellationToken;
 
 pub use dispatch::Dispatcher;
+/// ferry's own kinds: a program adds its kinds to this registry and hands it to [`run_with`].
+pub use ferry_jobs::builtin;
 pub use identity::{host, worker_id};
 
 /// Choices made on the command line rather than in config.
@@ -46,7 +48,7 @@ pub async fn run(
     options: Options,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let registry = Registry::builtin(&config);
+    let registry = ferry_jobs::builtin(&config);
     run_with(config, registry, options, shutdown).await
 }
 
@@ -77,6 +79,7 @@ pub async fn run_with(
             .concurrency
             .unwrap_or_else(|| config.concurrency(name));
         tracing::info!(queue = %name, concurrency, "serving queue");
+        let dispatcher = Dispatcher::new(registry.clone(), deps.clone(), shutdown.clone());
         let backend = StreamBackend::start(
             queue.clone(),
             BackendOptions {
@@ -88,11 +91,11 @@ pub async fn run_with(
                 reclaim_after: config.worker.reclaim_after,
                 block: Duration::from_secs(1),
                 keep_dead: Duration::from_secs(7 * 24 * 3600),
+                on_failure: dispatcher.failure_rule(),
             },
             shutdown.clone(),
         )
         .await?;
-        let dispatcher = Dispatcher::new(registry.clone(), deps.clone(), shutdown.clone());
         let worker = WorkerBuilder::new(format!("{name}@{id}"))
             .backend(backend)
             .build(dispatcher);

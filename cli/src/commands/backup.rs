@@ -1,7 +1,4 @@
-use ferry_jobs::{
-    Kind,
-    backup::{self, RunArgs, manifest},
-};
+use ferry_jobs::backup::{self, RunArgs, manifest};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -61,9 +58,8 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
             ctx.config
                 .store("backup.target", &ctx.config.backup.target)?;
             backup::selected(&ctx.config, &databases).map_err(|e| Exit::usage(e.to_string()))?;
-            enqueue::submit(
+            enqueue::submit::<backup::Run>(
                 ctx,
-                backup::Run::NAME,
                 &RunArgs { databases },
                 enqueue::Keys::default(),
                 wait,

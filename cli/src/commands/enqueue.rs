@@ -1,9 +1,12 @@
 use std::{io::BufRead, path::PathBuf};
 
 pub use ferry_jobs::enqueue::Keys;
-use ferry_jobs::enqueue::{self, Enqueued, Origin, Prepared};
+use ferry_jobs::{
+    Kind,
+    enqueue::{self, Enqueued, Origin, Prepared},
+};
 use ferry_queue::Queue;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::{
     app::Ctx,
@@ -158,18 +161,13 @@ fn prepare(
         .map(|at| enqueue::parse_at(at).map_err(|e| format!("--at {e}")))
         .transpose()?;
     enqueue::prepare(&ctx.registry, &Origin::Cli, kind, args, keys, run_at)
+        .map_err(|e| e.to_string())
 }
 
 /// Enqueues one job built by a convenience command, prints its id, and with `wait` follows it
 /// to its end.
-pub async fn submit<A: Serialize>(
-    ctx: &Ctx,
-    kind: &str,
-    args: &A,
-    keys: Keys,
-    wait: bool,
-) -> Result<Code> {
-    let (queue, done) = enqueue_one(ctx, kind, args, keys).await?;
+pub async fn submit<K: Kind>(ctx: &Ctx, args: &K::Args, keys: Keys, wait: bool) -> Result<Code> {
+    let (queue, done) = enqueue_one::<K>(ctx, args, keys).await?;
     if ctx.json {
         crate::output::json(&done);
     } else {
@@ -195,21 +193,13 @@ pub async fn submit<A: Serialize>(
 
 /// Enqueues one job, printing nothing: the queue client and what was enqueued (or the
 /// existing job with the same key).
-pub async fn enqueue_one<A: Serialize>(
+pub async fn enqueue_one<K: Kind>(
     ctx: &Ctx,
-    kind: &str,
-    args: &A,
+    args: &K::Args,
     keys: Keys,
 ) -> Result<(Queue, Enqueued)> {
-    let prepared = enqueue::prepare(
-        &ctx.registry,
-        &Origin::Cli,
-        kind,
-        &serde_json::to_string(args).unwrap_or_default(),
-        keys,
-        None,
-    )
-    .map_err(Exit::usage)?;
+    let prepared = enqueue::typed::<K>(&ctx.registry, &Origin::Cli, args, keys)
+        .map_err(|e| Exit::usage(e.to_string()))?;
     let queue = ctx.queue().await?;
     let done = enqueue::submit(&queue, vec![prepared]).await?.remove(0);
     Ok((queue, done))

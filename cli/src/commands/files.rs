@@ -1,7 +1,4 @@
-use ferry_jobs::{
-    Kind,
-    files::{self, Checkpoint, MigrateArgs, plan::Plan, rewrite},
-};
+use ferry_jobs::files::{self, Checkpoint, MigrateArgs, plan::Plan, rewrite};
 use ferry_record::RunRow;
 use serde_json::json;
 use uuid::Uuid;
@@ -97,9 +94,8 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
                 }
             }
             if !wait {
-                return enqueue::submit(
+                return enqueue::submit::<files::Migrate>(
                     ctx,
-                    files::Migrate::NAME,
                     &args,
                     enqueue::Keys::default(),
                     false,
@@ -107,7 +103,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
                 .await;
             }
             let (queue, done) =
-                enqueue::enqueue_one(ctx, files::Migrate::NAME, &args, enqueue::Keys::default())
+                enqueue::enqueue_one::<files::Migrate>(ctx, &args, enqueue::Keys::default())
                     .await?;
             eprintln!("{}", done.id);
             let record = ctx.record().await?;

@@ -1,7 +1,6 @@
 //! `ferry import`: MongoDB collections into PostgreSQL tables.
 
 use ferry_jobs::{
-    Kind,
     import::{
         self, CollectionPlan, RunArgs,
         mapping::TablePlan,
@@ -140,14 +139,8 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
             collections, wait, ..
         } => {
             import::select(&plans, &collections)?;
-            enqueue::submit(
-                ctx,
-                import::Run::NAME,
-                &RunArgs { collections },
-                Keys::default(),
-                wait,
-            )
-            .await
+            enqueue::submit::<import::Run>(ctx, &RunArgs { collections }, Keys::default(), wait)
+                .await
         }
         Command::Verify { collections, deep } => {
             let selected = import::select(&plans, &collections)?;

@@ -1,10 +1,7 @@
 //! `ferry notify send|broadcast`: enqueue notify jobs, checked first as far as possible
 //! without sending (template, variables, address, audience), so mistakes exit 2 here.
 
-use ferry_jobs::{
-    Kind,
-    notify::{Broadcast, BroadcastArgs, Mailer, Send, SendArgs, Templates},
-};
+use ferry_jobs::notify::{Broadcast, BroadcastArgs, Mailer, Send, SendArgs, Templates};
 use serde_json::Value;
 
 use crate::{
@@ -100,7 +97,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
                 idempotency: key,
                 ..Keys::default()
             };
-            enqueue::submit(ctx, Send::NAME, &args, keys, wait).await
+            enqueue::submit::<Send>(ctx, &args, keys, wait).await
         }
         Command::Broadcast {
             template,
@@ -119,7 +116,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
                 audience,
                 data,
             };
-            enqueue::submit(ctx, Broadcast::NAME, &args, Keys::default(), wait).await
+            enqueue::submit::<Broadcast>(ctx, &args, Keys::default(), wait).await
         }
         Command::Unconfirmed(command) => crate::commands::unconfirmed::run(ctx, command).await,
     }

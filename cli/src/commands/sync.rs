@@ -1,6 +1,5 @@
-use ferry_jobs::{
-    Kind,
-    sync::{self, EntityArgs, FullArgs, IncrementalArgs, SyncError, Target, VerifyArgs},
+use ferry_jobs::sync::{
+    self, EntityArgs, FullArgs, IncrementalArgs, SyncError, Target, VerifyArgs,
 };
 use serde_json::json;
 
@@ -79,20 +78,12 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
             let selected = catalog.select(&tables)?;
             warn_unmirrored(&catalog);
             warn_row_security(&target, &selected).await?;
-            enqueue::submit(
-                ctx,
-                sync::Full::NAME,
-                &FullArgs { tables },
-                Keys::default(),
-                wait,
-            )
-            .await
+            enqueue::submit::<sync::Full>(ctx, &FullArgs { tables }, Keys::default(), wait).await
         }
         Command::Incremental { tables, wait } => {
             catalog.select(&tables)?;
-            enqueue::submit(
+            enqueue::submit::<sync::Incremental>(
                 ctx,
-                sync::Incremental::NAME,
                 &IncrementalArgs { tables },
                 Keys::default(),
                 wait,
@@ -110,12 +101,12 @@ pub async fn run(ctx: &Ctx, command: Command) -> Result<Code> {
                 coalesce: Some(args.coalesce_key()),
                 ..Keys::default()
             };
-            enqueue::submit(ctx, sync::Entity::NAME, &args, keys, false).await
+            enqueue::submit::<sync::Entity>(ctx, &args, keys, false).await
         }
         Command::Verify { tables, deep, job } if job => {
             catalog.select(&tables)?;
             let args = VerifyArgs { tables, deep };
-            enqueue::submit(ctx, sync::Verify::NAME, &args, Keys::default(), true).await
+            enqueue::submit::<sync::Verify>(ctx, &args, Keys::default(), true).await
         }
         Command::Verify { tables, deep, .. } => {
             let tables = catalog.select(&tables)?;

@@ -2,14 +2,15 @@
 //!
 //! `custom-kind CONFIG FILE`: registers `example.greet` next to ferry's kinds, starts a worker
 //! with `ferry_worker::run_with`, enqueues one greeting and one built-in `noop` through the
-//! same typed path ferry's own kinds use (so `[kinds."example.greet"]` in CONFIG applies),
-//! waits for both to succeed, prints their ids and exits. The greeting lands in FILE.
+//! same enqueue path ferry's own kinds use (so `[kinds."example.greet"]` in CONFIG applies),
+//! waits for both to succeed, prints their ids and exits. The greeting lands in FILE. It
+//! depends on the job contract (`ferry-contract`) and the worker, not on ferry's kinds.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use ferry_config::{Config, Env};
-use ferry_jobs::{
-    JobContext, JobError, Kind, Registry, Settings, diag,
+use ferry_contract::{
+    CheckError, JobContext, JobError, Kind, Settings,
     enqueue::{self, Keys, Origin},
 };
 use ferry_queue::{JobState, Queue};
@@ -40,7 +41,7 @@ impl Kind for Greet {
     }
 
     /// Runs at enqueue: a bad job is refused before it reaches Redis.
-    fn check(args: &GreetArgs, _config: &Config) -> Result<(), String> {
+    fn check(args: &GreetArgs, _config: &Config) -> Result<(), CheckError> {
         if args.name.trim().is_empty() {
             return Err("name must not be empty".into());
         }
@@ -52,7 +53,7 @@ impl Kind for Greet {
         // A full disk or a missing directory may pass: retry with the kind's backoff.
         tokio::fs::write(&args.file, text)
             .await
-            .map_err(|e| JobError::Retryable(format!("write {}: {e}", args.file.display())))
+            .map_err(|e| JobError::retryable_from(format!("write {}", args.file.display()), e))
     }
 }
 
@@ -69,7 +70,7 @@ async fn main() -> Result<(), Error> {
     // ferry's kinds and ours; the worker runs them, and enqueueing checks jobs against the
     // same kinds with config's overrides applied.
     let kinds = || {
-        let mut kinds = Registry::builtin(&config);
+        let mut kinds = ferry_worker::builtin(&config);
         kinds.register(Greet);
         kinds
     };
@@ -90,7 +91,8 @@ async fn main() -> Result<(), Error> {
     };
     let jobs = vec![
         enqueue::typed::<Greet>(&checked, &Origin::Cli, &greet, Keys::default())?,
-        enqueue::typed::<diag::Noop>(&checked, &Origin::Cli, &Default::default(), Keys::default())?,
+        // A built-in kind by name: this program knows ferry's kinds only through the registry.
+        enqueue::prepare(&checked, &Origin::Cli, "noop", "{}", Keys::default(), None)?,
     ];
     let enqueued = enqueue::submit(&queue, jobs).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

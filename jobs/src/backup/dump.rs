@@ -63,13 +63,13 @@ pub async fn dump<C: Serialize + Sync, F: Fn(u64) -> Progress + Sync>(
         .arg(format!("--snapshot={snapshot}"))
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| JobError::Permanent(format!("cannot start {}: {e}", pg_dump.display())))?;
+        .map_err(|e| JobError::permanent_from(format!("cannot start {}", pg_dump.display()), e))?;
     let stdout: OwnedFd = child
         .stdout
         .take()
         .expect("stdout is piped")
         .into_owned_fd()
-        .map_err(|e| JobError::Retryable(format!("pg_dump output: {e}")))?;
+        .map_err(|e| JobError::retryable_from("pg_dump output", e))?;
     let mut stderr = child.stderr.take().expect("stderr is piped");
     let stderr = tokio::spawn(async move {
         let mut text = String::new();
@@ -108,23 +108,23 @@ pub async fn dump<C: Serialize + Sync, F: Fn(u64) -> Progress + Sync>(
     }
     let compressed = compress
         .await
-        .map_err(|e| JobError::Retryable(format!("compressor panicked: {e}")))?;
+        .map_err(|e| JobError::retryable_from("compressor panicked", e))?;
     let status = child
         .wait()
         .await
-        .map_err(|e| JobError::Retryable(format!("waiting for pg_dump: {e}")))?;
+        .map_err(|e| JobError::retryable_from("waiting for pg_dump", e))?;
     if let Some(e) = failed {
         return Err(e);
     }
     if !status.success() {
         let text = stderr.await.unwrap_or_default();
-        return Err(JobError::Retryable(format!(
+        return Err(JobError::retryable(format!(
             "pg_dump of {:?} failed ({status}): {}",
             db.name,
             text.trim()
         )));
     }
-    compressed.map_err(|e| JobError::Retryable(format!("compressing the dump: {e}")))
+    compressed.map_err(|e| JobError::retryable_from("compressing the dump", e))
 }
 
 fn compress(input: std::fs::File, out: PartWriter, c: Compression) -> io::Result<Written> {

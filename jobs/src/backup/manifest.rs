@@ -41,7 +41,7 @@ impl Manifest {
 }
 
 fn db(what: &'static str) -> impl Fn(sqlx::Error) -> JobError {
-    move |e| JobError::db(format!("cannot {what} in the backup manifest: {e}"), &e)
+    move |e| JobError::db(format!("cannot {what} in the backup manifest"), e)
 }
 
 /// Records a finished backup; false when the job already has a row for the database (another
@@ -108,7 +108,7 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Manifest, JobError> {
         .await
         .map_err(db("read a backup"))?
         .ok_or_else(|| {
-            JobError::Permanent(format!(
+            JobError::permanent(format!(
                 "no backup {id}; `ferry backup list` shows the backups there are"
             ))
         })

@@ -92,7 +92,7 @@ impl Kind for Run {
         )?;
         let recipient = match &config.backup.encrypt_to {
             Some(key) => Some(key.parse::<age::x25519::Recipient>().map_err(|e| {
-                JobError::Permanent(format!("backup.encrypt_to is not an age public key: {e}"))
+                JobError::permanent(format!("backup.encrypt_to is not an age public key: {e}"))
             })?),
             None => None,
         };
@@ -222,7 +222,7 @@ pub fn selected(config: &Config, names: &[String]) -> Result<Vec<Database>, JobE
         .iter()
         .map(|n| {
             all.iter().find(|d| &d.name == n).cloned().ok_or_else(|| {
-                JobError::Permanent(format!(
+                JobError::permanent(format!(
                     "database {n:?} is not configured for backups; configured: {} \
                      (backup.databases)",
                     all.iter()
@@ -279,7 +279,7 @@ async fn snapshot_dump(
         .retryable()?
     {
         tracing::error!(database = %db.name, "{hidden}");
-        return Err(JobError::Permanent(format!(
+        return Err(JobError::permanent(format!(
             "cannot back up {:?}: {hidden}",
             db.name
         )));
@@ -298,8 +298,8 @@ async fn snapshot_dump(
         dump::dump(&tools.pg_dump, db, &snapshot, compression, upload, report),
         postgres::row_counts(&mut conn)
     );
-    let counts =
-        counts.map_err(|e| JobError::Retryable(format!("counting rows of {:?}: {e}", db.name)))?;
+    let counts = counts
+        .map_err(|e| JobError::retryable_from(format!("counting rows of {:?}", db.name), e))?;
     let written = written?;
     let _ = conn.execute("COMMIT").await;
     Ok((written, counts, server_version, pg_dump_version))
@@ -346,7 +346,7 @@ impl Kind for Verify {
         if failures.is_empty() {
             Ok(())
         } else {
-            Err(JobError::Permanent(format!(
+            Err(JobError::permanent(format!(
                 "backup verify failed: {}",
                 failures.join("; ")
             )))

@@ -7,7 +7,7 @@ use ferry_config::{Config, Secret};
 use sqlx::{Connection, PgConnection};
 use tokio::process::Command;
 
-use crate::JobError;
+use crate::{JobError, ResultExt};
 
 /// A database to dump or restore into. The password is kept apart so it can be handed to
 /// `pg_dump` and `pg_restore` as `PGPASSWORD` rather than in their arguments.
@@ -21,10 +21,9 @@ pub struct Database {
 
 impl Database {
     pub fn parse(text: &str) -> Result<Self, JobError> {
-        let mut url = url::Url::parse(text)
-            .map_err(|e| JobError::Permanent(format!("not a postgres:// URL ({e})")))?;
+        let mut url = url::Url::parse(text).permanent_while("not a postgres:// URL")?;
         if !matches!(url.scheme(), "postgres" | "postgresql") {
-            return Err(JobError::Permanent(format!(
+            return Err(JobError::permanent(format!(
                 "{} is not a postgres:// URL",
                 url.scheme()
             )));
@@ -47,7 +46,7 @@ impl Database {
         }
         let name = url.path().trim_start_matches('/').to_owned();
         if name.is_empty() {
-            return Err(JobError::Permanent(format!(
+            return Err(JobError::permanent(format!(
                 "{url} names no database; add /DBNAME to the URL"
             )));
         }
@@ -73,9 +72,7 @@ impl Database {
     /// URL's own database when none are listed.
     pub fn configured(config: &Config) -> Result<Vec<Self>, JobError> {
         let base = config.postgres.url.as_deref().ok_or_else(|| {
-            JobError::Permanent(
-                "backups need DATABASE_URL (postgres.url): the server to dump".into(),
-            )
+            JobError::permanent("backups need DATABASE_URL (postgres.url): the server to dump")
         })?;
         let base = Self::parse(base)?;
         if config.backup.databases.is_empty() {
@@ -123,15 +120,19 @@ impl Database {
 
 /// Why connecting to a database failed, said so an operator knows what to do.
 pub fn connect_error(db: &Database, e: sqlx::Error) -> JobError {
-    let message = format!("cannot connect to database {:?} ({}): {e}", db.name, db.url);
-    match &e {
-        sqlx::Error::Database(d) if d.code().as_deref() == Some("3D000") => JobError::Permanent(
-            format!("{message}; list existing databases in backup.databases"),
-        ),
-        sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("28")) => {
-            JobError::Permanent(format!("{message}; check the user and password"))
+    let doing = format!("cannot connect to database {:?} ({})", db.name, db.url);
+    let hint = match &e {
+        sqlx::Error::Database(d) if d.code().as_deref() == Some("3D000") => {
+            Some("list existing databases in backup.databases")
         }
-        e => JobError::db(message, e),
+        sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("28")) => {
+            Some("check the user and password")
+        }
+        _ => None,
+    };
+    match hint {
+        Some(hint) => JobError::permanent_from(format!("{doing} ({hint})"), e),
+        None => JobError::db(doing, e),
     }
 }
 
@@ -162,7 +163,7 @@ impl Tools {
             .output()
             .await
             .map_err(|e| {
-                JobError::Permanent(format!(
+                JobError::permanent(format!(
                     "cannot run {name} ({e}); install the PostgreSQL {server_major} client \
                      tools or set backup.pg_bin_dir to the directory holding them"
                 ))
@@ -173,10 +174,10 @@ impl Tools {
             .and_then(|(_, rest)| rest.trim().split(['.', ' ']).next())
             .and_then(|m| m.parse::<u32>().ok())
             .ok_or_else(|| {
-                JobError::Permanent(format!("{name} printed an unknown version {version:?}"))
+                JobError::permanent(format!("{name} printed an unknown version {version:?}"))
             })?;
         if major < server_major {
-            return Err(JobError::Permanent(format!(
+            return Err(JobError::permanent(format!(
                 "{name} is version {major}, older than the server ({server_major}); install \
                  the PostgreSQL {server_major} client tools or set backup.pg_bin_dir (e.g. \
                  /usr/lib/postgresql/{server_major}/bin)"

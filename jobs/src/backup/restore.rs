@@ -20,7 +20,7 @@ use super::{
     manifest::Manifest,
     postgres::{self, Database, Tools},
 };
-use crate::{JobError, store::Store};
+use crate::{JobError, chain, store::Store};
 
 /// The age identities that decrypt backups, from `FERRY_AGE_IDENTITY` or
 /// `backup.identity_file`.
@@ -29,13 +29,13 @@ fn identities(config: &Config, m: &Manifest) -> Result<Vec<age::x25519::Identity
     let text = match (&config.backup.identity, &config.backup.identity_file) {
         (Some(secret), _) => secret.expose().to_owned(),
         (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
-            JobError::Permanent(format!(
-                "cannot read backup.identity_file {}: {e}",
-                path.display()
-            ))
+            JobError::permanent_from(
+                format!("cannot read backup.identity_file {}", path.display()),
+                e,
+            )
         })?,
         (None, None) => {
-            return Err(JobError::Permanent(format!(
+            return Err(JobError::permanent(format!(
                 "backup {} is encrypted to {recipient}; give the matching age identity in \
                  backup.identity_file or FERRY_AGE_IDENTITY",
                 m.id
@@ -49,10 +49,9 @@ fn identities(config: &Config, m: &Manifest) -> Result<Vec<age::x25519::Identity
         .filter_map(|l| l.parse().ok())
         .collect();
     if ids.is_empty() {
-        return Err(JobError::Permanent(
+        return Err(JobError::permanent(
             "the age identity (backup.identity_file or FERRY_AGE_IDENTITY) holds no \
-             AGE-SECRET-KEY-1... line"
-                .into(),
+             AGE-SECRET-KEY-1... line",
         ));
     }
     Ok(ids)
@@ -78,14 +77,14 @@ pub async fn restore_into(
         .stdin(std::process::Stdio::piped())
         .spawn()
         .map_err(|e| {
-            JobError::Permanent(format!("cannot start {}: {e}", tools.pg_restore.display()))
+            JobError::permanent_from(format!("cannot start {}", tools.pg_restore.display()), e)
         })?;
     let stdin: OwnedFd = child
         .stdin
         .take()
         .expect("stdin is piped")
         .into_owned_fd()
-        .map_err(|e| JobError::Retryable(format!("pg_restore input: {e}")))?;
+        .map_err(|e| JobError::retryable_from("pg_restore input", e))?;
     let mut stderr = child.stderr.take().expect("stderr is piped");
     let stderr = tokio::spawn(async move {
         let mut text = String::new();
@@ -119,14 +118,14 @@ pub async fn restore_into(
     drop(tx);
     let unpacked = unpack
         .await
-        .map_err(|e| JobError::Retryable(format!("unpacking panicked: {e}")))?;
+        .map_err(|e| JobError::retryable_from("unpacking panicked", e))?;
     let status = child
         .wait()
         .await
-        .map_err(|e| JobError::Retryable(format!("waiting for pg_restore: {e}")))?;
+        .map_err(|e| JobError::retryable_from("waiting for pg_restore", e))?;
     let sha256 = format!("{:x}", hasher.finalize());
     if bytes != m.bytes as u64 || sha256 != m.sha256 {
-        return Err(JobError::Permanent(format!(
+        return Err(JobError::permanent(format!(
             "backup {} does not match its manifest: the object {} is {bytes} bytes with sha256 \
              {sha256}, the manifest recorded {} bytes with sha256 {}; it was truncated or \
              altered, so it cannot be trusted",
@@ -134,20 +133,20 @@ pub async fn restore_into(
         )));
     }
     unpacked.map_err(|e| match e {
-        Unpack::NoIdentity(detail) => JobError::Permanent(format!(
+        Unpack::NoIdentity(detail) => JobError::permanent(format!(
             "cannot decrypt backup {} (encrypted to {}): {detail}; give the matching identity",
             m.id,
             m.encrypted_to.as_deref().unwrap_or_default()
         )),
-        Unpack::Io(e) if !status.success() => JobError::Permanent(format!(
+        Unpack::Io(e) if !status.success() => JobError::permanent(format!(
             "pg_restore into {:?} stopped the stream ({e})",
             target.name
         )),
-        Unpack::Io(e) => JobError::Permanent(format!("cannot unpack backup {}: {e}", m.id)),
+        Unpack::Io(e) => JobError::permanent_from(format!("cannot unpack backup {}", m.id), e),
     })?;
     if !status.success() {
         let text = stderr.await.unwrap_or_default();
-        return Err(JobError::Permanent(format!(
+        return Err(JobError::permanent(format!(
             "pg_restore into {:?} failed ({status}): {}",
             target.name,
             text.trim()
@@ -233,7 +232,7 @@ pub async fn verify(
     admin
         .execute(sqlx::AssertSqlSafe(create))
         .await
-        .map_err(|e| JobError::Retryable(format!("cannot create {}: {e}", scratch.name)))?;
+        .map_err(|e| JobError::retryable_from(format!("cannot create {}", scratch.name), e))?;
     let result = restore_and_count(config, store, m, &scratch).await;
     let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", scratch.name);
     if let Err(e) = admin.execute(sqlx::AssertSqlSafe(drop)).await {
@@ -263,7 +262,7 @@ pub async fn verify(
                 ));
             }
         }
-        Err(JobError::Permanent(e)) => report.error = Some(e),
+        Err(JobError::Permanent(e)) => report.error = Some(chain(&e)),
         Err(e) => return Err(e),
     }
     Ok(report)
@@ -282,7 +281,7 @@ async fn restore_and_count(
         .map_err(|e| postgres::connect_error(into, e))?;
     postgres::row_counts(&mut conn)
         .await
-        .map_err(|e| JobError::Retryable(format!("counting restored rows: {e}")))
+        .map_err(|e| JobError::retryable_from("counting restored rows", e))
 }
 
 /// Restores into `target`, creating the database when it does not exist. Refuses a
@@ -297,7 +296,7 @@ pub async fn restore(
         Ok(conn) => conn,
         Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("3D000") => {
             if !ferry_config::is_sql_name(&target.name) {
-                return Err(JobError::Permanent(format!(
+                return Err(JobError::permanent(format!(
                     "{:?} is not a plain database name; create it first, then restore into it",
                     target.name
                 )));
@@ -313,7 +312,7 @@ pub async fn restore(
                 target.name
             )))
             .await
-            .map_err(|e| JobError::Permanent(format!("cannot create {}: {e}", target.name)))?;
+            .map_err(|e| JobError::permanent_from(format!("cannot create {}", target.name), e))?;
             target
                 .connect()
                 .await
@@ -323,9 +322,9 @@ pub async fn restore(
     };
     let existing = postgres::tables(&mut conn)
         .await
-        .map_err(|e| JobError::Retryable(format!("inspecting {}: {e}", target.name)))?;
+        .map_err(|e| JobError::retryable_from(format!("inspecting {}", target.name), e))?;
     if !existing.is_empty() {
-        return Err(JobError::Permanent(format!(
+        return Err(JobError::permanent(format!(
             "database {:?} already has {} tables; restore into a new or empty database",
             target.name,
             existing.len()

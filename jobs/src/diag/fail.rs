@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Backoff, JobContext, JobError, Kind, Settings};
 
-/// Fails its first `times` attempts, then succeeds; or fails permanently.
+/// Fails its first `times` attempts (by panicking, with `panic`), then succeeds; or fails
+/// permanently.
 pub struct Fail;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -14,6 +15,9 @@ pub struct FailArgs {
     pub times: u32,
     #[serde(default)]
     pub permanent: bool,
+    /// Fail by panicking: how a bug in a kind looks to the worker.
+    #[serde(default)]
+    pub panic: bool,
 }
 
 impl Kind for Fail {
@@ -34,12 +38,13 @@ impl Kind for Fail {
 
     async fn run(&self, args: FailArgs, ctx: JobContext) -> Result<(), JobError> {
         if args.permanent {
-            return Err(JobError::Permanent(
-                "fail: permanent failure as requested".into(),
-            ));
+            return Err(JobError::permanent("fail: permanent failure as requested"));
+        }
+        if ctx.attempt <= args.times && args.panic {
+            panic!("fail: planned panic {} of {}", ctx.attempt, args.times);
         }
         if ctx.attempt <= args.times {
-            return Err(JobError::Retryable(format!(
+            return Err(JobError::retryable(format!(
                 "fail: planned failure {} of {}",
                 ctx.attempt, args.times
             )));

@@ -27,7 +27,7 @@ impl Trace {
         .bind(from_step as i32)
         .fetch_one(&pool)
         .await
-        .map_err(|e| JobError::db(format!("sleep: record the attempt: {e}"), &e))?;
+        .map_err(|e| JobError::db("sleep: record the attempt", e))?;
         Ok(Self(Some((pool, row))))
     }
 
@@ -52,6 +52,6 @@ impl Trace {
             .execute(pool)
             .await
             .map(drop)
-            .map_err(|e| JobError::db(format!("sleep: record the attempt's work: {e}"), &e))
+            .map_err(|e| JobError::db("sleep: record the attempt's work", e))
     }
 }

@@ -10,7 +10,7 @@ pub mod capture;
 pub mod relay;
 mod rules;
 
-pub use rules::{Change, Rules};
+pub use rules::{Change, RouteError, RuleRef, Rules};
 
 /// What went wrong relaying or capturing changes.
 #[derive(Debug, thiserror::Error)]

@@ -54,7 +54,7 @@ pub async fn relay_once(
             }
             Err(e) => {
                 tracing::warn!(change = change.id, table = change.table_name, error = %e, "a captured change started no job");
-                failed.push((change.id, e));
+                failed.push((change.id, e.to_string()));
             }
         }
     }

@@ -9,8 +9,39 @@ use serde_json::{Map, Value};
 
 use crate::{
     Registry,
-    enqueue::{self, Keys, Prepared},
+    enqueue::{self, EnqueueError, Keys, Prepared},
 };
+
+/// Why a captured change started no job; kept with the change so an operator sees it.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("unknown operation {0:?}")]
+    UnknownOp(String),
+    /// A rule's argument template did not render for this row.
+    #[error("{rule}: {problem}")]
+    Args { rule: RuleRef, problem: String },
+    /// The rendered job did not pass the checks every enqueue passes.
+    #[error("{rule}: {source}")]
+    Enqueue { rule: RuleRef, source: EnqueueError },
+}
+
+/// Which `[[on_change]]` rule: its place in config, its table and its kind.
+#[derive(Debug, Clone)]
+pub struct RuleRef {
+    pub index: usize,
+    pub table: String,
+    pub kind: String,
+}
+
+impl std::fmt::Display for RuleRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "on_change[{}] ({} → {})",
+            self.index, self.table, self.kind
+        )
+    }
+}
 
 /// The configured `[[on_change]]` rules, checked against the job kinds there are.
 #[derive(Debug)]
@@ -91,9 +122,9 @@ impl Rules {
     /// The jobs `change` starts, one per matching rule, each checked as the CLI checks a job
     /// and keyed `change:TABLE:PK:VERSION:RULE`, so relaying a change twice enqueues it once.
     /// An error says which rule could not be applied and why.
-    pub fn route(&self, registry: &Registry, change: &Change) -> Result<Vec<Prepared>, String> {
+    pub fn route(&self, registry: &Registry, change: &Change) -> Result<Vec<Prepared>, RouteError> {
         let Some(op) = Op::from_sql(&change.op) else {
-            return Err(format!("unknown operation {:?}", change.op));
+            return Err(RouteError::UnknownOp(change.op.clone()));
         };
         let context = serde_json::json!({
             "row": change.row,
@@ -110,8 +141,17 @@ impl Rules {
             if rule.table != change.table_name || !rule.op.contains(&op) {
                 continue;
             }
-            let fail = |e: String| format!("on_change[{i}] ({} → {}): {e}", rule.table, rule.kind);
-            let args = self.render(&rule.args, &context).map_err(fail)?;
+            let rule_of = || RuleRef {
+                index: i,
+                table: rule.table.clone(),
+                kind: rule.kind.clone(),
+            };
+            let args = self
+                .render(&rule.args, &context)
+                .map_err(|problem| RouteError::Args {
+                    rule: rule_of(),
+                    problem,
+                })?;
             let keys = Keys {
                 idempotency: Some(format!(
                     "change:{}:{pk}:{}:{i}",
@@ -128,7 +168,10 @@ impl Rules {
                     keys,
                     None,
                 )
-                .map_err(fail)?,
+                .map_err(|source| RouteError::Enqueue {
+                    rule: rule_of(),
+                    source,
+                })?,
             );
         }
         Ok(jobs)
@@ -219,7 +262,7 @@ mod tests {
 
     fn rules(toml: &str) -> (Rules, Registry) {
         let config = Config::from_toml_str(toml, &Env::empty()).unwrap();
-        let registry = Registry::new(&config).unwrap();
+        let registry = crate::registry(&config).unwrap();
         (Rules::compile(&config, &registry).unwrap(), registry)
     }
 
@@ -256,7 +299,7 @@ mod tests {
             row: json!({"id": 5, "course_id": 7}),
             ..change
         };
-        let e = rules.route(&registry, &missing).unwrap_err();
+        let e = rules.route(&registry, &missing).unwrap_err().to_string();
         assert!(
             e.contains("on_change[0]") && e.contains("row.instructor_id"),
             "{e}"
@@ -276,7 +319,7 @@ mod tests {
             ),
         ] {
             let config = Config::from_toml_str(toml, &Env::empty()).unwrap();
-            let registry = Registry::new(&config).unwrap();
+            let registry = crate::registry(&config).unwrap();
             let e = Rules::compile(&config, &registry).unwrap_err();
             assert!(e.to_string().contains(key), "{toml}: {e}");
         }

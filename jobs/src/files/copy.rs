@@ -191,7 +191,7 @@ impl Copy<'_> {
             .put_streamed(dest_key, size, &fetched.attributes, body)
             .await?;
         let h = Arc::try_unwrap(hashes)
-            .map_err(|_| JobError::Retryable("the upload kept its body".into()))?
+            .map_err(|_| JobError::retryable("the upload kept its body"))?
             .into_inner()
             .unwrap_or_else(|p| p.into_inner());
         if h.read != size {
@@ -266,7 +266,7 @@ impl Copy<'_> {
     }
 
     fn changed(&self, key: &str, read: u64, size: u64) -> JobError {
-        JobError::Retryable(format!(
+        JobError::retryable(format!(
             "{}: {key} changed while it was copied (read {read} of {size} bytes)",
             self.from.store.url
         ))
@@ -319,13 +319,13 @@ async fn check_etag(
     let got = got.map(|e| e.trim_matches('"').to_ascii_lowercase());
     match got {
         Some(etag) if etag == expected => Ok(()),
-        Some(etag) if looks_like_md5(&etag) => Err(JobError::Retryable(format!(
+        Some(etag) if looks_like_md5(&etag) => Err(JobError::retryable(format!(
             "{}: {key} was stored with ETag {etag}, but the bytes sent give {expected}",
             to.store.url
         ))),
         _ => match to.store.head(key).await? {
             Some(h) if h.size == size => Ok(()),
-            h => Err(JobError::Retryable(format!(
+            h => Err(JobError::retryable(format!(
                 "{}: {key} holds {:?} bytes after the copy, expected {size}",
                 to.store.url,
                 h.map(|h| h.size)

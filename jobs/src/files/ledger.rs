@@ -27,7 +27,7 @@ pub struct Entry {
 }
 
 fn db(what: &str) -> impl Fn(sqlx::Error) -> JobError + '_ {
-    move |e| JobError::db(format!("files ledger: cannot {what}: {e}"), &e)
+    move |e| JobError::db(format!("files ledger: cannot {what}"), e)
 }
 
 /// The rows of `keys`, by key: one query for a batch of objects.

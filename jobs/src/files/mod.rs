@@ -25,7 +25,7 @@ use sqlx::PgPool;
 
 pub use side::Side;
 
-use crate::{JobContext, JobError, Kind, Settings};
+use crate::{CheckError, JobContext, JobError, Kind, Settings};
 
 pub const QUEUE: &str = "files";
 
@@ -126,8 +126,8 @@ impl Kind for Migrate {
         }
     }
 
-    fn check(args: &MigrateArgs, config: &ferry_config::Config) -> Result<(), String> {
-        overlap::check(config, args)
+    fn check(args: &MigrateArgs, config: &ferry_config::Config) -> Result<(), CheckError> {
+        overlap::check(config, args).map_err(Into::into)
     }
 
     async fn run(&self, args: MigrateArgs, ctx: JobContext) -> Result<(), JobError> {
@@ -207,7 +207,7 @@ async fn migrate(
         lease.save(cp, cp.progress()).await?;
     }
     if cp.reach.unreachable > 0 {
-        return Err(JobError::Permanent(format!(
+        return Err(JobError::permanent(format!(
             "{} of {} rewritten URLs name no object at {} (e.g. {}); fix the objects and \
              rerun, or put the old URLs back with `ferry files rollback {}`",
             cp.reach.unreachable,

@@ -33,23 +33,22 @@ pub struct Dry {
 impl Plan {
     pub fn open(config: &Config, args: &MigrateArgs) -> Result<Self, JobError> {
         // Before any store is opened: the job may have been enqueued under other [stores].
-        super::overlap::check(config, args).map_err(JobError::Permanent)?;
+        super::overlap::check(config, args).map_err(JobError::permanent)?;
         let from = Side::open(config, &args.from, "from")?;
         let to = Side::open(config, &args.to, "to")?;
         let files = &config.files;
         let transfers = args.transfers.unwrap_or(files.transfers);
         if transfers == 0 {
-            return Err(JobError::Permanent("transfers must be 1 or more".into()));
+            return Err(JobError::permanent("transfers must be 1 or more"));
         }
         if !args.rewrite.is_empty() {
             let apart = config.postgres.ferry_url.is_some()
                 && config.postgres.ferry_url != config.postgres.url;
             if apart {
-                return Err(JobError::Permanent(
+                return Err(JobError::permanent(
                     "--rewrite keeps old URLs in ferry's schema in the same transaction as the \
                      rewrite, so schema ferry must live in the application database: unset \
-                     FERRY_DATABASE_URL (postgres.ferry_url)"
-                        .into(),
+                     FERRY_DATABASE_URL (postgres.ferry_url)",
                 ));
             }
         }
@@ -82,7 +81,7 @@ impl Plan {
         match (&self.from.public_url, &self.to.public_url) {
             (Some(f), Some(t)) => Ok((format!("{f}/"), format!("{t}/"))),
             _ if !needed => Ok((String::new(), String::new())),
-            _ => Err(JobError::Permanent(format!(
+            _ => Err(JobError::permanent(format!(
                 "--rewrite needs public_url on both stores: set it in [stores.{}] and \
                  [stores.{}] to how the application's URLs of their objects begin",
                 self.from.name, self.to.name

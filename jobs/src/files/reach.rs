@@ -46,7 +46,7 @@ pub async fn check(
             reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
-                .map_err(|e| JobError::Permanent(format!("cannot build an HTTP client: {e}")))
+                .map_err(|e| JobError::permanent_from("cannot build an HTTP client", e))
         })
         .transpose()?;
     let client = &client;

@@ -24,7 +24,7 @@ pub struct Column {
 }
 
 fn db(what: String) -> impl Fn(sqlx::Error) -> JobError {
-    move |e| JobError::db(format!("{what}: {e}"), &e)
+    move |e| JobError::db(what.clone(), e)
 }
 
 fn quote(name: &str) -> String {
@@ -39,7 +39,7 @@ impl Column {
             [t, c] => ("public", t, c),
             [s, t, c] => (s, t, c),
             _ => {
-                return Err(JobError::Permanent(format!(
+                return Err(JobError::permanent(format!(
                     "--rewrite {spec:?}: give TABLE.COLUMN or SCHEMA.TABLE.COLUMN"
                 )));
             }
@@ -48,7 +48,7 @@ impl Column {
             .iter()
             .all(|n| ferry_config::is_sql_name(n))
         {
-            return Err(JobError::Permanent(format!(
+            return Err(JobError::permanent(format!(
                 "--rewrite {spec:?}: names may hold only letters, digits and underscores"
             )));
         }
@@ -74,21 +74,21 @@ impl Column {
         .await
         .map_err(db(format!("--rewrite {spec}: reading the catalog")))?;
         let Some(row) = row else {
-            return Err(JobError::Permanent(format!(
+            return Err(JobError::permanent(format!(
                 "--rewrite {spec:?}: no column {column:?} in table {schema}.{table} of the \
                  application database"
             )));
         };
         let type_name: String = row.get("type");
         if !matches!(type_name.as_str(), "text" | "varchar" | "bpchar") {
-            return Err(JobError::Permanent(format!(
+            return Err(JobError::permanent(format!(
                 "--rewrite {spec:?}: the column is {type_name}; only text columns hold URLs \
                  ferry rewrites"
             )));
         }
         let key: Option<Vec<String>> = row.get("key");
         let Some(key) = key.filter(|k| !k.is_empty()) else {
-            return Err(JobError::Permanent(format!(
+            return Err(JobError::permanent(format!(
                 "--rewrite {spec:?}: {schema}.{table} has no primary key, so old values could \
                  not be matched back to their rows; add one"
             )));

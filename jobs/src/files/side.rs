@@ -18,7 +18,7 @@ impl Side {
     pub fn open(config: &Config, spec: &str, role: &str) -> Result<Self, JobError> {
         let (name, prefix) = spec.split_once(':').unwrap_or((spec, ""));
         let Some(store) = config.stores.get(name) else {
-            return Err(JobError::Permanent(format!(
+            return Err(JobError::permanent(format!(
                 "--{role} {spec:?}: {name:?} is not in [stores]; configured: {}",
                 if config.stores.is_empty() {
                     "none".to_owned()

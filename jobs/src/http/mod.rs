@@ -23,7 +23,7 @@ pub use request::{HttpArgs, Invalid, Plan};
 pub use response::Refusal;
 pub use sign::signature;
 
-use crate::{Backoff, JobContext, JobError, Kind, Settings, chain};
+use crate::{Backoff, CheckError, Failure, JobContext, JobError, Kind, Settings};
 
 /// The queue webhook jobs travel on, apart from the others: a slow or dead endpoint holds
 /// only webhook slots, never those of sync or mail.
@@ -44,9 +44,7 @@ impl Http {
                     .redirect(reqwest::redirect::Policy::none())
                     .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
                     .build()
-                    .map_err(|e| {
-                        JobError::Retryable(format!("cannot build the HTTP client: {}", chain(&e)))
-                    })
+                    .map_err(|e| JobError::retryable_from("cannot build the HTTP client", e))
             })
             .await
     }
@@ -72,20 +70,18 @@ impl Kind for Http {
     /// The allow list is checked here, at enqueue, where the registry hands every kind the
     /// configuration: so the API answers 400 and the CLI fails before a job exists. The
     /// signing secret is not: only workers need it, and the API may run without it.
-    fn check(args: &HttpArgs, config: &ferry_config::Config) -> Result<(), String> {
-        Plan::new(args, &config.http)
-            .map(drop)
-            .map_err(|e| e.to_string())
+    fn check(args: &HttpArgs, config: &ferry_config::Config) -> Result<(), CheckError> {
+        Plan::new(args, &config.http).map(drop).map_err(Into::into)
     }
 
     async fn run(&self, args: HttpArgs, ctx: JobContext) -> Result<(), JobError> {
         let config = &ctx.deps.config.http;
-        let plan = Plan::new(&args, config).map_err(|e| JobError::Permanent(e.to_string()))?;
+        let plan = Plan::new(&args, config).map_err(|e| JobError::Permanent(Failure::of(e)))?;
         let secret = match (&config.secret, config.unsigned) {
             (Some(secret), _) => Some(secret),
             (None, true) => None,
             (None, false) => {
-                return Err(JobError::Permanent(format!(
+                return Err(JobError::permanent(format!(
                     "no signing secret: {var} (named by [http] secret_env) is not set in this worker's environment; set it to a random value (`openssl rand -hex 32`) shared with the receiver, or set [http] unsigned = true (FERRY_HTTP__UNSIGNED=true) to send unsigned requests",
                     var = config.secret_env
                 )));
@@ -117,12 +113,11 @@ impl Kind for Http {
         let response = request.body(plan.body).send().await.map_err(|e| {
             // Refused connections, resets and timeouts pass; a request reqwest cannot build
             // will not build next time either.
-            let builder = e.is_builder();
-            let text = format!("{method} {url}: {}", chain(&e.without_url()));
-            if builder {
-                JobError::Permanent(text)
+            let doing = format!("{method} {url}");
+            if e.is_builder() {
+                JobError::permanent_from(doing, e.without_url())
             } else {
-                JobError::Retryable(text)
+                JobError::retryable_from(doing, e.without_url())
             }
         })?;
         response::outcome(response, &method, &url).await

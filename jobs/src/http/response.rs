@@ -8,7 +8,7 @@ use reqwest::{
     header::{HeaderMap, LOCATION, RETRY_AFTER},
 };
 
-use crate::{Cause, JobError};
+use crate::{Cause, Failure, JobError};
 
 /// How much of a failed answer's body its error keeps.
 const BODY_START: usize = 200;
@@ -73,8 +73,8 @@ pub async fn outcome(mut response: Response, method: &str, url: &str) -> Result<
             after,
             cause: Cause::new(refusal),
         },
-        (true, None) => JobError::Retryable(refusal.to_string()),
-        (false, _) => JobError::Permanent(refusal.to_string()),
+        (true, None) => JobError::Retryable(Failure::of(refusal)),
+        (false, _) => JobError::Permanent(Failure::of(refusal)),
     })
 }
 

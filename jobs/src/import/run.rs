@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{ChunkArgs, QUEUE, chunk::ChunkCheckpoint, read, write::Tally};
-use crate::{JobContext, JobError, Kind, Settings, enqueue, sync::SyncError};
+use crate::{Failure, JobContext, JobError, Kind, ResultExt, Settings, enqueue, sync::SyncError};
 
 /// Imports the configured collections in foreign-key order, each fanned out as chunks.
 pub struct Run;
@@ -168,13 +168,13 @@ async fn fan_out(
                 &args,
                 keys,
             )
-            .map_err(JobError::Permanent)?,
+            .permanent()?,
         );
         after = upto;
     }
     let ids: Vec<Uuid> = enqueue::submit(&ctx.deps.queue, jobs)
         .await
-        .map_err(|e| JobError::Retryable(e.to_string()))?
+        .map_err(|e| JobError::Retryable(Failure::of(e)))?
         .into_iter()
         .map(|e| e.id)
         .collect();
@@ -197,7 +197,7 @@ async fn follow(
                 .queue
                 .job(&chunk_queue, *id)
                 .await
-                .map_err(|e| JobError::Retryable(e.to_string()))?;
+                .map_err(|e| JobError::Retryable(Failure::of(e)))?;
             match job {
                 Some(job) if job.state == JobState::Succeeded => {}
                 Some(job) if job.state == JobState::Dead || job.state == JobState::Cancelled => {
@@ -207,7 +207,7 @@ async fn follow(
                         job.last_error.unwrap_or_default()
                     );
                     lease.finish(RunState::Failed, Some(&message)).await?;
-                    return Err(JobError::Permanent(message));
+                    return Err(JobError::permanent(message));
                 }
                 Some(_) => open += 1,
                 None => {
@@ -215,7 +215,7 @@ async fn follow(
                         "chunk {id} is gone from Redis; re-run the import (writes are idempotent)"
                     );
                     lease.finish(RunState::Failed, Some(&message)).await?;
-                    return Err(JobError::Permanent(message));
+                    return Err(JobError::permanent(message));
                 }
             }
         }

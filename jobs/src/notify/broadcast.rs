@@ -54,11 +54,11 @@ impl Kind for Broadcast {
     }
 
     async fn run(&self, args: BroadcastArgs, ctx: JobContext) -> Result<(), JobError> {
-        let notifier = ctx.deps.notifier().await?;
+        let notifier = super::Notifier::shared(&ctx.deps).await?;
         let config = &ctx.deps.config.notify;
         let audience = config
             .audience(&args.audience)
-            .map_err(JobError::Permanent)?;
+            .map_err(JobError::permanent)?;
         if !notifier.templates.contains(&args.template) {
             // Rendering says which templates exist.
             notifier.templates.render(&args.template, &Value::Null)?;
@@ -206,11 +206,13 @@ impl Kind for Broadcast {
 
 fn audience_error(name: &str) -> impl Fn(sqlx::Error) -> JobError + '_ {
     move |e| {
-        let message = format!("audience {name:?}: {e}");
         if ferry_record::is_transient(&e) {
-            JobError::Retryable(message)
+            JobError::retryable_from(format!("audience {name:?}"), e)
         } else {
-            JobError::Permanent(format!("{message} (the query must return a column email)"))
+            JobError::permanent_from(
+                format!("audience {name:?} (the query must return a column email)"),
+                e,
+            )
         }
     }
 }

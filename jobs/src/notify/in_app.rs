@@ -35,12 +35,7 @@ impl TableColumns {
         .bind(table)
         .fetch_all(app)
         .await
-        .map_err(|e| {
-            JobError::db(
-                format!("Postgres failed to read the columns of notify.table: {e}"),
-                &e,
-            )
-        })?;
+        .map_err(|e| JobError::db("Postgres failed to read the columns of notify.table", e))?;
         let read: BTreeSet<String> = read.into_iter().collect();
         *self.0.write().await = Some(read.clone());
         Ok(read)
@@ -59,8 +54,8 @@ impl Notifier {
     ) -> Result<(), JobError> {
         let n = &self.config.notify;
         let Some((schema, table)) = n.table_parts() else {
-            return Err(JobError::Permanent(
-                "user_id asks for an in-app notification, but notify.table is not set".into(),
+            return Err(JobError::permanent(
+                "user_id asks for an in-app notification, but notify.table is not set",
             ));
         };
         let app = self.app()?;
@@ -86,7 +81,7 @@ impl Notifier {
             let known = self.in_app_columns.get(app, &quoted, &wanted).await?;
             for ((column, value), given) in named.into_iter().zip(columns.keys()) {
                 if row.contains_key(column) {
-                    return Err(JobError::Permanent(format!(
+                    return Err(JobError::permanent(format!(
                         "columns.{given}: column {column:?} gets the {} of the notification; leave it out of columns",
                         if column == c.user {
                             "user_id"
@@ -98,7 +93,7 @@ impl Notifier {
                     )));
                 }
                 if !known.contains(column) {
-                    return Err(JobError::Permanent(format!(
+                    return Err(JobError::permanent(format!(
                         "columns.{given}: {} has no column {column:?}; it has: {} (map other names in [notify.columns])",
                         n.table.as_deref().unwrap_or_default(),
                         known.iter().cloned().collect::<Vec<_>>().join(", ")
@@ -108,7 +103,7 @@ impl Notifier {
             }
         }
         let db = |what: &'static str| {
-            move |e: sqlx::Error| JobError::db(format!("Postgres failed to {what}: {e}"), &e)
+            move |e: sqlx::Error| JobError::db(format!("Postgres failed to {what}"), e)
         };
         let mut tx = app.begin().await.map_err(db("begin"))?;
         let mut inserted = None;
@@ -128,14 +123,18 @@ impl Notifier {
                 .await
                 .map_err(|e| {
                     if ferry_record::is_transient(&e) {
-                        JobError::Retryable(format!(
-                            "Postgres failed to insert the in-app notification: {e}"
-                        ))
+                        JobError::retryable_from(
+                            "Postgres failed to insert the in-app notification",
+                            e,
+                        )
                     } else {
-                        JobError::Permanent(format!(
-                            "the in-app notification does not fit {}: {e}",
-                            n.table.as_deref().unwrap_or_default()
-                        ))
+                        JobError::permanent_from(
+                            format!(
+                                "the in-app notification does not fit {}",
+                                n.table.as_deref().unwrap_or_default()
+                            ),
+                            e,
+                        )
                     }
                 })?;
             inserted = Some(written);

@@ -37,7 +37,7 @@ pub use mailer::{Mailer, Open, Outgoing, SendError};
 pub use send::{Send, SendArgs};
 pub use template::{Rendered, Templates};
 
-use crate::JobError;
+use crate::{Deps, Failure, JobError};
 
 /// The queue notify jobs travel on, apart from long data jobs so mail is never stuck behind
 /// them.
@@ -96,6 +96,21 @@ pub enum Delivered {
 const STOPPED_IN_DOUBT: &str = "in doubt: the worker stopped between marking the message committing and recording the server's reply, so the server may have it; not sent again";
 
 impl Notifier {
+    /// The worker's notifier: built on the first notify job and shared by the later ones, so
+    /// templates compile and the SMTP pool fills once per worker process.
+    pub(crate) async fn shared(deps: &Deps) -> Result<Arc<Self>, JobError> {
+        deps.clients
+            .get_or_try_init(|| async {
+                Self::new(
+                    deps.config.clone(),
+                    deps.record.clone(),
+                    Some(deps.queue.clone()),
+                )
+                .map(Arc::new)
+            })
+            .await
+    }
+
     /// Compiles templates and prepares the SMTP pool and database pool; nothing connects
     /// until a message needs it. `queue` carries realtime publishes.
     pub fn new(
@@ -110,7 +125,7 @@ impl Notifier {
             .as_ref()
             .map(|url| Mailer::new(url, n.from.as_deref(), n.connections, n.smtp_timeout))
             .transpose()
-            .map_err(JobError::Permanent)?;
+            .map_err(JobError::permanent)?;
         let app = config
             .postgres
             .url
@@ -120,7 +135,7 @@ impl Notifier {
                     .max_connections(config.postgres.max_connections)
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_lazy(url)
-                    .map_err(|e| JobError::Permanent(format!("DATABASE_URL is not usable: {e}")))
+                    .map_err(|e| JobError::permanent_from("DATABASE_URL is not usable", e))
             })
             .transpose()?;
         Ok(Self {
@@ -137,8 +152,8 @@ impl Notifier {
     /// The application database: in-app rows and audience queries.
     pub fn app(&self) -> Result<&PgPool, JobError> {
         self.app.as_ref().ok_or_else(|| {
-            JobError::Permanent(
-                "in-app rows and audiences need the application database: set DATABASE_URL".into(),
+            JobError::permanent(
+                "in-app rows and audiences need the application database: set DATABASE_URL",
             )
         })
     }
@@ -146,8 +161,8 @@ impl Notifier {
     /// Renders, writes the in-app row once, and sends the email once.
     pub async fn deliver(&self, m: &Message<'_>) -> Result<Delivered, JobError> {
         if m.to.is_none() && m.user_id.is_none() {
-            return Err(JobError::Permanent(
-                "give to (an email address), user_id (an in-app row), or both".into(),
+            return Err(JobError::permanent(
+                "give to (an email address), user_id (an in-app row), or both",
             ));
         }
         // Everything that can be wrong with the message is found before anything is written.
@@ -155,8 +170,8 @@ impl Notifier {
         let to = m.to.map(Mailer::address).transpose().map_err(permanent)?;
         let mailer = match (&to, &self.mailer) {
             (Some(_), None) => {
-                return Err(JobError::Permanent(
-                    "email needs an SMTP server: set SMTP_URL or notify.smtp_url".into(),
+                return Err(JobError::permanent(
+                    "email needs an SMTP server: set SMTP_URL or notify.smtp_url",
                 ));
             }
             (_, mailer) => mailer,
@@ -218,7 +233,7 @@ impl Notifier {
                     .delivery_not_sent(&delivery, how, &e.to_string())
                     .await?;
                 return Err(match how {
-                    NotSent::Deferred => JobError::Retryable(e.to_string()),
+                    NotSent::Deferred => JobError::Retryable(Failure::of(e)),
                     NotSent::Failed => permanent(e),
                 });
             }
@@ -236,14 +251,14 @@ impl Notifier {
             }
             Err(e @ SendError::Deferred(_)) => {
                 self.record.delivery_deferred(m.key, &e.to_string()).await?;
-                Err(JobError::Retryable(e.to_string()))
+                Err(JobError::Retryable(Failure::of(e)))
             }
             Err(SendError::InDoubt(e)) if again_in_doubt => {
                 let reply = format!(
                     "the connection failed after the message was complete, before the server's reply ({e}); sent again with the same Message-ID"
                 );
                 self.record.delivery_unconfirmed(m.key, &reply).await?;
-                Err(JobError::Retryable(reply))
+                Err(JobError::retryable(reply))
             }
             Err(SendError::InDoubt(e)) => {
                 let reply = format!(
@@ -261,5 +276,5 @@ impl Notifier {
 }
 
 fn permanent(e: SendError) -> JobError {
-    JobError::Permanent(e.to_string())
+    JobError::Permanent(Failure::of(e))
 }

@@ -45,7 +45,7 @@ impl Kind for Send {
     }
 
     async fn run(&self, args: SendArgs, ctx: JobContext) -> Result<(), JobError> {
-        let notifier = ctx.deps.notifier().await?;
+        let notifier = super::Notifier::shared(&ctx.deps).await?;
         if args.to.is_some()
             && let Some(smtp) = super::smtp_limit(&ctx.deps.config)
         {

@@ -46,9 +46,10 @@ impl Templates {
                 if let Some(source) = source {
                     env.add_template_owned(format!("{name}.{part}"), source.clone())
                         .map_err(|e| {
-                            JobError::Permanent(format!(
-                                "notify.templates.{name}.{part} does not compile: {e}"
-                            ))
+                            JobError::permanent_from(
+                                format!("notify.templates.{name}.{part} does not compile"),
+                                e,
+                            )
                         })?;
                 }
             }
@@ -84,7 +85,7 @@ impl Templates {
                 .filter_map(|(n, _)| n.strip_suffix(".subject").map(str::to_owned))
                 .collect();
             known.sort();
-            return Err(JobError::Permanent(format!(
+            return Err(JobError::permanent(format!(
                 "unknown template {name:?}; [notify.templates] has: {}",
                 if known.is_empty() {
                     "none".into()
@@ -94,7 +95,7 @@ impl Templates {
             )));
         }
         if !(data.is_object() || data.is_null()) {
-            return Err(JobError::Permanent(format!(
+            return Err(JobError::permanent(format!(
                 "data must be a JSON object of template variables, got {data}"
             )));
         }
@@ -106,9 +107,12 @@ impl Templates {
             let rendered = template.render(Serde(data)).map_err(|e| {
                 let missing = self.missing(&template, data);
                 if missing.is_empty() {
-                    JobError::Permanent(format!("template {name} ({part}) failed to render: {e}"))
+                    JobError::permanent_from(
+                        format!("template {name} ({part}) failed to render"),
+                        e,
+                    )
                 } else {
-                    JobError::Permanent(format!(
+                    JobError::permanent(format!(
                         "template {name} ({part}) uses {} missing from data",
                         missing
                             .iter()
@@ -179,19 +183,19 @@ mod tests {
             .render("welcome", &json!({"course": {"title": "x"}}))
             .unwrap_err();
         assert!(
-            matches!(&e, JobError::Permanent(m) if m.contains("{{ name }}")),
+            matches!(&e, JobError::Permanent(_)) && e.message().contains("{{ name }}"),
             "{e}"
         );
         let e = t
             .render("welcome", &json!({"name": "A", "course": {}}))
             .unwrap_err();
         assert!(
-            matches!(&e, JobError::Permanent(m) if m.contains("undefined")),
+            matches!(&e, JobError::Permanent(_)) && e.message().contains("undefined"),
             "{e}"
         );
         let e = t.render("nope", &json!({})).unwrap_err();
         assert!(
-            matches!(&e, JobError::Permanent(m) if m.contains("welcome")),
+            matches!(&e, JobError::Permanent(_)) && e.message().contains("welcome"),
             "{e}"
         );
     }

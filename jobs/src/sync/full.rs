@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{ChunkArgs, QUEUE, SyncError, Table};
-use crate::{JobContext, JobError, Kind, Settings, enqueue};
+use crate::{Failure, JobContext, JobError, Kind, ResultExt, Settings, enqueue};
 
 /// Plans a full sync and fans it out as `sync.chunk` jobs, then follows them to the end.
 pub struct Full;
@@ -75,7 +75,7 @@ impl Kind for Full {
                     .queue
                     .job(&chunk_queue, *id)
                     .await
-                    .map_err(|e| JobError::Retryable(e.to_string()))?
+                    .map_err(|e| JobError::Retryable(Failure::of(e)))?
                 {
                     Some(job) if job.state == JobState::Succeeded => {}
                     Some(job)
@@ -87,7 +87,7 @@ impl Kind for Full {
                             job.last_error.unwrap_or_default()
                         );
                         lease.finish(RunState::Failed, Some(&message)).await?;
-                        return Err(JobError::Permanent(message));
+                        return Err(JobError::permanent(message));
                     }
                     Some(_) => open += 1,
                     None => {
@@ -95,7 +95,7 @@ impl Kind for Full {
                             "chunk {id} is gone from Redis; re-run the full sync (it resumes nothing lost: writes are idempotent)"
                         );
                         lease.finish(RunState::Failed, Some(&message)).await?;
-                        return Err(JobError::Permanent(message));
+                        return Err(JobError::permanent(message));
                     }
                 }
             }
@@ -211,14 +211,14 @@ async fn plan(
                     &args,
                     keys,
                 )
-                .map_err(JobError::Permanent)?,
+                .permanent()?,
             );
             after = upto;
         }
     }
     let chunks: Vec<Uuid> = enqueue::submit(&ctx.deps.queue, jobs)
         .await
-        .map_err(|e| JobError::Retryable(e.to_string()))?
+        .map_err(|e| JobError::Retryable(Failure::of(e)))?
         .into_iter()
         .map(|e| e.id)
         .collect();

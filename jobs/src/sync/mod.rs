@@ -42,7 +42,7 @@ pub use full::{Full, FullArgs};
 pub use incremental::{Incremental, IncrementalArgs};
 pub use verify::{Verify, VerifyArgs};
 
-use crate::{JobContext, JobError};
+use crate::{Failure, JobContext, JobError};
 
 /// The queue sync jobs travel on.
 pub const QUEUE: &str = "sync";
@@ -128,6 +128,9 @@ pub enum SyncError {
     /// A service is down or busy: retry.
     #[error("{0}")]
     Unavailable(String),
+    /// A job this sync fans out was refused by the checks every enqueue passes.
+    #[error(transparent)]
+    Enqueue(#[from] crate::enqueue::EnqueueError),
     #[error("Postgres failed to {what}: {source}")]
     Db {
         what: &'static str,
@@ -168,22 +171,28 @@ impl SyncError {
 impl From<SyncError> for JobError {
     fn from(e: SyncError) -> Self {
         let transient = match &e {
-            SyncError::Config(_) => false,
+            SyncError::Config(_) | SyncError::Enqueue(_) => false,
             SyncError::Unavailable(_) => true,
             SyncError::Db { source, .. } => ferry_record::is_transient(source),
             SyncError::Mongo { transient, .. } => *transient,
         };
         if transient {
-            JobError::Retryable(e.to_string())
+            JobError::Retryable(Failure::of(e))
         } else {
-            JobError::Permanent(e.to_string())
+            JobError::Permanent(Failure::of(e))
         }
     }
 }
 
-/// The sync target of a job's worker, or a permanent error saying what to configure.
+/// The sync target of a job's worker, connected on the first sync job and shared by the
+/// later ones; or a permanent error saying what to configure.
 pub(crate) async fn target(ctx: &JobContext) -> Result<Target, JobError> {
-    ctx.deps.sync_target().await.map_err(JobError::from)
+    let config = &ctx.deps.config;
+    ctx.deps
+        .clients
+        .get_or_try_init(|| Target::connect(config))
+        .await
+        .map_err(JobError::from)
 }
 
 /// A key value as Postgres text, for binding.

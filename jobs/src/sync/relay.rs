@@ -50,10 +50,12 @@ pub async fn relay_once(
         };
         // Entity arguments have no check of their own: only a NUL in a key could be refused,
         // and Postgres text cannot hold one.
-        jobs.push(
-            enqueue::typed::<super::Entity>(registry, &enqueue::Origin::Ferry, &args, keys)
-                .map_err(SyncError::Config)?,
-        );
+        jobs.push(enqueue::typed::<super::Entity>(
+            registry,
+            &enqueue::Origin::Ferry,
+            &args,
+            keys,
+        )?);
     }
     let relayed = jobs.len();
     enqueue::submit(queue, jobs)

@@ -82,7 +82,7 @@ pub async fn resume(
         .await
         .map_err(SyncError::db("check row-level security"))?
     {
-        return Err(JobError::Permanent(format!("cannot verify: {hidden}")));
+        return Err(JobError::permanent(format!("cannot verify: {hidden}")));
     }
     for table in tables.iter().skip(state.done.len()) {
         let resuming = state
@@ -292,7 +292,7 @@ impl Kind for Verify {
             ctx.id
         );
         lease.finish(RunState::Failed, Some(&message)).await?;
-        Err(JobError::Permanent(message))
+        Err(JobError::permanent(message))
     }
 }
 

@@ -4,8 +4,11 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use ferry_config::ALERT_TEMPLATE;
-use ferry_jobs::Kind;
-use ferry_queue::NewJob;
+use ferry_jobs::{
+    Kind,
+    enqueue::{self, Keys, Origin},
+    notify::{Send, SendArgs},
+};
 use serde_json::{Value, json};
 
 use super::Alerter;
@@ -139,14 +142,9 @@ impl Alerter {
     /// mail path may be what is broken, and each alert mail that died would raise another.
     async fn email(&self, alert: &Pending) -> Result<(), String> {
         let addresses = &self.config.alerts.email;
-        if addresses.is_empty() || alert.subject == ferry_jobs::notify::Send::NAME {
+        if addresses.is_empty() || alert.subject == Send::NAME {
             return Ok(());
         }
-        let entry = self
-            .registry
-            .get(ferry_jobs::notify::Send::NAME)
-            .map_err(|e| e.to_string())?;
-        let settings = entry.settings();
         let data = json!({
             "id": alert.id,
             "title": alert.title,
@@ -158,21 +156,25 @@ impl Alerter {
             "count": alert.count,
         });
         let schema = self.record.schema();
-        let jobs: Vec<NewJob> = addresses
+        let jobs = addresses
             .iter()
             .map(|to| {
-                let args = json!({"to": to, "template": ALERT_TEMPLATE, "data": data});
-                let mut job = NewJob::new(
-                    ferry_jobs::notify::Send::NAME,
-                    args.to_string(),
-                    settings.max_attempts,
-                );
-                job.idempotency_key = Some(format!("alert:{schema}:{}:{to}", alert.id));
-                job
+                let args = SendArgs {
+                    to: Some(to.clone()),
+                    user_id: None,
+                    template: ALERT_TEMPLATE.into(),
+                    data: data.clone(),
+                    columns: None,
+                };
+                let keys = Keys {
+                    idempotency: Some(format!("alert:{schema}:{}:{to}", alert.id)),
+                    ..Keys::default()
+                };
+                enqueue::typed::<Send>(&self.registry, &Origin::Scheduler, &args, keys)
             })
-            .collect();
-        self.queue
-            .enqueue(&settings.queue, &jobs)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("the alert emails do not pass the enqueue checks: {e}"))?;
+        enqueue::submit(&self.queue, jobs)
             .await
             .map(drop)
             .map_err(|e| format!("could not enqueue the alert emails: {e}"))

@@ -76,7 +76,7 @@ impl JobContext {
                 .reserve_start(limit, &holder, rate.interval())
                 .await
                 .map_err(|e| {
-                    JobError::Retryable(format!("cannot ask the rate limit {limit}: {e}"))
+                    JobError::retryable_from(format!("cannot ask the rate limit {limit}"), e)
                 })?;
             if slot.fresh && !slot.wait.is_zero() {
                 self.count_delayed().await;

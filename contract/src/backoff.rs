@@ -9,7 +9,7 @@ use rand::Rng;
 ///
 /// ```
 /// use std::time::Duration;
-/// let b = ferry_jobs::Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(60) };
+/// let b = ferry_contract::Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(60) };
 /// assert_eq!(b.ceiling(3), Duration::from_secs(4));
 /// assert!(b.delay(3) >= Duration::from_secs(2) && b.delay(3) <= Duration::from_secs(4));
 /// ```

@@ -6,7 +6,7 @@ use ferry_record::{Lease, Record};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::JobError;
+use crate::{Clients, Failure, JobError};
 
 /// What jobs need from the outside world, built once per worker process.
 #[derive(Debug, Clone)]
@@ -19,10 +19,9 @@ pub struct Deps {
     pub registry: Arc<crate::Registry>,
     /// This worker process's identity.
     pub worker: Arc<str>,
-    /// Connected on first use by a sync job.
-    pub sync: Arc<tokio::sync::OnceCell<crate::sync::Target>>,
-    /// Built on first use by a notify job.
-    pub notify: Arc<tokio::sync::OnceCell<Arc<crate::notify::Notifier>>>,
+    /// The clients kinds build on first use, one per type (a kind's own database or SMTP
+    /// pool), shared by the worker's jobs.
+    pub clients: Arc<Clients>,
 }
 
 impl Deps {
@@ -39,8 +38,7 @@ impl Deps {
             queue,
             registry,
             worker: Arc::from(worker),
-            sync: Arc::default(),
-            notify: Arc::default(),
+            clients: Arc::default(),
         }
     }
 
@@ -50,28 +48,6 @@ impl Deps {
         self.registry
             .get(K::NAME)
             .map_or_else(|_| K::defaults().queue, |e| e.settings().queue.clone())
-    }
-
-    pub async fn sync_target(&self) -> Result<crate::sync::Target, crate::sync::SyncError> {
-        self.sync
-            .get_or_try_init(|| crate::sync::Target::connect(&self.config))
-            .await
-            .cloned()
-    }
-
-    /// Templates, the SMTP pool and the application database, shared by notify jobs.
-    pub async fn notifier(&self) -> Result<Arc<crate::notify::Notifier>, JobError> {
-        self.notify
-            .get_or_try_init(|| async {
-                crate::notify::Notifier::new(
-                    self.config.clone(),
-                    self.record.clone(),
-                    Some(self.queue.clone()),
-                )
-                .map(Arc::new)
-            })
-            .await
-            .cloned()
     }
 }
 
@@ -140,7 +116,7 @@ impl JobContext {
     /// where a previous attempt stopped.
     pub async fn open_run(&self) -> Result<Lease, JobError> {
         let args: serde_json::Value =
-            serde_json::from_str(&self.args).map_err(|e| JobError::Permanent(e.to_string()))?;
+            serde_json::from_str(&self.args).map_err(|e| JobError::Permanent(Failure::of(e)))?;
         Ok(self
             .deps
             .record

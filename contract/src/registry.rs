@@ -6,17 +6,14 @@ use std::{
 use ferry_config::{Config, ConfigError};
 use futures::{FutureExt, future::BoxFuture};
 
-use crate::{
-    JobContext, JobError, Kind, Settings, backup, diag, files, http, import, maintenance, notify,
-    sql, sync,
-};
+use crate::{JobContext, JobError, Kind, Settings, enqueue::EnqueueError};
 
 /// A kind with its arguments erased, so the worker can hold every kind in one map.
 pub trait Entry: Send + Sync {
     fn name(&self) -> &'static str;
     fn settings(&self) -> &Settings;
     /// Checks that `args` (JSON text) fit the kind's argument type.
-    fn validate(&self, args: &str) -> Result<(), String>;
+    fn validate(&self, args: &str) -> Result<(), EnqueueError>;
     fn run(&self, args: &str, ctx: JobContext) -> BoxFuture<'static, Result<(), JobError>>;
 }
 
@@ -35,10 +32,15 @@ impl<K: Kind> Entry for Typed<K> {
         &self.settings
     }
 
-    fn validate(&self, args: &str) -> Result<(), String> {
-        let args = serde_json::from_str::<K::Args>(args)
-            .map_err(|e| format!("arguments for {} do not fit: {e}", K::NAME))?;
-        K::check(&args, &self.config)
+    fn validate(&self, args: &str) -> Result<(), EnqueueError> {
+        let args = serde_json::from_str::<K::Args>(args).map_err(|source| EnqueueError::Args {
+            kind: K::NAME,
+            source,
+        })?;
+        K::check(&args, &self.config).map_err(|source| EnqueueError::Refused {
+            kind: K::NAME,
+            source,
+        })
     }
 
     fn run(&self, args: &str, ctx: JobContext) -> BoxFuture<'static, Result<(), JobError>> {
@@ -46,7 +48,7 @@ impl<K: Kind> Entry for Typed<K> {
         let parsed = serde_json::from_str::<K::Args>(args);
         async move {
             let args = parsed.map_err(|e| {
-                JobError::Permanent(format!("arguments for {} do not fit: {e}", K::NAME))
+                JobError::permanent_from(format!("arguments for {} do not fit", K::NAME), e)
             })?;
             kind.run(args, ctx).await
         }
@@ -76,39 +78,14 @@ pub struct UnknownKind {
 }
 
 impl Registry {
-    /// All built-in kinds with `[kinds.NAME]` applied. Fails if config overrides a kind that
-    /// does not exist.
-    pub fn new(config: &Config) -> Result<Self, ConfigError> {
-        Self::builtin(config).configured()
-    }
-
-    /// The built-in kinds with their defaults, for a program that adds its own with
-    /// [`Registry::register`] before handing the registry to `ferry_worker::run_with`.
-    pub fn builtin(config: &Config) -> Self {
-        let mut registry = Self {
+    /// No kinds yet: register them with [`Registry::register`] (`ferry_jobs::builtin` starts
+    /// from ferry's own), then apply config with [`Registry::configured`]. `config` is what
+    /// kinds check arguments against when a job is enqueued.
+    pub fn empty(config: &Config) -> Self {
+        Self {
             kinds: BTreeMap::new(),
             config: Arc::new(config.clone()),
-        };
-        registry.register(diag::Noop);
-        registry.register(diag::Sleep);
-        registry.register(diag::Fail);
-        registry.register(sync::Full);
-        registry.register(sync::Chunk);
-        registry.register(sync::Incremental);
-        registry.register(sync::Entity);
-        registry.register(sync::Verify);
-        registry.register(backup::Run);
-        registry.register(backup::Verify);
-        registry.register(backup::Prune);
-        registry.register(notify::Send);
-        registry.register(notify::Broadcast);
-        registry.register(sql::Sql);
-        registry.register(files::Migrate);
-        registry.register(http::Http::default());
-        registry.register(import::Run);
-        registry.register(import::Chunk);
-        registry.register(maintenance::Prune);
-        registry
+        }
     }
 
     /// Applies `[kinds.NAME]` from config to every registered kind, built-in or not.
@@ -180,7 +157,7 @@ fn entry_with(name: &'static str, settings: Settings, inner: &Arc<dyn Entry>) ->
         fn settings(&self) -> &Settings {
             &self.settings
         }
-        fn validate(&self, args: &str) -> Result<(), String> {
+        fn validate(&self, args: &str) -> Result<(), EnqueueError> {
             self.inner.validate(args)
         }
         fn run(&self, args: &str, ctx: JobContext) -> BoxFuture<'static, Result<(), JobError>> {
@@ -192,45 +169,4 @@ fn entry_with(name: &'static str, settings: Settings, inner: &Arc<dyn Entry>) ->
         settings,
         inner: inner.clone(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn config_overrides_apply_and_unknown_kinds_fail() {
-        let config = Config::from_toml_str(
-            "[kinds.fail]\nmax_attempts = 2\ntimeout = \"3s\"\n",
-            &ferry_config::Env::empty(),
-        )
-        .unwrap();
-        let r = Registry::new(&config).unwrap();
-        let fail = r.get("fail").unwrap();
-        assert_eq!(fail.settings().max_attempts, 2);
-        assert_eq!(fail.settings().timeout, std::time::Duration::from_secs(3));
-        assert!(r.get("nope").err().unwrap().to_string().contains("noop"));
-
-        let config = Config::from_toml_str(
-            "[kinds.nope]\nmax_attempts = 2\n",
-            &ferry_config::Env::empty(),
-        )
-        .unwrap();
-        let e = Registry::new(&config).err().unwrap();
-        assert!(e.to_string().contains("kinds.nope"), "{e}");
-    }
-
-    #[test]
-    fn validate_checks_argument_shape() {
-        let r = Registry::new(&Config::from_toml_str("", &ferry_config::Env::empty()).unwrap())
-            .unwrap();
-        assert!(r.get("sleep").unwrap().validate(r#"{"ms": 5}"#).is_ok());
-        let e = r
-            .get("sleep")
-            .unwrap()
-            .validate(r#"{"ms": "five"}"#)
-            .unwrap_err();
-        assert!(e.contains("sleep"), "{e}");
-        assert!(r.get("noop").unwrap().validate(r#"{"x": 1}"#).is_err());
-    }
 }

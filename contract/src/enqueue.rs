@@ -7,7 +7,7 @@ use ferry_queue::{NewJob, Queue, QueueError, now_us};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::{Kind, Registry};
+use crate::{Kind, Registry, Settings, UnknownKind};
 
 /// Longest idempotency key accepted.
 const MAX_KEY_LEN: usize = 200;
@@ -18,6 +18,55 @@ pub const MAX_RUN_AHEAD: std::time::Duration = std::time::Duration::from_secs(36
 
 /// The prefix of the scheduler's own keys; no other caller may send a key that starts so.
 const SCHEDULE_PREFIX: &str = "schedule:";
+
+/// Why a job was not enqueued; each says what is wrong and what to do, and keeps the error
+/// behind it as its source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnqueueError {
+    #[error(transparent)]
+    UnknownKind(#[from] UnknownKind),
+    #[error("args is not valid JSON: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("args must be a JSON object, got {0}")]
+    NotObject(serde_json::Value),
+    #[error(
+        "{path} holds a NUL character (\\u0000), which PostgreSQL cannot store, so the job could never be recorded; remove it"
+    )]
+    Nul { path: String },
+    /// The arguments do not deserialize into the kind's argument type.
+    #[error("arguments for {kind} do not fit: {source}")]
+    Args {
+        kind: &'static str,
+        source: serde_json::Error,
+    },
+    /// The kind's own check ([`Kind::check`]) refused the arguments; its message says why.
+    #[error("{source}")]
+    Refused {
+        kind: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("arguments for {kind} do not serialize: {source}")]
+    Serialize {
+        kind: &'static str,
+        source: serde_json::Error,
+    },
+    #[error("a key must be 1 to {MAX_KEY_LEN} characters, got {0}")]
+    KeyLength(usize),
+    #[error(
+        "idempotency keys starting with {SCHEDULE_PREFIX:?} belong to the scheduler; choose another key"
+    )]
+    SchedulerKey,
+    #[error(
+        "run_at is more than {} days ahead; schedule it closer (a cron schedule suits far-off work)",
+        MAX_RUN_AHEAD.as_secs() / 86_400
+    )]
+    TooFarAhead,
+    #[error("{0:?} is neither an RFC 3339 time nor a delay like 30s")]
+    BadTime(String),
+    #[error("{0}")]
+    Tenant(String),
+}
 
 /// Who enqueues. Idempotency keys live in the caller's namespace and the kind's, so one
 /// caller can neither adopt nor pre-empt another's job by sending its key.
@@ -87,7 +136,9 @@ pub struct Enqueued {
 
 /// Checks a job before anything is enqueued: a known kind, arguments (JSON text) that are an
 /// object fitting the kind and hold no NUL, a sane key in `origin`'s namespace, a run time
-/// within a year. The message says what is wrong.
+/// within a year. The message says what is wrong. Every enqueue goes through here (or
+/// [`settle`], for a caller that checked the arguments against the kind already), so a
+/// kind's `[kinds.NAME]` settings reach every job of it.
 pub fn prepare(
     registry: &Registry,
     origin: &Origin,
@@ -95,53 +146,84 @@ pub fn prepare(
     args: &str,
     keys: Keys,
     run_at_us: Option<i64>,
-) -> Result<Prepared, String> {
-    let entry = registry.get(kind).map_err(|e| e.to_string())?;
-    let value: serde_json::Value =
-        serde_json::from_str(args).map_err(|e| format!("args is not valid JSON: {e}"))?;
+) -> Result<Prepared, EnqueueError> {
+    let entry = registry.get(kind)?;
+    let value = args_object(args)?;
+    entry.validate(args)?;
+    settle(
+        entry.settings(),
+        origin,
+        entry.name(),
+        value,
+        keys,
+        run_at_us,
+    )
+}
+
+/// A job of kind `K` from its typed arguments, checked and settled like any other (the
+/// kind's effective settings, `[kinds.NAME]` overrides included, and its queue).
+pub fn typed<K: Kind>(
+    registry: &Registry,
+    origin: &Origin,
+    args: &K::Args,
+    keys: Keys,
+) -> Result<Prepared, EnqueueError> {
+    let args = serde_json::to_string(args).map_err(|source| EnqueueError::Serialize {
+        kind: K::NAME,
+        source,
+    })?;
+    prepare(registry, origin, K::NAME, &args, keys, None)
+}
+
+/// Arguments as a JSON object holding no NUL.
+pub fn args_object(args: &str) -> Result<serde_json::Value, EnqueueError> {
+    let value: serde_json::Value = serde_json::from_str(args).map_err(EnqueueError::NotJson)?;
     if !value.is_object() {
-        return Err(format!("args must be a JSON object, got {value}"));
+        return Err(EnqueueError::NotObject(value));
     }
     if let Some(path) = nul_at(&value, "args") {
-        return Err(format!(
-            "{path} holds a NUL character (\\u0000), which PostgreSQL cannot store, so the job could never be recorded; remove it"
-        ));
+        return Err(EnqueueError::Nul { path });
     }
-    entry.validate(args)?;
+    Ok(value)
+}
+
+/// The job of `kind` with `settings` (its effective ones), from arguments already checked
+/// against the kind: the keys in `origin`'s namespace, priority, tenant, queue and attempts
+/// as the kind's settings say unless the enqueue does. The scheduler, which checks a
+/// schedule's arguments once at start, settles each fire here.
+pub fn settle(
+    settings: &Settings,
+    origin: &Origin,
+    kind: &str,
+    args: serde_json::Value,
+    keys: Keys,
+    run_at_us: Option<i64>,
+) -> Result<Prepared, EnqueueError> {
     for key in [&keys.idempotency, &keys.coalesce].into_iter().flatten() {
         if key.is_empty() || key.len() > MAX_KEY_LEN {
-            return Err(format!(
-                "a key must be 1 to {MAX_KEY_LEN} characters, got {}",
-                key.len()
-            ));
+            return Err(EnqueueError::KeyLength(key.len()));
         }
     }
     if let Some(key) = &keys.idempotency
         && key.starts_with(SCHEDULE_PREFIX)
         && *origin != Origin::Scheduler
     {
-        return Err(format!(
-            "idempotency keys starting with {SCHEDULE_PREFIX:?} belong to the scheduler; choose another key"
-        ));
+        return Err(EnqueueError::SchedulerKey);
     }
     if let Some(at) = run_at_us
         && at - now_us() > MAX_RUN_AHEAD.as_micros() as i64
     {
-        return Err(format!(
-            "run_at is more than {} days ahead; schedule it closer (a cron schedule suits far-off work)",
-            MAX_RUN_AHEAD.as_secs() / 86_400
-        ));
+        return Err(EnqueueError::TooFarAhead);
     }
-    let settings = entry.settings();
     let tenant = match (keys.tenant, &settings.tenant_from) {
         (Some(t), _) => Some(t),
-        (None, Some(field)) => tenant_of(&value, field),
+        (None, Some(field)) => tenant_of(&args, field),
         (None, None) => None,
     };
     if let Some(t) = &tenant {
-        ferry_queue::check_tenant(t)?;
+        ferry_queue::check_tenant(t).map_err(EnqueueError::Tenant)?;
     }
-    let mut job = NewJob::new(kind, value.to_string(), settings.max_attempts);
+    let mut job = NewJob::new(kind, args.to_string(), settings.max_attempts);
     job.priority = keys.priority.unwrap_or(settings.priority);
     job.tenant = tenant;
     job.idempotency_key = keys.idempotency.map(|k| scoped_key(origin, kind, &k));
@@ -152,20 +234,6 @@ pub fn prepare(
         queue: settings.queue.to_owned(),
         job,
     })
-}
-
-/// A job of kind `K` from its typed arguments, checked and settled like any other (the
-/// kind's effective settings, `[kinds.NAME]` overrides included, and its queue): how jobs
-/// that fan out enqueue their children.
-pub fn typed<K: Kind>(
-    registry: &Registry,
-    origin: &Origin,
-    args: &K::Args,
-    keys: Keys,
-) -> Result<Prepared, String> {
-    let args = serde_json::to_string(args)
-        .map_err(|e| format!("arguments for {} do not serialize: {e}", K::NAME))?;
-    prepare(registry, origin, K::NAME, &args, keys, None)
 }
 
 /// The tenant named by argument `field` (a string or a number); none when the field is
@@ -199,13 +267,13 @@ fn nul_at(value: &serde_json::Value, path: &str) -> Option<String> {
 }
 
 /// A run time: an RFC 3339 time, or a delay from now such as `30s` or `5m`.
-pub fn parse_at(s: &str) -> Result<i64, String> {
+pub fn parse_at(s: &str) -> Result<i64, EnqueueError> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
         return Ok(t.timestamp_micros());
     }
     humantime::parse_duration(s)
         .map(|d| now_us() + d.as_micros() as i64)
-        .map_err(|_| format!("{s:?} is neither an RFC 3339 time nor a delay like 30s"))
+        .map_err(|_| EnqueueError::BadTime(s.to_owned()))
 }
 
 /// Enqueues checked jobs, each queue's jobs together in input order; results in input order.

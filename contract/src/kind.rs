@@ -4,6 +4,9 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{Backoff, JobContext, JobError};
 
+/// Why [`Kind::check`] refused a job's arguments: any error, or a message (`"...".into()`).
+pub type CheckError = Box<dyn std::error::Error + Send + Sync>;
+
 /// One kind of job.
 pub trait Kind: Send + Sync + 'static {
     /// Stable name stored with every queued job; never derived from Rust type names, so
@@ -17,8 +20,8 @@ pub trait Kind: Send + Sync + 'static {
     fn defaults() -> Settings;
 
     /// Checks arguments against config when a job is enqueued, contacting nothing; the
-    /// message says what is wrong and what to do.
-    fn check(_args: &Self::Args, _config: &ferry_config::Config) -> Result<(), String> {
+    /// error says what is wrong and what to do (a `String` converts: `Err("...".into())`).
+    fn check(_args: &Self::Args, _config: &ferry_config::Config) -> Result<(), CheckError> {
         Ok(())
     }
 
