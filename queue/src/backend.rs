@@ -23,7 +23,6 @@ use std::{
 
 use apalis_core::{
     backend::{Backend, BackendConfig, finalize::Ephemeral},
-    error::BoxDynError,
     task::{Task, task_id::RandomId},
     worker::context::WorkerContext,
 };
@@ -31,10 +30,12 @@ use futures::{FutureExt, future::BoxFuture};
 use redis::streams::StreamReadReply;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
-use tower::{Layer, Service};
 use uuid::Uuid;
 
-use crate::{Conn, Finished, GROUP, Job, Keys, Outcome, Queue, QueueError, now_us, scripts};
+use crate::{
+    AckLayer, Conn, FailureRule, Finished, GROUP, Job, Keys, Outcome, Queue, QueueError, now_us,
+    scripts,
+};
 
 /// Most outcomes recorded by one finish script.
 const FINISH_BATCH: usize = 512;
@@ -61,33 +62,13 @@ pub struct BackendOptions {
     pub on_failure: FailureRule,
 }
 
-/// The worker's retry rule for an attempt that ended in an error instead of an outcome: the
-/// backend records what the rule says and keeps no attempt arithmetic of its own, so every
-/// retry of a kind waits the kind's backoff.
-#[derive(Clone)]
-pub struct FailureRule(Arc<dyn Fn(Job, String) -> BoxFuture<'static, Outcome> + Send + Sync>);
-
-impl FailureRule {
-    pub fn new(
-        rule: impl Fn(Job, String) -> BoxFuture<'static, Outcome> + Send + Sync + 'static,
-    ) -> Self {
-        Self(Arc::new(rule))
-    }
-}
-
-impl std::fmt::Debug for FailureRule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("FailureRule")
-    }
-}
-
-struct Shared {
+pub(crate) struct Shared {
     queue: Queue,
     keys: Keys,
     /// Retention of this queue's finished jobs.
     keep: ferry_config::Keep,
     name: Arc<str>,
-    opts: BackendOptions,
+    pub(crate) opts: BackendOptions,
     /// Entry id → (job id, cancel token) for every job fetched and not yet recorded finished.
     inflight: Mutex<HashMap<String, (Uuid, CancellationToken)>>,
     /// Jobs fetched whose attempt has not ended yet (handed to the worker or running); what
@@ -284,7 +265,7 @@ impl Shared {
 
     /// An attempt ended (or a fetched job was given back unstarted): its slot is free now,
     /// its outcome goes to the finisher.
-    fn ended(&self, finished: Finished) {
+    pub(crate) fn ended(&self, finished: Finished) {
         self.running.fetch_sub(1, Ordering::AcqRel);
         let _ = self.finished.send(finished);
         self.capacity.notify_one();
@@ -636,60 +617,5 @@ async fn promote_loop(shared: Arc<Shared>) {
             _ = tokio::time::sleep(wait) => {}
             _ = shared.closed.cancelled() => return,
         }
-    }
-}
-
-/// Records each attempt's outcome. The backend's middleware: it wraps every service the
-/// worker runs, so outcomes reach the queue whatever the inner layers do.
-#[derive(Clone)]
-pub struct AckLayer {
-    shared: Arc<Shared>,
-}
-
-impl<S> Layer<S> for AckLayer {
-    type Service = AckService<S>;
-
-    fn layer(&self, inner: S) -> AckService<S> {
-        AckService {
-            inner,
-            shared: self.shared.clone(),
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct AckService<S> {
-    inner: S,
-    shared: Arc<Shared>,
-}
-
-impl<S> Service<Task<Job>> for AckService<S>
-where
-    S: Service<Task<Job>, Response = Outcome>,
-    S::Error: Into<BoxDynError>,
-    S::Future: Send + 'static,
-{
-    type Response = ();
-    type Error = BoxDynError;
-    type Future = BoxFuture<'static, Result<(), BoxDynError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxDynError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, task: Task<Job>) -> Self::Future {
-        let job = task.args.clone();
-        let shared = self.shared.clone();
-        let fut = self.inner.call(task);
-        async move {
-            let outcome = match fut.await.map_err(|e| e.into().to_string()) {
-                Ok(outcome) => outcome,
-                // A layer's failure: the worker's rule decides, as for any failed attempt.
-                Err(e) => (shared.opts.on_failure.0)(job.clone(), e).await,
-            };
-            shared.ended(Finished::new(&job, outcome));
-            Ok(())
-        }
-        .boxed()
     }
 }

@@ -22,6 +22,7 @@
 //!
 //! Every state change is one Lua script, so counters, hashes and the stream move together.
 
+mod ack;
 mod backend;
 mod client;
 mod conn;
@@ -36,7 +37,8 @@ mod metrics;
 mod rate;
 mod scripts;
 
-pub use backend::{AckLayer, BackendOptions, FailureRule, StreamBackend};
+pub use ack::{AckLayer, FailureRule};
+pub use backend::{BackendOptions, StreamBackend};
 pub use client::{CancelResult, Queue, QueueStats, RequeueResult};
 pub use conn::Conn;
 pub use error::QueueError;
