@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks: builds release binaries, starts the services, runs ferry and the baselines
-# against the same local services. Usage: bench/run.sh queue|sync|backup|notify|notify-realtime|files|import|http|flow|rate [options] (see --help).
+# against the same local services. Usage: bench/run.sh queue|cluster-overhead|cluster-spread|listing|memory|sync|backup|notify|notify-realtime|files|import|http|flow|rate [options] (see --help).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/services.sh up postgres redis mongo s3 >&2

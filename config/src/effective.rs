@@ -43,7 +43,8 @@ impl Config {
             .collect()
     }
 
-    fn source_of(&self, key: &str) -> String {
+    /// Where `key` was set: the variable's name, "file", or "default".
+    pub(crate) fn source_of(&self, key: &str) -> String {
         let within = |set: &str| {
             key == set || key.starts_with(&format!("{set}.")) || key.starts_with(&format!("{set}["))
         };
@@ -172,7 +173,7 @@ mod tests {
             ("FERRY_ADMIN_TOKEN", "admin-0123456789abcdef"),
         ]);
         let c = Config::from_toml_str("[worker]\nbatch = 5\n", &env).unwrap();
-        assert_eq!(c.worker.concurrency, Some(7));
+        assert_eq!(c.worker.concurrency, 7);
         assert_eq!(c.worker.queues, ["default", "sync"]);
         assert_eq!(c.backup.retention.daily, 30);
         assert_eq!(c.stores["second"].url, "s3://second-bucket/x");

@@ -181,10 +181,11 @@ impl Default for Redis {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Worker {
-    /// Jobs run at once by one worker process, per queue. Unset: 512 on the `default` queue
-    /// (short jobs, where fetching in large batches is what keeps Redis busy), 64 on every
-    /// other queue (the kinds that wait on other systems). See [`Config::concurrency`].
-    pub concurrency: Option<usize>,
+    /// Jobs run at once by one worker process, per queue. Left unset, the `default` queue runs
+    /// 512 instead (short jobs, where fetching in large batches is what keeps Redis busy) and
+    /// every other queue this (the kinds that wait on other systems). See
+    /// [`Config::concurrency`].
+    pub concurrency: usize,
     /// Most jobs fetched from Redis in one round trip.
     pub batch: usize,
     /// Queues to consume; empty means every queue a known kind uses.
@@ -208,7 +209,7 @@ pub struct Worker {
 impl Default for Worker {
     fn default() -> Self {
         Self {
-            concurrency: None,
+            concurrency: 64,
             batch: 256,
             queues: Vec::new(),
             heartbeat: Duration::from_secs(2),
@@ -356,9 +357,7 @@ impl Config {
                 "use a short name such as \"ferry\"; braces are reserved for hash tags",
             ));
         }
-        if let Some(c) = self.worker.concurrency {
-            positive("worker.concurrency", c)?;
-        }
+        positive("worker.concurrency", self.worker.concurrency)?;
         positive("worker.batch", self.worker.batch)?;
         for (key, d) in [
             ("worker.heartbeat", self.worker.heartbeat),

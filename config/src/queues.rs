@@ -20,14 +20,13 @@ pub struct QueueSettings {
     pub concurrency: Option<usize>,
 }
 
-/// Jobs at once on the `default` queue when nothing is configured: its built-in kinds are
-/// short (noop, sleep, fail) or limited per kind (sql, maintenance.prune), and at 64 the
-/// no-op throughput was about half of what Redis gives (bench/RESULTS.md, issue 22).
+/// Jobs at once on the `default` queue when neither `[queues.default] concurrency` nor
+/// `worker.concurrency` is set: its built-in kinds are short (noop, sleep, fail) or limited
+/// per kind (sql, maintenance.prune), and at 64 the no-op throughput was well below what
+/// Redis gives (bench/RESULTS.md, issue 22). Every other queue keeps `worker.concurrency`'s
+/// 64: those queues belong to kinds that wait on other systems (webhooks, SMTP, S3, MongoDB,
+/// backups), where more slots mean more load on that system, not more throughput.
 pub const DEFAULT_QUEUE_CONCURRENCY: usize = 512;
-/// Jobs at once on every other queue when nothing is configured: those queues belong to
-/// kinds that wait on other systems (webhooks, SMTP, S3, MongoDB, backups), where more
-/// slots mean more load on that system, not more throughput for ferry.
-pub const QUEUE_CONCURRENCY: usize = 64;
 
 /// How long and how many finished jobs one queue keeps in Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,17 +51,16 @@ impl crate::Config {
     }
 
     /// Jobs one worker process runs at once on `queue`: `[queues.NAME] concurrency`, else
-    /// `worker.concurrency`, else the built-in default of that queue.
+    /// `worker.concurrency` if the file or the environment set it, else 512 on the `default`
+    /// queue and `worker.concurrency`'s default (64) on the others.
     pub fn concurrency(&self, queue: &str) -> usize {
-        self.queues
-            .get(queue)
-            .and_then(|q| q.concurrency)
-            .or(self.worker.concurrency)
-            .unwrap_or(if queue == "default" {
-                DEFAULT_QUEUE_CONCURRENCY
-            } else {
-                QUEUE_CONCURRENCY
-            })
+        let configured = self.queues.get(queue).and_then(|q| q.concurrency);
+        let unset = self.source_of("worker.concurrency") == "default";
+        configured.unwrap_or(if queue == "default" && unset {
+            DEFAULT_QUEUE_CONCURRENCY
+        } else {
+            self.worker.concurrency
+        })
     }
 
     pub(crate) fn validate_queues(&self) -> Result<(), ConfigError> {
