@@ -5,7 +5,7 @@
 //!   the jobs first and times the worker alone (flow control then does its admission work
 //!   inside the timed part, which plain jobs did at enqueue); `sustained` starts the worker
 //!   first and times enqueue and work together, as a busy app sees it.
-//! - Priority: a high job enqueued behind `--backlog` waiting default jobs (10 ms sleeps, so
+//! - Priority: a high job enqueued behind `--backlog` waiting default jobs (100 ms sleeps, so
 //!   the backlog lasts while the samples are taken): how long until it starts, p50/p99/max.
 
 use std::{
@@ -177,7 +177,7 @@ async fn priority_latency(args: &Args, ferry: &PathBuf) -> (f64, f64, f64) {
         .await
         .expect("Redis");
     let backlog: Vec<NewJob> = (0..args.backlog)
-        .map(|_| NewJob::new("sleep", r#"{"ms":10}"#, 10))
+        .map(|_| NewJob::new("sleep", r#"{"ms":100}"#, 10))
         .collect();
     queue.enqueue("default", &backlog).await.expect("enqueue");
     let mut child = worker(ferry, args, &prefix);
