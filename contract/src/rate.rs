@@ -2,7 +2,7 @@
 //! slots are handed out): the kind's own `[kinds.NAME] rate`, which the worker applies before
 //! a job runs, and the `[limits]` of targets, which a kind asks for before touching one.
 //!
-//! ```ignore
+//! ```text
 //! // In a kind's run, before any side effect: a snooze re-runs the job from its start.
 //! ctx.rate_limit(&format!("http:{host}")).await?;
 //! ```
