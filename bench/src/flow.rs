@@ -9,13 +9,16 @@
 //!   the backlog lasts while the samples are taken): how long until it starts, p50/p99/max.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use ferry_queue::{NewJob, Priority, Queue};
 
-use crate::queue::{cleanup, keep, stop};
+use crate::{
+    queue::{Setting, Target, cleanup, keep, migrate, prefix, stop, wait_done},
+    services::Services,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -34,25 +37,12 @@ pub struct Args {
     /// High jobs whose start latency is measured.
     #[arg(long, default_value_t = 200)]
     samples: usize,
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    redis_url: String,
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/ferry"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    services: Services,
 }
 
 pub async fn run(args: Args, ferry: PathBuf) {
-    let migrated = std::process::Command::new(&ferry)
-        .arg("migrate")
-        .env("DATABASE_URL", &args.database_url)
-        .env("FERRY_SCHEMA", SCHEMA)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("run ferry migrate");
-    assert!(migrated.success(), "ferry migrate failed");
+    migrate(&ferry, &args.services.database_url);
     println!(
         "{:<6} {:<10} {:>12} {:>12} {:>8}",
         "round", "mode", "plain/s", "flow/s", "ratio"
@@ -89,40 +79,19 @@ pub async fn run(args: Args, ferry: PathBuf) {
     );
 }
 
-/// The schema the benchmark's workers keep their durable record in.
-const SCHEMA: &str = "ferry_bench";
-
 /// One worker process at default settings on its own key prefix.
-fn worker(ferry: &PathBuf, args: &Args, prefix: &str) -> std::process::Child {
-    std::process::Command::new(ferry)
-        .arg("worker")
-        .env("REDIS_URL", &args.redis_url)
-        .env("DATABASE_URL", &args.database_url)
-        .env("FERRY_SCHEMA", SCHEMA)
-        .env("FERRY_REDIS_PREFIX", prefix)
-        .env("FERRY_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start ferry worker")
+fn worker(ferry: &Path, args: &Args, prefix: &str) -> std::process::Child {
+    let target = Target {
+        ferry,
+        services: &args.services,
+        redis_url: &args.services.redis_url,
+    };
+    target.worker(prefix, Setting::Default, None, &[])
 }
 
-fn prefix() -> String {
-    format!("benchflow{:08x}", rand::random::<u32>())
-}
-
-async fn succeeded(queue: &Queue, kind: &str) -> i64 {
-    let stats = queue.stats("default").await.expect("stats");
-    stats
-        .by_kind
-        .get(kind)
-        .and_then(|s| s.get("succeeded"))
-        .copied()
-        .unwrap_or(0)
-}
-
-async fn throughput(args: &Args, ferry: &PathBuf, flow: bool, sustained: bool) -> f64 {
+async fn throughput(args: &Args, ferry: &Path, flow: bool, sustained: bool) -> f64 {
     let prefix = prefix();
-    let queue = Queue::connect(&args.redis_url, &prefix, keep())
+    let queue = Queue::connect(&args.services.redis_url, &prefix, keep())
         .await
         .expect("Redis");
     let jobs: Vec<NewJob> = (0..args.jobs)
@@ -156,24 +125,23 @@ async fn throughput(args: &Args, ferry: &PathBuf, flow: bool, sustained: bool) -
         start = Instant::now();
         child = worker(ferry, args, &prefix);
     }
-    while succeeded(&queue, "noop").await < args.jobs as i64 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(
-            child.try_wait().ok().flatten().is_none(),
-            "the ferry worker exited early"
-        );
-        assert!(start.elapsed() < Duration::from_secs(600), "run timed out");
-    }
+    wait_done(
+        &queue,
+        &[("default", args.jobs)],
+        std::slice::from_mut(&mut child),
+        Duration::from_secs(600),
+    )
+    .await;
     let rate = args.jobs as f64 / start.elapsed().as_secs_f64();
     stop(&mut child);
-    cleanup(&args.redis_url, &prefix).await;
+    cleanup(&args.services.redis_url, &prefix).await;
     eprintln!("flow={flow} sustained={sustained}: {rate:.0} jobs/s");
     rate
 }
 
-async fn priority_latency(args: &Args, ferry: &PathBuf) -> (f64, f64, f64) {
+async fn priority_latency(args: &Args, ferry: &Path) -> (f64, f64, f64) {
     let prefix = prefix();
-    let queue = Queue::connect(&args.redis_url, &prefix, keep())
+    let queue = Queue::connect(&args.services.redis_url, &prefix, keep())
         .await
         .expect("Redis");
     let backlog: Vec<NewJob> = (0..args.backlog)
@@ -205,7 +173,7 @@ async fn priority_latency(args: &Args, ferry: &PathBuf) -> (f64, f64, f64) {
         "the backlog drained before the samples ended; raise --backlog"
     );
     stop(&mut child);
-    cleanup(&args.redis_url, &prefix).await;
+    cleanup(&args.services.redis_url, &prefix).await;
     samples.sort_by(f64::total_cmp);
     let rank =
         |p: f64| samples[((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1];

@@ -43,13 +43,13 @@ local function admitted(base, t)
   end
   return b + (tdelta[t] or 0)
 end
-local function tadd(base, t, d)
+local function tadd(t, d)
   tdelta[t] = (tdelta[t] or 0) + d
 end
 -- Gives a queued job a stream entry of its priority.
 local function xadd(base, id, pri, t)
   redis.call('XADD', skey(base, pri), '*', 'id', id)
-  if t and t ~= '' then tadd(base, t, 1) end
+  if t and t ~= '' then tadd(t, 1) end
 end
 -- A tenant's limit on entries: its window, or its hard cap when that is lower.
 local function tlimit(pri)
@@ -85,7 +85,7 @@ local function admit(base, t, n)
     local s, id = split(base, e)
     redis.call('XADD', s, '*', 'id', id)
   end
-  tadd(base, t, #ids)
+  tadd(t, #ids)
   if #ids < n then redis.call('LREM', base .. ':tring', 0, t) end
   return #ids
 end

@@ -27,7 +27,7 @@ for _, pri in ipairs({'', 'high', 'low'}) do
         end
         if requeue then
           -- The new entry replaces the old one: a tenant's count stays as it was.
-          if gone and t ~= '' then tadd(base, t, -1) end
+          if gone and t ~= '' then tadd(t, -1) end
           redis.call('HSET', jk, 'state', 'queued', 'eid', '', 'worker', '')
           xadd(base, id, f[7], t)
           move(base, f[1], f[2], 'queued', id, f[6])

@@ -44,6 +44,20 @@ async fn succeeded(env: &TestEnv, ids: &[Uuid]) -> usize {
     n
 }
 
+/// The most of `ids` that ran at once, from the jobs' own start and finish times.
+async fn most_at_once(env: &TestEnv, ids: &[Uuid]) -> usize {
+    let mut spans = Vec::new();
+    for id in ids {
+        let job = env.job_record(*id).await.unwrap();
+        spans.push((job.started_us.unwrap(), job.finished_us.unwrap()));
+    }
+    spans
+        .iter()
+        .map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s < b).count())
+        .max()
+        .unwrap()
+}
+
 /// Polls until every job in `ids` succeeded; returns how long it took.
 async fn all_succeed(env: &TestEnv, ids: &[Uuid], timeout: Duration) -> Duration {
     let start = Instant::now();
@@ -97,29 +111,11 @@ async fn a_tenant_never_runs_more_than_max_running_and_others_go_on() {
     all_succeed(&env, &c, Duration::from_secs(20)).await;
     all_succeed(&env, &d, Duration::from_secs(20)).await;
     for (tenant, ids) in [("C", &c), ("D", &d)] {
-        let mut spans = Vec::new();
-        for id in ids.iter() {
-            let job = env.job_record(*id).await.unwrap();
-            spans.push((job.started_us.unwrap(), job.finished_us.unwrap()));
-        }
-        let most = spans
-            .iter()
-            .map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s < b).count())
-            .max()
-            .unwrap();
+        let most = most_at_once(&env, ids).await;
         assert_eq!(most, 2, "tenant {tenant} ran {most} jobs at once");
     }
     // Jobs without a tenant are not capped: 12 jobs on 8 slots overlap more than 2.
-    let mut spans = Vec::new();
-    for id in &plain {
-        let job = env.job_record(*id).await.unwrap();
-        spans.push((job.started_us.unwrap(), job.finished_us.unwrap()));
-    }
-    let most = spans
-        .iter()
-        .map(|(s, _)| spans.iter().filter(|(a, b)| a <= s && s < b).count())
-        .max()
-        .unwrap();
+    let most = most_at_once(&env, &plain).await;
     assert!(most > 2, "untenanted jobs ran at most {most} at once");
     let stats = env.queue.stats("default").await.unwrap();
     assert!(stats.tenants.is_empty(), "{:?}", stats.tenants);
