@@ -18,10 +18,19 @@ struct Cluster {
     url: String,
 }
 
+/// Whether nothing listens on `port` on loopback.
+fn free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
 impl Cluster {
     fn start() -> Self {
-        // Ports apart per process, so two test runs on one machine do not meet.
-        let base = 7600 + (std::process::id() % 200) as u16 * 10;
+        // Ports apart per process, so two test runs on one machine do not meet, and free:
+        // the range holds the S3 stand-ins' 9000 and 9100, which a base landing there met.
+        let mut base = 7600 + (std::process::id() % 200) as u16 * 10;
+        while !(0..6).all(|i| free(base + i) && free(base + i + 10_000)) {
+            base = 7600 + (base - 7600 + 10) % 2000;
+        }
         let dir = std::env::temp_dir().join(format!("ferry-cluster-{base}"));
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/redis-cluster.sh");
         let out = Command::new("bash")
