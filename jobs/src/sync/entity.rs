@@ -3,6 +3,9 @@ use serde::{Deserialize, Serialize};
 use super::{QUEUE, SyncError, Table, json_text, mirror::Mirror, page};
 use crate::{Backoff, JobContext, JobError, Kind, Settings};
 
+/// Writes of one row before giving up for a retry when the row changes under each write.
+const WRITE_ROUNDS: usize = 8;
+
 /// Syncs one row on write: reads the current row and upserts its document, or deletes the
 /// document when the row is gone. Enqueued coalesced, so a burst of writes to one row queues
 /// one job.
@@ -102,13 +105,27 @@ impl Kind for Entity {
         let table = target.recent_catalog(config).await?.table(&args.table)?;
         let key = args.key_text(&table)?;
         let mirror = Mirror::for_job(&target, &ctx);
-        let page = page::read_one(&target.app, &table, config.sync.timestamps, &key).await?;
-        if page.docs.is_empty() {
-            let id = page::id_for(&target.app, &table, config.sync.timestamps, &key).await?;
-            mirror.delete(&table.collection, &[id]).await?;
-        } else {
-            mirror.upsert(&table.collection, &page.docs).await?;
+        // Two jobs for one row can run at once: a change committed after a job started
+        // queues a new one. Whichever writes last might have read the older row, so each job
+        // reads the row again after its write and writes again until what it read matches
+        // what it wrote. The last write to the document is then always of the row as it is.
+        let mut written = None;
+        for _ in 0..WRITE_ROUNDS {
+            let page = page::read_one(&target.app, &table, config.sync.timestamps, &key).await?;
+            if written.as_ref() == Some(&page.docs) {
+                return Ok(());
+            }
+            if page.docs.is_empty() {
+                let id = page::id_for(&target.app, &table, config.sync.timestamps, &key).await?;
+                mirror.delete(&table.collection, &[id]).await?;
+            } else {
+                mirror.upsert(&table.collection, &page.docs).await?;
+            }
+            written = Some(page.docs);
         }
-        Ok(())
+        Err(JobError::retryable(format!(
+            "row {} of {} changed during each of {WRITE_ROUNDS} writes to its document; retrying",
+            args.key, table.name
+        )))
     }
 }
