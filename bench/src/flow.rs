@@ -1,10 +1,12 @@
 //! `ferry-bench flow`: what flow control costs and gives, at a worker's default settings.
 //! - Throughput: N no-op jobs through one worker process, plain (no tenant, default priority)
 //!   and with flow control in use (each job of one of `--tenants` tenants, 10% high, 10% low),
-//!   alternating round by round, so both see the same machine. Two ways: `drain` enqueues
+//!   alternating round by round, so both see the same machine. Three ways: `drain` enqueues
 //!   the jobs first and times the worker alone (flow control then does its admission work
-//!   inside the timed part, which plain jobs did at enqueue); `sustained` starts the worker
-//!   first and times enqueue and work together, as a busy app sees it.
+//!   inside the timed part, which plain jobs did at enqueue); `backlog` does the same but
+//!   times enqueue and drain together, so each side's stream writes are counted;
+//!   `sustained` starts the worker first and times enqueue and work together, as a busy app
+//!   sees it.
 //! - Priority: a high job enqueued behind `--backlog` waiting default jobs (100 ms sleeps, so
 //!   the backlog lasts while the samples are taken): how long until it starts, p50/p99/max.
 
@@ -49,10 +51,10 @@ pub async fn run(args: Args, ferry: PathBuf) {
     );
     let mut ratios = serde_json::Map::new();
     for round in 1..=args.rounds {
-        for sustained in [false, true] {
-            let plain = throughput(&args, &ferry, false, sustained).await;
-            let flow = throughput(&args, &ferry, true, sustained).await;
-            let mode = if sustained { "sustained" } else { "drain" };
+        for mode in [Mode::Drain, Mode::Backlog, Mode::Sustained] {
+            let plain = throughput(&args, &ferry, false, mode).await;
+            let flow = throughput(&args, &ferry, true, mode).await;
+            let mode = mode.name();
             ratios
                 .entry(mode)
                 .or_insert_with(|| serde_json::json!([]))
@@ -79,6 +81,27 @@ pub async fn run(args: Args, ferry: PathBuf) {
     );
 }
 
+/// What a throughput run times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Jobs enqueued first; the worker alone is timed.
+    Drain,
+    /// Jobs enqueued first, then the worker; both are timed.
+    Backlog,
+    /// The worker first; enqueue and work are timed together.
+    Sustained,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Drain => "drain",
+            Self::Backlog => "backlog",
+            Self::Sustained => "sustained",
+        }
+    }
+}
+
 /// One worker process at default settings on its own key prefix.
 fn worker(ferry: &Path, args: &Args, prefix: &str) -> std::process::Child {
     let target = Target {
@@ -89,7 +112,7 @@ fn worker(ferry: &Path, args: &Args, prefix: &str) -> std::process::Child {
     target.worker(prefix, Setting::Default, None, &[])
 }
 
-async fn throughput(args: &Args, ferry: &Path, flow: bool, sustained: bool) -> f64 {
+async fn throughput(args: &Args, ferry: &Path, flow: bool, mode: Mode) -> f64 {
     let prefix = prefix();
     let queue = Queue::connect(&args.services.redis_url, &prefix, keep())
         .await
@@ -109,8 +132,8 @@ async fn throughput(args: &Args, ferry: &Path, flow: bool, sustained: bool) -> f
         })
         .collect();
     let mut child;
-    let start;
-    if sustained {
+    let mut start = Instant::now();
+    if mode == Mode::Sustained {
         child = worker(ferry, args, &prefix);
         // The worker is up once it heartbeats on the queue.
         while queue.stats("default").await.expect("stats").workers == 0 {
@@ -122,7 +145,9 @@ async fn throughput(args: &Args, ferry: &Path, flow: bool, sustained: bool) -> f
         }
     } else {
         queue.enqueue("default", &jobs).await.expect("enqueue");
-        start = Instant::now();
+        if mode == Mode::Drain {
+            start = Instant::now();
+        }
         child = worker(ferry, args, &prefix);
     }
     wait_done(
@@ -135,7 +160,7 @@ async fn throughput(args: &Args, ferry: &Path, flow: bool, sustained: bool) -> f
     let rate = args.jobs as f64 / start.elapsed().as_secs_f64();
     stop(&mut child);
     cleanup(&args.services.redis_url, &prefix).await;
-    eprintln!("flow={flow} sustained={sustained}: {rate:.0} jobs/s");
+    eprintln!("flow={flow} {}: {rate:.0} jobs/s", mode.name());
     rate
 }
 

@@ -7,14 +7,20 @@ if redis.call('EXISTS', base .. ':paused') == 1 then return {'paused'} end
 local out = {}
 local left = tonumber(ARGV[4])
 -- High first, except one fetch in ten (by the clock's milliseconds) that starts with low and
--- one that starts with default: a steady stream of high jobs cannot starve the others.
+-- one that starts with default: a steady stream of high jobs cannot starve the others. The
+-- stream that goes first out of turn takes at most half of the free slots, so a fetch that
+-- refills many slots at once (jobs of equal length end together) still starts high jobs.
 local order = {'high', '', 'low'}
+local first = 0
 local turn = math.floor(tonumber(now) / 1000) % 10
 if turn == 0 then order = {'low', 'high', ''} elseif turn == 5 then order = {'', 'high', 'low'} end
+if turn == 0 or turn == 5 then first = math.ceil(left / 2) end
 local function read()
-  for _, pri in ipairs(order) do
+  for i, pri in ipairs(order) do
     if left <= 0 then return end
-    local r = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', left, 'STREAMS', skey(base, pri), '>')
+    local n = left
+    if i == 1 and first > 0 then n = first end
+    local r = redis.call('XREADGROUP', 'GROUP', group, me, 'COUNT', n, 'STREAMS', skey(base, pri), '>')
     if r then
       for _, e in ipairs(r[1][2]) do
         start(base, group, me, now, tag(pri, e[1]), e[2][2], out)

@@ -6,8 +6,7 @@
 -- late result is dropped, the new attempt owns the job.
 local base, group, now, keep, keepdead, cap, n = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[9])
 TEN.window, TEN.cap = tonumber(ARGV[7]), tonumber(ARGV[8])
-local eids = {}
-local tenants = {}
+local eids, tenants, mine = {}, {}, {}
 for j = 0, n - 1 do
   local o = 10 + j * 6
   local eid, id, outcome, run_at, err, text = ARGV[o], ARGV[o + 1], ARGV[o + 2], ARGV[o + 3], ARGV[o + 4], ARGV[o + 5]
@@ -16,7 +15,8 @@ for j = 0, n - 1 do
   local t = f[7]
   eids[#eids + 1] = eid
   tenants[#tenants + 1] = t or ''
-  if f[1] and f[2] == 'running' and f[3] == eid then
+  mine[#mine + 1] = f[1] and f[2] == 'running' and f[3] == eid
+  if mine[#mine] then
     observe(f[1], 'duration', tonumber(now) - (tonumber(f[5]) or tonumber(now)))
     -- Successes are counted by the state counts (`succeeded` never goes down); these can.
     if outcome == 'dead' or outcome == 'retrying' then count(f[1], outcome) end
@@ -42,7 +42,7 @@ for j = 0, n - 1 do
   end
 end
 -- After the outcomes: a tenant's next jobs are admitted behind what is already waiting.
-if #eids > 0 then xack_all(base, group, eids, tenants) end
+if #eids > 0 then xack_all(base, group, eids, tenants, mine) end
 flush(base)
 retire(base, now, keep, keepdead, cap)
 return #eids

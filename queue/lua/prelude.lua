@@ -32,7 +32,7 @@ end
 -- fill them ahead of a small one. When the streams run dry, fetch admits from the ring
 -- round-robin (work-conserving), never past a tenant's hard cap `max_running` (0 = none).
 -- `base:tadm` counts entries per tenant: +1 on every XADD of a tenant's entry, -1 on every
--- XDEL that removed one; changes are summed per script (`tdelta`) and written by `flush`.
+-- XACK that acknowledged one; changes are summed per script (`tdelta`) and written by `flush`.
 local TEN = {window = 0, cap = 0}
 local tbase, tdelta, tpush = {}, {}, {}
 local function admitted(base, t)
@@ -104,34 +104,52 @@ local function released(base, t, k)
   local limit = tlimit('')
   if limit > 0 and c * 2 <= limit then admit(base, t, limit - c) end
 end
--- Acknowledges and deletes entries, one XACK and one XDEL per stream. `tenants[i]` is the
--- tenant of `eids[i]` (or ''); each tenant is counted out by the entries really removed. An
--- entry still pending exists, so when XACK took all of a stream's entries, XDEL removes all;
--- otherwise (a late outcome for an entry the reclaim already replaced) each entry is
--- deleted on its own to learn which ones were there. Tenants are counted out last.
-local function xack_all(base, group, eids, tenants)
+-- Acknowledged entries are not deleted one by one: XDEL cost more Redis time per job than
+-- any other command of a finish. Whole stream nodes older than every entry still needed are
+-- dropped instead. Needed are the pending entries (delivered, not yet acknowledged) and those
+-- not yet delivered, which follow the group's last-delivered id; so the oldest pending entry,
+-- or when none is pending the last-delivered id, is the trim point. One long job holds that
+-- point, so past RETAIN acknowledged entries kept behind it, `ids` (just acknowledged) are
+-- deleted one by one after all: memory stays bounded whatever runs.
+local RETAIN = 10000
+local function xtrim_acked(s, group, ids)
+  local p = redis.call('XPENDING', s, group)
+  local last, lag
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', s)) do
+    local f = {}
+    for i = 1, #g, 2 do f[g[i]] = g[i + 1] end
+    if f['name'] == group then last, lag = f['last-delivered-id'], f['lag'] end
+  end
+  local min = p[2] or last
+  if not min then return end
+  redis.call('XTRIM', s, 'MINID', '~', min)
+  -- lag is nil when Redis cannot tell how many wait; then count none as waiting.
+  if redis.call('XLEN', s) - p[1] - (tonumber(lag) or 0) > RETAIN then
+    redis.call('XDEL', s, unpack(ids))
+  end
+end
+-- Acknowledges entries, one XACK per stream for those whose job was still running with them
+-- (`mine[i]`: certainly pending), one each for the others (a late outcome for an entry the
+-- reclaim already replaced, which XACK then finds gone). `tenants[i]` is the tenant of
+-- `eids[i]` (or ''); each tenant is counted out by the entries really acknowledged, last.
+local function xack_all(base, group, eids, tenants, mine)
   local by = {}
+  local freed = {}
   for i, e in ipairs(eids) do
     local s, raw = split(base, e)
-    local g = by[s]
-    if not g then g = {ids = {}, ts = {}}; by[s] = g end
-    g.ids[#g.ids + 1] = raw
-    g.ts[#g.ts + 1] = tenants and tenants[i] or ''
-  end
-  local freed = {}
-  for s, g in pairs(by) do
-    local acked = redis.call('XACK', s, group, unpack(g.ids))
-    if acked == #g.ids then
-      redis.call('XDEL', s, unpack(g.ids))
-      for _, t in ipairs(g.ts) do
-        if t ~= '' then freed[t] = (freed[t] or 0) + 1 end
-      end
-    else
-      for i, raw in ipairs(g.ids) do
-        local t = g.ts[i]
-        if redis.call('XDEL', s, raw) == 1 and t ~= '' then freed[t] = (freed[t] or 0) + 1 end
-      end
+    local t = tenants[i]
+    if mine[i] then
+      local g = by[s]
+      if not g then g = {}; by[s] = g end
+      g[#g + 1] = raw
+      if t ~= '' then freed[t] = (freed[t] or 0) + 1 end
+    elseif redis.call('XACK', s, group, raw) == 1 and t ~= '' then
+      freed[t] = (freed[t] or 0) + 1
     end
+  end
+  for s, ids in pairs(by) do
+    redis.call('XACK', s, group, unpack(ids))
+    xtrim_acked(s, group, ids)
   end
   for t, k in pairs(freed) do released(base, t, k) end
 end
@@ -161,8 +179,11 @@ local deltas = {}
 local idx_add, idx_rem = {}, {}
 local function move(base, kind, prev, new, id, score)
   if prev == new then return end
+  -- Keyed by kind, then state: no string is built per job.
+  local d = deltas[kind]
+  if not d then d = {}; deltas[kind] = d end
   if prev then
-    deltas[kind .. '|' .. prev] = (deltas[kind .. '|' .. prev] or 0) - 1
+    d[prev] = (d[prev] or 0) - 1
     local added = idx_add[prev]
     if added and added[id] then
       added[id] = nil
@@ -172,7 +193,7 @@ local function move(base, kind, prev, new, id, score)
       r[id] = true
     end
   end
-  deltas[kind .. '|' .. new] = (deltas[kind .. '|' .. new] or 0) + 1
+  d[new] = (d[new] or 0) + 1
   local a = idx_add[new]
   if not a then a = {}; idx_add[new] = a end
   a[id] = score
@@ -218,8 +239,10 @@ local function flush(base)
     if #args > 0 then redis.call('ZADD', base .. ':idx:' .. state, unpack(args)) end
   end
   idx_add, idx_rem = {}, {}
-  for field, d in pairs(deltas) do
-    if d ~= 0 then redis.call('HINCRBY', base .. ':stats', field, d) end
+  for kind, d in pairs(deltas) do
+    for state, n in pairs(d) do
+      if n ~= 0 then redis.call('HINCRBY', base .. ':stats', kind .. '|' .. state, n) end
+    end
   end
   local mk = base .. ':metrics'
   for kind, c in pairs(counts) do
@@ -245,8 +268,7 @@ local function start(base, group, consumer, now, eid, id, out)
   local f = redis.call('HMGET', jk, 'kind', 'args', 'max', 'state', 'enq', 'key', 'attempts', 'co', 'run_at', 'ten')
   if not f[1] or f[4] ~= 'queued' then
     local s, raw = split(base, eid)
-    redis.call('XACK', s, group, raw)
-    if redis.call('XDEL', s, raw) == 1 and f[10] and f[10] ~= '' then released(base, f[10], 1) end
+    if redis.call('XACK', s, group, raw) == 1 and f[10] and f[10] ~= '' then released(base, f[10], 1) end
     return
   end
   -- Once a coalesced job starts it reads current state; later changes need a new job.

@@ -11,8 +11,7 @@ for _, pri in ipairs({'', 'high', 'low'}) do
   if type(res) == 'table' and not res.err then
     for _, e in ipairs(res[2]) do
       local eid, fields = tag(pri, e[1]), e[2]
-      redis.call('XACK', stream, group, e[1])
-      local gone = redis.call('XDEL', stream, e[1]) == 1
+      local gone = redis.call('XACK', stream, group, e[1]) == 1
       if fields then
         local id = fields[2]
         local jk = jkey(base, id)

@@ -7,8 +7,7 @@ TEN.window, TEN.cap = tonumber(ARGV[5]), tonumber(ARGV[6])
 if redis.call('EXISTS', base .. ':paused') == 1 then
   for i = 7, #ARGV, 2 do
     local s, raw = split(base, ARGV[i])
-    redis.call('XACK', s, group, raw)
-    if redis.call('XDEL', s, raw) == 1 then redis.call('XADD', s, '*', 'id', ARGV[i + 1]) end
+    if redis.call('XACK', s, group, raw) == 1 then redis.call('XADD', s, '*', 'id', ARGV[i + 1]) end
   end
   return {'paused'}
 end

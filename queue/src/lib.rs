@@ -5,7 +5,7 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `P:{q}:stream` | stream, group `workers` | one entry per due attempt (just the job id) |
+//! | `P:{q}:stream` | stream, group `workers` | one entry per due attempt (just the job id); acknowledged entries are dropped by whole nodes (`XTRIM MINID`) behind the oldest pending one, not one by one |
 //! | `P:{q}:stream:high`, `:stream:low` | streams, group `workers` | the same for high and low priority jobs |
 //! | `P:{q}:paused` | string | present while the queue is paused: no worker starts its jobs |
 //! | `P:{q}:tq:T` | list | tenant T's jobs waiting for admission to the streams |

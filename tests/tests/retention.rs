@@ -203,3 +203,54 @@ async fn listing_by_state_kind_and_time_follows_every_move() {
     assert!(env.queue.list("default", &filter).await.unwrap().is_empty());
     env.cleanup().await;
 }
+
+/// Entries in the default stream (acknowledged ones not yet trimmed, running and waiting).
+async fn stream_len(env: &TestEnv) -> i64 {
+    let client = redis::Client::open(ferry_tests::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("XLEN")
+        .arg(env.queue.keys("default").stream)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// Acknowledged stream entries are dropped in whole nodes behind the oldest running job; a
+/// long job holds that point, so past 10,000 kept entries they go one by one again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_entries_are_trimmed_even_behind_a_long_job() {
+    let env = TestEnv::new("[worker]\nconcurrency = 64\n").await;
+    let worker = env.start_worker();
+    let noops = |n: usize| (0..n).map(|_| env.job("noop", "{}").1).collect::<Vec<_>>();
+
+    env.queue.enqueue("default", &noops(20_000)).await.unwrap();
+    env.wait_for_count("noop", "succeeded", 20_000, Duration::from_secs(120))
+        .await;
+    let len = stream_len(&env).await;
+    assert!(len < 1_000, "{len} entries left after 20,000 jobs ran");
+
+    let long = env.enqueue("sleep", r#"{"ms": 600000}"#).await;
+    env.wait_for(long, Duration::from_secs(10), |j| {
+        j.state == JobState::Running
+    })
+    .await;
+    env.queue.enqueue("default", &noops(30_000)).await.unwrap();
+    env.wait_for_count("noop", "succeeded", 50_000, Duration::from_secs(180))
+        .await;
+    let len = stream_len(&env).await;
+    assert!(
+        len <= 10_000 + 2_000,
+        "{len} entries kept behind one running job after 30,000 more ran"
+    );
+
+    env.queue.cancel("default", long).await.unwrap();
+    env.wait_for(long, Duration::from_secs(10), |j| j.state.is_final())
+        .await;
+    env.queue.enqueue("default", &noops(10)).await.unwrap();
+    env.wait_for_count("noop", "succeeded", 50_010, Duration::from_secs(30))
+        .await;
+    let len = stream_len(&env).await;
+    assert!(len < 1_000, "{len} entries left once the long job ended");
+    worker.stop().await;
+    env.cleanup().await;
+}
