@@ -7,8 +7,9 @@
 //!   times enqueue and drain together, so each side's stream writes are counted;
 //!   `sustained` starts the worker first and times enqueue and work together, as a busy app
 //!   sees it.
-//! - Priority: a high job enqueued behind `--backlog` waiting default jobs (100 ms sleeps, so
-//!   the backlog lasts while the samples are taken): how long until it starts, p50/p99/max.
+//! - Priority: a high job enqueued behind `--backlog` waiting default jobs (sleeps of 50-150
+//!   ms, so the backlog lasts while the samples are taken): how long until it starts,
+//!   p50/p99/max.
 
 use std::{
     path::{Path, PathBuf},
@@ -169,8 +170,12 @@ async fn priority_latency(args: &Args, ferry: &Path) -> (f64, f64, f64) {
     let queue = Queue::connect(&args.services.redis_url, &prefix, keep())
         .await
         .expect("Redis");
+    // Sleeps of 50 to 150 ms (100 on average), spread so that slots free at a steady pace: with
+    // sleeps all of one length, the 512 jobs started together also end together, and a high
+    // job enqueued between two such waves waits for a slot up to a whole sleep, which says
+    // nothing about priorities (measured: p99 49-75 ms with 100 ms for all).
     let backlog: Vec<NewJob> = (0..args.backlog)
-        .map(|_| NewJob::new("sleep", r#"{"ms":100}"#, 10))
+        .map(|i| NewJob::new("sleep", format!(r#"{{"ms":{}}}"#, 50 + (i * 37) % 101), 10))
         .collect();
     queue.enqueue("default", &backlog).await.expect("enqueue");
     let mut child = worker(ferry, args, &prefix);

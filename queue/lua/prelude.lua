@@ -173,9 +173,11 @@ end
 -- two HINCRBYs, not a thousand.
 local deltas = {}
 -- The per-state indexes `base:idx:STATE` (sorted sets of job ids) that listing reads instead
--- of scanning: score is the enqueue time for waiting and running jobs, the finish time for
--- finished ones (so retention by age reads the index). Batched like the counts: one ZREM and
--- one ZADD per state and script. A job moved twice in one script keeps only its last state.
+-- of scanning: score is the enqueue time for waiting jobs, the finish time for finished ones
+-- (so retention by age reads the index). Batched like the counts: one ZREM and one ZADD per
+-- state and script. A job moved twice in one script keeps only its last state. Running jobs
+-- are not indexed: the streams' pending entries name them, and each start and finish saves
+-- an index write.
 local idx_add, idx_rem = {}, {}
 local function move(base, kind, prev, new, id, score)
   if prev == new then return end
@@ -184,6 +186,9 @@ local function move(base, kind, prev, new, id, score)
   if not d then d = {}; deltas[kind] = d end
   if prev then
     d[prev] = (d[prev] or 0) - 1
+  end
+  d[new] = (d[new] or 0) + 1
+  if prev and prev ~= 'running' then
     local added = idx_add[prev]
     if added and added[id] then
       added[id] = nil
@@ -193,7 +198,7 @@ local function move(base, kind, prev, new, id, score)
       r[id] = true
     end
   end
-  d[new] = (d[new] or 0) + 1
+  if new == 'running' then return end
   local a = idx_add[new]
   if not a then a = {}; idx_add[new] = a end
   a[id] = score

@@ -19,19 +19,17 @@ pub struct TenantLoad {
     pub running: i64,
 }
 
-/// Running jobs read per stats call to count them per tenant: scripts keep no per-tenant
-/// running count (it would cost every start and finish a write), the running index holds them.
-const RUNNING_SCAN: isize = 10_000;
+/// Running jobs read per stream and stats call to count them per tenant: scripts keep no
+/// per-tenant running count (it would cost every start and finish a write); the streams'
+/// pending entries name the running jobs.
+const RUNNING_SCAN: usize = 10_000;
 
 impl Queue {
-    /// Running jobs per tenant, from the running index and each job's `ten` field.
+    /// Running jobs per tenant, from the streams' pending entries and each job's `ten` field.
     async fn running_per_tenant(&self, queue: &str) -> Result<BTreeMap<String, i64>, QueueError> {
         let keys = self.keys(queue);
+        let ids = self.running_ids(queue, RUNNING_SCAN).await?;
         let mut conn = self.conn();
-        let ids: Vec<String> = conn
-            .zrange(keys.index(crate::JobState::Running), 0, RUNNING_SCAN - 1)
-            .await
-            .map_err(QueueError::redis("read running jobs"))?;
         let mut out = BTreeMap::new();
         if ids.is_empty() {
             return Ok(out);

@@ -1,5 +1,7 @@
 //! Listing jobs from the per-state indexes (`P:{q}:idx:STATE`, kept by the Lua scripts),
 //! never by scanning job hashes: the cost follows the page asked for, not what Redis holds.
+//! Running jobs have no index: they are the streams' pending entries (at most what the
+//! workers' concurrency allows), so starting and finishing a job write one index less.
 
 use std::collections::HashMap;
 
@@ -70,6 +72,86 @@ impl Queue {
         Ok(out)
     }
 
+    /// Ids of the jobs whose stream entries are delivered and not yet acknowledged: the
+    /// running ones, plus any whose outcome is being recorded. At most `max` per stream.
+    pub(crate) async fn running_ids(
+        &self,
+        queue: &str,
+        max: usize,
+    ) -> Result<Vec<String>, QueueError> {
+        let keys = self.keys(queue);
+        let mut conn = self.conn();
+        let mut ids = Vec::new();
+        for stream in keys.streams() {
+            // A stream no worker has created yet has no group and holds nothing.
+            let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+                .arg(&stream)
+                .arg(crate::GROUP)
+                .arg("-")
+                .arg("+")
+                .arg(max)
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            if pending.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for (entry, ..) in &pending {
+                pipe.cmd("XRANGE").arg(&stream).arg(entry).arg(entry);
+            }
+            let entries: Vec<Vec<crate::client::Entry>> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(QueueError::redis("read running jobs' entries"))?;
+            ids.extend(
+                entries
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|(_, mut fields)| fields.remove("id")),
+            );
+        }
+        Ok(ids)
+    }
+
+    /// Running jobs, from the streams' pending entries; newest enqueued first.
+    async fn list_running(
+        &self,
+        queue: &str,
+        filter: &JobFilter,
+        want: usize,
+    ) -> Result<Vec<JobRecord>, QueueError> {
+        let ids = self.running_ids(queue, MAX_EXAMINED).await?;
+        let keys = self.keys(queue);
+        let mut conn = self.conn();
+        let mut out = Vec::new();
+        for chunk in ids.chunks(PAGE) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.hgetall(keys.job(id));
+            }
+            let hashes: Vec<HashMap<String, String>> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(QueueError::redis("read jobs"))?;
+            for (raw, hash) in chunk.iter().zip(hashes) {
+                let Ok(id) = Uuid::parse_str(raw) else {
+                    continue;
+                };
+                if hash.is_empty() {
+                    continue;
+                }
+                let job = JobRecord::from_hash(queue, id, hash)?;
+                if job.state == JobState::Running && filter.matches(&job) {
+                    out.push(job);
+                }
+            }
+        }
+        out.sort_by(|a, b| b.enqueued_us.cmp(&a.enqueued_us).then(b.id.cmp(&a.id)));
+        out.truncate(want);
+        Ok(out)
+    }
+
     async fn list_state(
         &self,
         queue: &str,
@@ -77,6 +159,9 @@ impl Queue {
         filter: &JobFilter,
         want: usize,
     ) -> Result<Vec<JobRecord>, QueueError> {
+        if state == JobState::Running {
+            return self.list_running(queue, filter, want).await;
+        }
         let keys = self.keys(queue);
         let index = keys.index(state);
         let mut conn = self.conn();

@@ -216,7 +216,8 @@ async fn stream_len(env: &TestEnv) -> i64 {
 }
 
 /// Acknowledged stream entries are dropped in whole nodes behind the oldest running job; a
-/// long job holds that point, so past 10,000 kept entries they go one by one again.
+/// long job holds that point, so past 10,000 kept entries they go one by one again. The
+/// running job is listed meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_entries_are_trimmed_even_behind_a_long_job() {
     let env = TestEnv::new("[worker]\nconcurrency = 64\n").await;
@@ -243,6 +244,13 @@ async fn acknowledged_entries_are_trimmed_even_behind_a_long_job() {
         "{len} entries kept behind one running job after 30,000 more ran"
     );
 
+    // Running jobs are listed from the streams' pending entries (they have no index).
+    let running = JobFilter {
+        state: Some(JobState::Running),
+        ..JobFilter::default()
+    };
+    let listed = env.queue.list("default", &running).await.unwrap();
+    assert_eq!(listed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![long]);
     env.queue.cancel("default", long).await.unwrap();
     env.wait_for(long, Duration::from_secs(10), |j| j.state.is_final())
         .await;
