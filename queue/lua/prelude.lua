@@ -266,7 +266,8 @@ local function flush(base)
   end
 end
 
--- Marks a delivered entry's job running and appends it to `out`; a stale entry (its job
+-- Marks a delivered entry's job running and appends it to `out` (9 fields: entry, id, kind,
+-- args, attempt, max, enqueued, idempotency key, tenant); a stale entry (its job
 -- cancelled, finished or gone) is acknowledged and dropped. `eid` carries its stream's prefix.
 local function start(base, group, consumer, now, eid, id, out)
   local jk = jkey(base, id)
@@ -296,6 +297,7 @@ local function start(base, group, consumer, now, eid, id, out)
   out[n + 6] = f[3]
   out[n + 7] = f[5]
   out[n + 8] = f[6] or ''
+  out[n + 9] = f[10] or ''
 end
 
 -- Retention of finished jobs: each final state's index keeps at most `cap` jobs, none

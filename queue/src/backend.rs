@@ -271,19 +271,19 @@ impl Shared {
         self.capacity.notify_one();
     }
 
-    /// Parses started jobs (8 fields each, see `start` in prelude.lua) and tracks them;
-    /// `None` when the queue is paused.
-    fn started(&self, reply: Vec<String>) -> Option<Vec<Job>> {
+    /// Parses jobs started at `now` (9 fields each, see `start` in prelude.lua) and tracks
+    /// them; `None` when the queue is paused.
+    fn started(&self, reply: Vec<String>, now: i64) -> Option<Vec<Job>> {
         if reply.len() == 1 && reply[0] == "paused" {
             return None;
         }
-        Some(self.track(reply))
+        Some(self.track(reply, now))
     }
 
-    fn track(&self, reply: Vec<String>) -> Vec<Job> {
+    fn track(&self, reply: Vec<String>, now: i64) -> Vec<Job> {
         let mut inflight = self.inflight.lock().unwrap();
         let jobs: Vec<Job> = reply
-            .chunks_exact(8)
+            .chunks_exact(9)
             .filter_map(|f| {
                 let id = Uuid::parse_str(&f[1]).ok()?;
                 let cancel = CancellationToken::new();
@@ -299,6 +299,8 @@ impl Shared {
                     idempotency_key: Some(f[7].clone()).filter(|k| !k.is_empty()),
                     cancel,
                     entry: f[0].clone(),
+                    tenant: f[8].clone(),
+                    started_us: now,
                 })
             })
             .collect();
@@ -310,19 +312,20 @@ impl Shared {
     async fn fetch(&self, count: usize) -> Result<Option<Vec<Job>>, QueueError> {
         let mut conn = self.queue.conn();
         let (window, cap) = self.queue.tenant_limits();
+        let now = now_us();
         let reply: Vec<String> = scripts::FETCH
             .key(&self.keys.stream)
             .arg(&self.keys.base)
             .arg(GROUP)
             .arg(&self.opts.consumer)
             .arg(count)
-            .arg(now_us())
+            .arg(now)
             .arg(window)
             .arg(cap)
             .invoke_async(&mut conn)
             .await
             .map_err(QueueError::redis("fetch jobs"))?;
-        Ok(self.started(reply))
+        Ok(self.started(reply, now))
     }
 
     /// Waits up to `opts.block` for new entries on any priority's stream, then starts their
@@ -352,10 +355,11 @@ impl Shared {
         };
         let mut call = scripts::START.key(&self.keys.stream);
         let (window, cap) = self.queue.tenant_limits();
+        let now = now_us();
         call.arg(&self.keys.base)
             .arg(GROUP)
             .arg(&self.opts.consumer)
-            .arg(now_us())
+            .arg(now)
             .arg(window)
             .arg(cap);
         let mut any = false;
@@ -383,7 +387,7 @@ impl Shared {
             .invoke_async(&mut conn)
             .await
             .map_err(QueueError::redis("start jobs"))?;
-        Ok(self.started(started))
+        Ok(self.started(started, now))
     }
 
     async fn finish(&self, batch: &[Finished]) -> Result<(), QueueError> {
@@ -409,7 +413,12 @@ impl Shared {
                         .map(|e| serde_json::to_string(e).unwrap_or_default())
                         .unwrap_or_default(),
                 )
-                .arg(error.map(|e| e.error.as_str()).unwrap_or(""));
+                .arg(error.map(|e| e.error.as_str()).unwrap_or(""))
+                .arg(&f.kind)
+                .arg(f.attempt)
+                .arg(f.enqueued_us)
+                .arg(f.started_us)
+                .arg(&f.tenant);
         }
         let mut conn = self.queue.conn();
         let _: i64 = call

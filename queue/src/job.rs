@@ -92,6 +92,9 @@ pub struct Job {
     /// Fires when an operator cancels the job.
     pub cancel: CancellationToken,
     pub(crate) entry: String,
+    pub(crate) tenant: String,
+    /// When the attempt started (µs), as the start script recorded it.
+    pub(crate) started_us: i64,
 }
 
 /// One failed attempt, as kept in Redis and archived with dead jobs.
@@ -159,6 +162,12 @@ pub struct Finished {
     pub(crate) entry: String,
     pub id: Uuid,
     pub outcome: Outcome,
+    /// What the start gave, sent back so the finish script reads no more than the entry id.
+    pub(crate) kind: String,
+    pub(crate) attempt: u32,
+    pub(crate) enqueued_us: i64,
+    pub(crate) started_us: i64,
+    pub(crate) tenant: String,
 }
 
 impl Finished {
@@ -167,6 +176,11 @@ impl Finished {
             entry: job.entry.clone(),
             id: job.id,
             outcome,
+            kind: job.kind.clone(),
+            attempt: job.attempt,
+            enqueued_us: job.enqueued_us,
+            started_us: job.started_us,
+            tenant: job.tenant.clone(),
         }
     }
 }
