@@ -68,7 +68,7 @@ pub async fn overhead(args: OverheadArgs, ferry: PathBuf) {
                 services: &args.services,
                 redis_url: url,
             };
-            let rate = throughput(&target, args.concurrency, args.jobs).await;
+            let rate = throughput(&target, args.concurrency, args.jobs).await.0;
             let base = *first.get_or_insert(rate);
             println!("{round:<5} {label:<32} {rate:>12.0} {:>13.2}x", rate / base);
             rows.push(json!({"round": round, "run": label, "jobs_per_s": rate,
@@ -153,7 +153,7 @@ pub async fn spread(args: SpreadArgs, root: PathBuf, ferry: PathBuf) {
             let rate = if spread {
                 three_queues(&target, args.concurrency, &queues, &configs, args.jobs).await
             } else {
-                throughput(&target, args.concurrency, args.jobs).await
+                throughput(&target, args.concurrency, args.jobs).await.0
             };
             let base = *single.get_or_insert(rate);
             println!("{round:<5} {label:<44} {rate:>12.0} {:>15.2}x", rate / base);
