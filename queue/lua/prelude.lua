@@ -173,11 +173,12 @@ end
 -- two HINCRBYs, not a thousand.
 local deltas = {}
 -- The per-state indexes `base:idx:STATE` (sorted sets of job ids) that listing reads instead
--- of scanning: score is the enqueue time for waiting jobs, the finish time for finished ones
--- (so retention by age reads the index). Batched like the counts: one ZREM and one ZADD per
--- state and script. A job moved twice in one script keeps only its last state. Running jobs
--- are not indexed: the streams' pending entries name them, and each start and finish saves
--- an index write.
+-- of scanning: score is the enqueue (due) time for scheduled and retrying jobs, the finish time
+-- for finished ones (so retention by age reads the index). Batched like the counts: one ZREM
+-- and one ZADD per state and script. A job moved twice in one script keeps only its last
+-- state. Waiting and running jobs are not indexed: the streams and tenant backlogs hold the
+-- waiting ones, the streams' pending entries the running ones, so enqueue, start and finish
+-- each save an index write.
 local idx_add, idx_rem = {}, {}
 local function move(base, kind, prev, new, id, score)
   if prev == new then return end
@@ -188,7 +189,7 @@ local function move(base, kind, prev, new, id, score)
     d[prev] = (d[prev] or 0) - 1
   end
   d[new] = (d[new] or 0) + 1
-  if prev and prev ~= 'running' then
+  if prev and prev ~= 'running' and prev ~= 'queued' then
     local added = idx_add[prev]
     if added and added[id] then
       added[id] = nil
@@ -198,7 +199,7 @@ local function move(base, kind, prev, new, id, score)
       r[id] = true
     end
   end
-  if new == 'running' then return end
+  if new == 'running' or new == 'queued' then return end
   local a = idx_add[new]
   if not a then a = {}; idx_add[new] = a end
   a[id] = score

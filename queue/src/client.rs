@@ -511,7 +511,7 @@ fn group_info(reply: &redis::Value) -> Option<BTreeMap<String, i64>> {
     })
 }
 
-fn group_last_delivered(reply: &redis::Value) -> Option<String> {
+pub(crate) fn group_last_delivered(reply: &redis::Value) -> Option<String> {
     group_fields(reply)?
         .into_iter()
         .find(|(k, _)| k == "last-delivered-id")

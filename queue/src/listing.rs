@@ -1,7 +1,8 @@
 //! Listing jobs from the per-state indexes (`P:{q}:idx:STATE`, kept by the Lua scripts),
 //! never by scanning job hashes: the cost follows the page asked for, not what Redis holds.
-//! Running jobs have no index: they are the streams' pending entries (at most what the
-//! workers' concurrency allows), so starting and finishing a job write one index less.
+//! Waiting and running jobs have no index: waiting ones are the streams' entries not yet
+//! delivered and the tenants' backlogs, running ones the streams' pending entries. So an
+//! enqueue, a start and a finish each write one sorted set less.
 
 use std::collections::HashMap;
 
@@ -114,14 +115,70 @@ impl Queue {
         Ok(ids)
     }
 
-    /// Running jobs, from the streams' pending entries; newest enqueued first.
-    async fn list_running(
+    /// Ids of the jobs waiting to start, newest last within each source: the entries of each
+    /// stream after the group's last-delivered id, and each tenant's backlog. At most `max`
+    /// (the newest) from each.
+    pub(crate) async fn waiting_ids(
         &self,
         queue: &str,
+        max: usize,
+    ) -> Result<Vec<String>, QueueError> {
+        let keys = self.keys(queue);
+        let mut conn = self.conn();
+        let mut ids = Vec::new();
+        for stream in keys.streams() {
+            let (groups, _) = self.waiting_entries(&stream, 0).await?;
+            // No group yet: no worker has read the stream, every entry waits.
+            let after = crate::client::group_last_delivered(&groups)
+                .map_or_else(|| "-".to_owned(), |l| format!("({l}"));
+            let entries: Vec<crate::client::Entry> = redis::cmd("XREVRANGE")
+                .arg(&stream)
+                .arg("+")
+                .arg(after)
+                .arg("COUNT")
+                .arg(max)
+                .query_async(&mut conn)
+                .await
+                .map_err(QueueError::redis("read waiting entries"))?;
+            ids.extend(
+                entries
+                    .into_iter()
+                    .filter_map(|(_, mut fields)| fields.remove("id")),
+            );
+        }
+        let ring: Vec<String> = conn
+            .lrange(format!("{}:tring", keys.base), 0, -1)
+            .await
+            .map_err(QueueError::redis("read the tenant ring"))?;
+        if !ring.is_empty() {
+            let mut pipe = redis::pipe();
+            for t in &ring {
+                pipe.lrange(format!("{}:tq:{t}", keys.base), -(max as isize), -1);
+            }
+            let backlogs: Vec<Vec<String>> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(QueueError::redis("read tenant backlogs"))?;
+            // Backlog items carry their priority's letter before the id (see prelude.lua).
+            ids.extend(
+                backlogs
+                    .into_iter()
+                    .flatten()
+                    .map(|e| e.trim_start_matches(['h', 'l']).to_owned()),
+            );
+        }
+        Ok(ids)
+    }
+
+    /// The jobs of `ids` still in `state` that match; newest enqueued first.
+    async fn list_ids(
+        &self,
+        queue: &str,
+        ids: &[String],
+        state: JobState,
         filter: &JobFilter,
         want: usize,
     ) -> Result<Vec<JobRecord>, QueueError> {
-        let ids = self.running_ids(queue, MAX_EXAMINED).await?;
         let keys = self.keys(queue);
         let mut conn = self.conn();
         let mut out = Vec::new();
@@ -142,7 +199,7 @@ impl Queue {
                     continue;
                 }
                 let job = JobRecord::from_hash(queue, id, hash)?;
-                if job.state == JobState::Running && filter.matches(&job) {
+                if job.state == state && filter.matches(&job) {
                     out.push(job);
                 }
             }
@@ -159,8 +216,23 @@ impl Queue {
         filter: &JobFilter,
         want: usize,
     ) -> Result<Vec<JobRecord>, QueueError> {
-        if state == JobState::Running {
-            return self.list_running(queue, filter, want).await;
+        // Without a filter the newest `want` of each source are enough; with one, up to
+        // MAX_EXAMINED of each are read.
+        let per_source = if filter.selects_by_index_only() {
+            want.min(MAX_EXAMINED)
+        } else {
+            MAX_EXAMINED
+        };
+        match state {
+            JobState::Running => {
+                let ids = self.running_ids(queue, MAX_EXAMINED).await?;
+                return self.list_ids(queue, &ids, state, filter, want).await;
+            }
+            JobState::Queued => {
+                let ids = self.waiting_ids(queue, per_source).await?;
+                return self.list_ids(queue, &ids, state, filter, want).await;
+            }
+            _ => {}
         }
         let keys = self.keys(queue);
         let index = keys.index(state);

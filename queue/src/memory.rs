@@ -1,6 +1,6 @@
 //! How much Redis memory one queue takes, for `ferry stats`: the queue's own keys measured
-//! with `MEMORY USAGE`, its job hashes estimated from a sample (the indexes count them, so
-//! nothing is scanned). Idempotency, coalesce and owner marks are not counted: they expire by
+//! with `MEMORY USAGE`, its job hashes estimated from a sample (the indexes and, for waiting
+//! and running jobs, the state counters count them, so nothing is scanned). Idempotency, coalesce and owner marks are not counted: they expire by
 //! themselves (see docs/operations.md, "Scale").
 
 use redis::AsyncCommands;
@@ -36,23 +36,54 @@ impl Queue {
             format!("{}:metrics", keys.base),
         ];
         let mut memory = QueueMemory::default();
+        // Waiting and running jobs have no index: the state counters count them and the
+        // streams (and backlogs) give a sample.
+        let counts: std::collections::HashMap<String, i64> = conn
+            .hgetall(&keys.stats)
+            .await
+            .map_err(QueueError::redis("count jobs"))?;
+        let unindexed = |state: JobState| -> u64 {
+            counts
+                .iter()
+                .filter(|(field, _)| field.rsplit('|').next() == Some(state.as_str()))
+                .map(|(_, n)| (*n).max(0) as u64)
+                .sum()
+        };
         for state in JobState::ALL {
             let index = keys.index(state);
-            let count: u64 = conn
-                .zcard(&index)
-                .await
-                .map_err(QueueError::redis("count jobs"))?;
-            fixed.push(index.clone());
-            if count == 0 {
-                continue;
-            }
+            let (count, sample): (u64, Vec<String>) = match state {
+                JobState::Queued | JobState::Running => {
+                    let count = unindexed(state);
+                    if count == 0 {
+                        continue;
+                    }
+                    let mut ids = if state == JobState::Queued {
+                        self.waiting_ids(queue, SAMPLE).await?
+                    } else {
+                        self.running_ids(queue, SAMPLE).await?
+                    };
+                    ids.truncate(SAMPLE);
+                    (count, ids)
+                }
+                _ => {
+                    let count: u64 = conn
+                        .zcard(&index)
+                        .await
+                        .map_err(QueueError::redis("count jobs"))?;
+                    fixed.push(index.clone());
+                    if count == 0 {
+                        continue;
+                    }
+                    let sample = redis::cmd("ZRANDMEMBER")
+                        .arg(&index)
+                        .arg(SAMPLE)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(QueueError::redis("sample jobs"))?;
+                    (count, sample)
+                }
+            };
             memory.jobs += count;
-            let sample: Vec<String> = redis::cmd("ZRANDMEMBER")
-                .arg(&index)
-                .arg(SAMPLE)
-                .query_async(&mut conn)
-                .await
-                .map_err(QueueError::redis("sample jobs"))?;
             let mut measured = Vec::new();
             for id in &sample {
                 if let Some(bytes) = usage(&mut conn, &keys.job(id)).await? {

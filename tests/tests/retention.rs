@@ -188,13 +188,38 @@ async fn listing_by_state_kind_and_time_follows_every_move() {
         vec![sleeper.id]
     );
     assert_eq!(list(Some(JobState::Queued), None).await, vec![waiting.id]);
+    // Waiting jobs are listed from every place they wait: the high stream, and a tenant's
+    // backlog past its window (8) as well as its entries in the streams.
+    let mut tenant_jobs: Vec<_> = (0..10)
+        .map(|_| {
+            let mut job = env.job("noop", "{}").1;
+            job.tenant = Some("acme".into());
+            job
+        })
+        .collect();
+    // The ninth of acme waits in its backlog, tagged with its priority's letter.
+    tenant_jobs[8].priority = ferry_queue::Priority::Low;
+    tenant_jobs[9].priority = ferry_queue::Priority::High;
+    tenant_jobs[9].tenant = None;
+    env.queue.enqueue("default", &tenant_jobs).await.unwrap();
+    let mut queued: Vec<_> = tenant_jobs.iter().map(|j| j.id).collect();
+    queued.push(waiting.id);
+    queued.sort();
+    assert_eq!(list(Some(JobState::Queued), None).await, queued);
+    for job in &tenant_jobs {
+        env.queue.cancel("default", job.id).await.unwrap();
+    }
+    assert_eq!(list(Some(JobState::Queued), None).await, vec![waiting.id]);
     env.queue.cancel("default", later.id).await.unwrap();
     assert_eq!(
         list(Some(JobState::Scheduled), None).await,
         vec![sleeper.id]
     );
-    assert_eq!(list(Some(JobState::Cancelled), None).await, vec![later.id]);
-    assert_eq!(list(None, Some("noop")).await.len(), 2);
+    let mut cancelled: Vec<_> = tenant_jobs.iter().map(|j| j.id).collect();
+    cancelled.push(later.id);
+    cancelled.sort();
+    assert_eq!(list(Some(JobState::Cancelled), None).await, cancelled);
+    assert_eq!(list(None, Some("noop")).await.len(), 12);
     // Nothing enqueued after now.
     let filter = JobFilter {
         since_us: Some(ferry_queue::now_us()),
