@@ -18,7 +18,7 @@
 //! | `P:{q}:stats` | hash | per kind and state counts |
 //! | `P:{q}:metrics` | hash | per kind counters and histogram buckets for `/metrics` |
 //! | `P:{q}:workers` | sorted set | live worker ids by last heartbeat |
-//! | `P:{q}:idx:STATE` | sorted set | job ids in that state, by enqueue (finish) time, for listing and retention |
+//! | `P:{q}:idx:STATE` | sorted set | scheduled, retrying and finished job ids by due (finish) time, for listing and retention; waiting and running jobs are listed from the streams and backlogs |
 //!
 //! Every state change is one Lua script, so counters, hashes and the stream move together.
 
