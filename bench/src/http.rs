@@ -27,14 +27,8 @@ pub struct Args {
     /// does work (0: answer at once).
     #[arg(long, default_value_t = 0)]
     delay_ms: u64,
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    redis_url: String,
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/ferry"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    services: crate::services::Services,
 }
 
 const SCHEMA: &str = "bench_http_ferry";
@@ -61,8 +55,8 @@ pub async fn run(args: Args, ferry: PathBuf) {
         &config,
         format!(
             "[postgres]\nurl = \"{db}\"\nschema = \"{SCHEMA}\"\n[redis]\nurl = \"{redis}\"\nprefix = \"{prefix}\"\n{worker_section}[http]\nallow = [\"{url}\"]\n",
-            db = args.database_url,
-            redis = args.redis_url,
+            db = args.services.database_url,
+            redis = args.services.redis_url,
         ),
     )
     .expect("write config");
@@ -76,7 +70,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
         .status()
         .expect("ferry migrate");
     assert!(migrated.success(), "ferry migrate failed");
-    let queue = Queue::connect(&args.redis_url, &prefix, crate::queue::keep())
+    let queue = Queue::connect(&args.services.redis_url, &prefix, crate::queue::keep())
         .await
         .expect("Redis");
 
@@ -104,7 +98,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
         args.calls
     );
     crate::queue::stop(&mut worker);
-    crate::queue::cleanup(&args.redis_url, &prefix).await;
+    crate::queue::cleanup(&args.services.redis_url, &prefix).await;
     let _ = std::fs::remove_file(&config);
     assert!(
         received.load(Ordering::Relaxed) - before >= args.calls as u64,

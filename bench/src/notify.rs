@@ -32,14 +32,8 @@ pub struct Args {
     /// Concurrency of the ferry worker.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    redis_url: String,
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/ferry"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    services: crate::services::Services,
 }
 
 const SCHEMA: &str = "bench_notify_ferry";
@@ -50,7 +44,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
     let url = format!("smtp://127.0.0.1:{port}");
     let raw = raw_mailer(&args, &url).await;
 
-    let pool = sqlx::PgPool::connect(&args.database_url)
+    let pool = sqlx::PgPool::connect(&args.services.database_url)
         .await
         .expect("Postgres");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -72,8 +66,8 @@ pub async fn run(args: Args, ferry: PathBuf) {
              [notify]\nsmtp_url = \"{url}\"\nfrom = \"Bench <bench@ferry.test>\"\nconnections = {conns}\nrate = 1000000\nchunk_size = 500\n\
              [notify.templates.welcome]\nsubject = \"Welcome, {{{{ name }}}}\"\ntext = \"Hello {{{{ name }}}}, your account is ready.\"\n\
              [notify.audiences]\neveryone = \"SELECT email, name FROM {APP}.recipients\"\n",
-            db = args.database_url,
-            redis = args.redis_url,
+            db = args.services.database_url,
+            redis = args.services.redis_url,
             c = args.concurrency,
             conns = args.connections,
         ),
@@ -85,7 +79,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
         .status()
         .expect("ferry migrate");
     assert!(migrated.success(), "ferry migrate failed");
-    let queue = Queue::connect(&args.redis_url, &prefix, crate::queue::keep())
+    let queue = Queue::connect(&args.services.redis_url, &prefix, crate::queue::keep())
         .await
         .expect("Redis");
 
@@ -127,7 +121,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
     );
 
     crate::queue::stop(&mut worker);
-    crate::queue::cleanup(&args.redis_url, &prefix).await;
+    crate::queue::cleanup(&args.services.redis_url, &prefix).await;
     let _ = std::fs::remove_file(&config);
     assert!(
         accepted.load(Ordering::Relaxed) >= 3 * args.emails as u64,

@@ -28,14 +28,8 @@ pub struct Args {
     /// The limit of the limited runs: far above the worker's throughput, so it never waits.
     #[arg(long, default_value = "1000000/s")]
     rate: String,
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    redis_url: String,
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/ferry"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    services: crate::services::Services,
 }
 
 const SCHEMA: &str = "ferry_bench";
@@ -43,7 +37,7 @@ const SCHEMA: &str = "ferry_bench";
 pub async fn run(args: Args, ferry: PathBuf) {
     let migrated = Command::new(&ferry)
         .arg("migrate")
-        .env("DATABASE_URL", &args.database_url)
+        .env("DATABASE_URL", &args.services.database_url)
         .env("FERRY_SCHEMA", SCHEMA)
         .stdout(Stdio::null())
         .status()
@@ -108,7 +102,7 @@ fn median(v: &mut [f64]) -> f64 {
 /// Jobs per second of one worker process over `args.jobs` no-op jobs enqueued beforehand.
 async fn throughput(args: &Args, ferry: &Path, config: &Path) -> f64 {
     let prefix = format!("benchrate{:08x}", rand::random::<u32>());
-    let queue = Queue::connect(&args.redis_url, &prefix, keep())
+    let queue = Queue::connect(&args.services.redis_url, &prefix, keep())
         .await
         .expect("Redis");
     let jobs: Vec<_> = (0..args.jobs)
@@ -120,8 +114,8 @@ async fn throughput(args: &Args, ferry: &Path, config: &Path) -> f64 {
         .arg("--config")
         .arg(config)
         .args(["worker", "--concurrency", &args.concurrency.to_string()])
-        .env("REDIS_URL", &args.redis_url)
-        .env("DATABASE_URL", &args.database_url)
+        .env("REDIS_URL", &args.services.redis_url)
+        .env("DATABASE_URL", &args.services.database_url)
         .env("FERRY_SCHEMA", SCHEMA)
         .env("FERRY_REDIS_PREFIX", &prefix)
         .env("FERRY_LOG", "warn")
@@ -148,6 +142,6 @@ async fn throughput(args: &Args, ferry: &Path, config: &Path) -> f64 {
     }
     let secs = start.elapsed().as_secs_f64();
     stop(&mut child);
-    cleanup(&args.redis_url, &prefix).await;
+    cleanup(&args.services.redis_url, &prefix).await;
     args.jobs as f64 / secs
 }

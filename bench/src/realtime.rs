@@ -31,21 +31,15 @@ pub struct Args {
     /// Unmeasured messages per setting first (pools connect, plans cache).
     #[arg(long, default_value_t = 300)]
     warmup: usize,
-    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    redis_url: String,
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/ferry"
-    )]
-    database_url: String,
+    #[command(flatten)]
+    services: crate::services::Services,
 }
 
 const SCHEMA: &str = "bench_realtime_ferry";
 const APP: &str = "bench_realtime_app";
 
 pub async fn run(args: Args, ferry: PathBuf) {
-    let pool = sqlx::PgPool::connect(&args.database_url)
+    let pool = sqlx::PgPool::connect(&args.services.database_url)
         .await
         .expect("Postgres");
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
@@ -63,8 +57,8 @@ pub async fn run(args: Args, ferry: PathBuf) {
             "[postgres]\nurl = \"{db}\"\nschema = \"{SCHEMA}\"\n[redis]\nurl = \"{redis}\"\nprefix = \"{prefix}\"\n\
              [notify]\ntable = \"{APP}.notifications\"\n{rt}\
              [notify.templates.welcome]\nsubject = \"Welcome, {{{{ name }}}}\"\ntext = \"Hello {{{{ name }}}}, your account is ready.\"\n",
-            db = args.database_url,
-            redis = args.redis_url,
+            db = args.services.database_url,
+            redis = args.services.redis_url,
             rt = if realtime {
                 format!("realtime = \"{channel_prefix}\"\n")
             } else {
@@ -86,7 +80,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
     };
     let (on, off) = (config(true), config(false));
     let record = Record::connect(&on.postgres).await.expect("record");
-    let queue = Queue::connect(&args.redis_url, &prefix, crate::queue::keep())
+    let queue = Queue::connect(&args.services.redis_url, &prefix, crate::queue::keep())
         .await
         .expect("Redis");
     // Both get the Redis connection: the only difference is the setting.
@@ -97,7 +91,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
 
     // Every row goes to user 42, so one channel carries every publish.
     let received = Arc::new(AtomicU64::new(0));
-    let client = redis::Client::open(args.redis_url.as_str()).expect("Redis URL");
+    let client = redis::Client::open(args.services.redis_url.as_str()).expect("Redis URL");
     let mut pubsub = client.get_async_pubsub().await.expect("subscribe");
     pubsub
         .subscribe(format!("{channel_prefix}:42"))
@@ -150,7 +144,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
     .fetch_one(&pool)
     .await
     .expect("count rows");
-    crate::queue::cleanup(&args.redis_url, &prefix).await;
+    crate::queue::cleanup(&args.services.redis_url, &prefix).await;
     assert_eq!(got, total as u64, "the subscriber missed publishes");
     assert_eq!(rows, 2 * total as i64, "rows missing");
 
