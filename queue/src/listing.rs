@@ -170,6 +170,37 @@ impl Queue {
         Ok(ids)
     }
 
+    /// The jobs of `ids` in one round trip, each `None` when its hash is gone; ids that are
+    /// not UUIDs are skipped.
+    async fn read_jobs<'a>(
+        &self,
+        queue: &str,
+        ids: &'a [String],
+    ) -> Result<Vec<(&'a String, Option<JobRecord>)>, QueueError> {
+        let keys = self.keys(queue);
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hgetall(keys.job(id));
+        }
+        let hashes: Vec<HashMap<String, String>> = pipe
+            .query_async(&mut self.conn())
+            .await
+            .map_err(QueueError::redis("read jobs"))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (raw, hash) in ids.iter().zip(hashes) {
+            let Ok(id) = Uuid::parse_str(raw) else {
+                continue;
+            };
+            let job = if hash.is_empty() {
+                None
+            } else {
+                Some(JobRecord::from_hash(queue, id, hash)?)
+            };
+            out.push((raw, job));
+        }
+        Ok(out)
+    }
+
     /// The jobs of `ids` still in `state` that match; newest enqueued first.
     async fn list_ids(
         &self,
@@ -179,27 +210,10 @@ impl Queue {
         filter: &JobFilter,
         want: usize,
     ) -> Result<Vec<JobRecord>, QueueError> {
-        let keys = self.keys(queue);
-        let mut conn = self.conn();
         let mut out = Vec::new();
         for chunk in ids.chunks(PAGE) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.hgetall(keys.job(id));
-            }
-            let hashes: Vec<HashMap<String, String>> = pipe
-                .query_async(&mut conn)
-                .await
-                .map_err(QueueError::redis("read jobs"))?;
-            for (raw, hash) in chunk.iter().zip(hashes) {
-                let Ok(id) = Uuid::parse_str(raw) else {
-                    continue;
-                };
-                if hash.is_empty() {
-                    continue;
-                }
-                let job = JobRecord::from_hash(queue, id, hash)?;
-                if job.state == state && filter.matches(&job) {
+            for (_, job) in self.read_jobs(queue, chunk).await? {
+                if let Some(job) = job.filter(|j| j.state == state && filter.matches(j)) {
                     out.push(job);
                 }
             }
@@ -270,27 +284,13 @@ impl Queue {
             if ids.is_empty() {
                 break;
             }
-            let mut pipe = redis::pipe();
-            for id in &ids {
-                pipe.hgetall(keys.job(id));
-            }
-            let hashes: Vec<HashMap<String, String>> = pipe
-                .query_async(&mut conn)
-                .await
-                .map_err(QueueError::redis("read jobs"))?;
-            for (raw, hash) in ids.iter().zip(hashes) {
-                let Ok(id) = Uuid::parse_str(raw) else {
-                    continue;
-                };
-                // Gone: retired or expired between the two reads, or an index entry a
-                // cancellation's expiry left behind.
-                if hash.is_empty() {
-                    stale.push(raw.clone());
-                    continue;
-                }
-                let job = JobRecord::from_hash(queue, id, hash)?;
-                if filter.matches(&job) && out.len() < want {
-                    out.push(job);
+            for (raw, job) in self.read_jobs(queue, &ids).await? {
+                match job {
+                    // Gone: retired or expired between the two reads, or an index entry a
+                    // cancellation's expiry left behind.
+                    None => stale.push(raw.clone()),
+                    Some(job) if filter.matches(&job) && out.len() < want => out.push(job),
+                    Some(_) => {}
                 }
             }
             if ids.len() < page {
