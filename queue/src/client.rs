@@ -461,6 +461,17 @@ pub(crate) fn entry_ms(id: &str) -> Option<i64> {
 }
 
 impl Queue {
+    /// The `XINFO GROUPS` reply of one of a queue's streams; nil when no worker has created
+    /// the stream yet.
+    pub(crate) async fn stream_groups(&self, stream: &str) -> redis::Value {
+        redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(stream)
+            .query_async(&mut self.conn())
+            .await
+            .unwrap_or(redis::Value::Nil)
+    }
+
     /// The `XINFO GROUPS` reply of one of a queue's streams and the first `count` entries not
     /// yet delivered to the `workers` group (they follow the group's last-delivered id).
     pub(crate) async fn waiting_entries(
@@ -468,13 +479,8 @@ impl Queue {
         stream: &str,
         count: usize,
     ) -> Result<(redis::Value, Vec<Entry>), QueueError> {
+        let groups = self.stream_groups(stream).await;
         let mut conn = self.conn();
-        let groups: redis::Value = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(stream)
-            .query_async(&mut conn)
-            .await
-            .unwrap_or(redis::Value::Nil);
         let start = group_last_delivered(&groups)
             .map(|l| format!("({l}"))
             .unwrap_or_else(|| "-".into());

@@ -84,8 +84,7 @@ impl Queue {
         let mut conn = self.conn();
         let mut ids = Vec::new();
         for stream in keys.streams() {
-            // A stream no worker has created yet has no group and holds nothing.
-            let pending: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+            let pending: Vec<(String, String, u64, u64)> = match redis::cmd("XPENDING")
                 .arg(&stream)
                 .arg(crate::GROUP)
                 .arg("-")
@@ -93,7 +92,12 @@ impl Queue {
                 .arg(max)
                 .query_async(&mut conn)
                 .await
-                .unwrap_or_default();
+            {
+                Ok(pending) => pending,
+                // A stream no worker has created yet has no group and holds nothing.
+                Err(e) if e.code() == Some("NOGROUP") => continue,
+                Err(e) => return Err(QueueError::redis("read running jobs")(e)),
+            };
             if pending.is_empty() {
                 continue;
             }
@@ -127,7 +131,7 @@ impl Queue {
         let mut conn = self.conn();
         let mut ids = Vec::new();
         for stream in keys.streams() {
-            let (groups, _) = self.waiting_entries(&stream, 0).await?;
+            let groups = self.stream_groups(&stream).await;
             // No group yet: no worker has read the stream, every entry waits.
             let after = crate::client::group_last_delivered(&groups)
                 .map_or_else(|| "-".to_owned(), |l| format!("({l}"));
