@@ -6,7 +6,7 @@ use std::{sync::LazyLock, time::Duration};
 
 use redis::Script;
 
-use crate::{Queue, QueueError, now_us};
+use crate::{Queue, QueueError, conn::Conn, now_us};
 
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -21,11 +21,49 @@ static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     )
 });
 
-/// A held slot; give it back with [`Queue::release`].
-#[derive(Debug)]
+/// A held slot; give it back with [`Queue::release`]. A permit dropped unreleased (its job
+/// timed out or was cancelled mid-write) is given back in the background: otherwise it would
+/// hold its slot until the lease ends, and with one slot every writer would wait that long.
 pub struct Permit {
     key: String,
     token: String,
+    conn: Option<Conn>,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("key", &self.key)
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let (Some(mut conn), Ok(runtime)) =
+            (self.conn.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let (key, token) = (
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.token),
+        );
+        runtime.spawn(async move {
+            // Best effort: if this fails too, the lease still frees the slot.
+            let _ = give_back(&mut conn, &key, &token).await;
+        });
+    }
+}
+
+async fn give_back(conn: &mut Conn, key: &str, token: &str) -> redis::RedisResult<()> {
+    redis::cmd("ZREM")
+        .arg(key)
+        .arg(token)
+        .query_async::<i64>(conn)
+        .await
+        .map(drop)
 }
 
 impl Queue {
@@ -52,21 +90,21 @@ impl Queue {
                 .await
                 .map_err(QueueError::redis("acquire a shared limit"))?;
             if got == 1 {
-                return Ok(Permit { key, token });
+                return Ok(Permit {
+                    key,
+                    token,
+                    conn: Some(conn),
+                });
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 
-    pub async fn release(&self, permit: Permit) -> Result<(), QueueError> {
-        let mut conn = self.conn();
-        redis::cmd("ZREM")
-            .arg(&permit.key)
-            .arg(&permit.token)
-            .query_async::<i64>(&mut conn)
+    pub async fn release(&self, mut permit: Permit) -> Result<(), QueueError> {
+        let mut conn = permit.conn.take().unwrap_or_else(|| self.conn());
+        give_back(&mut conn, &permit.key, &permit.token)
             .await
-            .map(drop)
             .map_err(QueueError::redis("release a shared limit"))
     }
 }

@@ -161,21 +161,57 @@ impl TestEnv {
             if n >= count {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{kind} reached {n} {state} of {count} in {timeout:?}"
-            );
+            if Instant::now() >= deadline {
+                panic!(
+                    "{kind} reached {n} {state} of {count} in {timeout:?}; {}",
+                    self.whereabouts(kind).await
+                );
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
+    /// Where the jobs of `kind` are, for a failed wait: the count in each state, and the
+    /// unfinished ones with their attempts and last error.
+    async fn whereabouts(&self, kind: &str) -> String {
+        let queue = self.queue_of(kind);
+        let counts = self
+            .queue
+            .stats(&queue)
+            .await
+            .map(|s| s.by_kind.get(kind).cloned());
+        let filter = ferry_queue::JobFilter {
+            kind: Some(kind.to_owned()),
+            limit: 1000,
+            ..Default::default()
+        };
+        let unfinished: Vec<_> = match self.queue.list(&queue, &filter).await {
+            Ok(jobs) => jobs
+                .into_iter()
+                .filter(|j| !j.state.is_final())
+                .take(10)
+                .map(|j| {
+                    format!(
+                        "{} {:?} attempt {}: {:?}",
+                        j.id, j.state, j.attempts, j.last_error
+                    )
+                })
+                .collect(),
+            Err(e) => vec![e.to_string()],
+        };
+        format!("states {counts:?}; unfinished {unfinished:#?}")
+    }
+
+    /// The queue `kind` runs on (`[kinds.NAME] queue` applied).
+    fn queue_of(&self, kind: &str) -> String {
+        self.registry
+            .get(kind)
+            .map_or_else(|_| "default".to_owned(), |e| e.settings().queue.clone())
+    }
+
     /// Jobs of `kind` in `state`, on the kind's own queue (`[kinds.NAME] queue` applied).
     pub async fn count(&self, kind: &str, state: &str) -> i64 {
-        let queue = self
-            .registry
-            .get(kind)
-            .map_or_else(|_| "default".to_owned(), |e| e.settings().queue.clone());
-        let stats = self.queue.stats(&queue).await.unwrap();
+        let stats = self.queue.stats(&self.queue_of(kind)).await.unwrap();
         stats
             .by_kind
             .get(kind)

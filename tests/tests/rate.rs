@@ -331,3 +331,29 @@ async fn smtp_limit_paces_a_broadcast_in_place() {
     );
     env.cleanup().await;
 }
+
+/// A shared permit (`sync.max_writers`) whose holder is dropped mid-write, as a job that
+/// times out or is cancelled is, frees its slot at once, not when its two-minute lease ends:
+/// with one slot, every other writer would wait out the lease.
+#[tokio::test]
+async fn a_permit_dropped_unreleased_frees_its_slot_at_once() {
+    let env = TestEnv::new("").await;
+    let lease = Duration::from_secs(120);
+    let cut_short = tokio::time::timeout(Duration::from_millis(200), async {
+        let _held = env.queue.acquire("writers", 1, lease).await.unwrap();
+        std::future::pending::<()>().await
+    })
+    .await;
+    assert!(cut_short.is_err(), "the holder was not cut short");
+    let started = Instant::now();
+    let next = tokio::time::timeout(
+        Duration::from_secs(5),
+        env.queue.acquire("writers", 1, lease),
+    )
+    .await
+    .expect("the dropped permit still holds the only slot")
+    .unwrap();
+    env.queue.release(next).await.unwrap();
+    eprintln!("slot free again after {:?}", started.elapsed());
+    env.cleanup().await;
+}
