@@ -5,6 +5,7 @@ pub mod api;
 pub mod attempts;
 pub mod hook;
 pub mod smtp;
+pub mod sync;
 
 use std::{
     path::PathBuf,

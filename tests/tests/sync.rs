@@ -3,46 +3,10 @@
 use std::time::{Duration, Instant};
 
 use ferry_queue::JobState;
-use ferry_tests::{TestEnv, signal};
-
-const SCHOOL: &str = r#"
-[sync]
-schemas = ["{schema}"]
-[[sync.table]]
-name = "{schema}.profiles"
-exclude_columns = ["password_hash"]
-"#;
-
-fn ok(out: &std::process::Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "exit {:?}: {text}", out.status.code());
-    text
-}
-
-async fn verify_deep(env: &TestEnv) -> (bool, serde_json::Value) {
-    let out = env.ferry(&["--json", "sync", "verify", "--deep"]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    (out.status.success(), report)
-}
-
-async fn wait_until_equal(env: &TestEnv, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let (equal, report) = verify_deep(env).await;
-        if equal {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "mirror still differs: {report:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+use ferry_tests::{
+    TestEnv, signal,
+    sync::{SCHOOL, ok, text_of, verify_deep, wait_until_equal},
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_sync_mirrors_the_school_schema_losslessly() {
@@ -175,81 +139,6 @@ async fn writes_and_deletes_reach_the_mirror_by_incremental_sync_and_by_triggers
     scheduler.stop().await;
     worker.stop().await;
     env.cleanup().await;
-}
-
-/// The single text value `sql` returns, run in the test's application schema.
-/// Jobs for one row that overlap may write in another order than they read; the document
-/// must still end at the row's last version. Each round queues jobs for the row in a burst,
-/// changes the row, and queues one more; once all finished the document must match.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overlapping_jobs_for_one_row_leave_its_last_version_in_the_mirror() {
-    // One writer at a time: the jobs of a burst queue for it in no set order.
-    let env = TestEnv::new(&SCHOOL.replace("[sync]", "[sync]\nmax_writers = 1")).await;
-    env.load_school().await;
-    let worker = env.start_worker();
-    ok(&env.ferry(&["sync", "full", "--wait"]));
-    let s = env.app_schema();
-    env.sql(&format!(
-        "UPDATE \"{s}\".courses SET title = 'Race' WHERE id = (SELECT min(id::text)::uuid FROM \"{s}\".courses)"
-    ))
-    .await;
-    let id = text_of(&env, "SELECT min(id::text) FROM courses").await;
-    let args = serde_json::json!({"table": format!("{s}.courses"), "key": {"id": id}}).to_string();
-    let courses = env
-        .mongo()
-        .await
-        .collection::<mongodb::bson::Document>("courses");
-    let mut jobs = 0;
-    let mut stale = Vec::new();
-    for round in 1..=15 {
-        let burst: Vec<_> = (0..24).map(|_| env.job("sync.entity", &args).1).collect();
-        env.queue.enqueue("sync", &burst).await.unwrap();
-        // Let the burst read the row before it changes.
-        tokio::time::sleep(Duration::from_millis(30)).await;
-        env.sql(&format!(
-            "UPDATE \"{s}\".courses SET max_students = {round} WHERE title = 'Race'"
-        ))
-        .await;
-        env.enqueue("sync.entity", &args).await;
-        jobs += 25;
-        // Generous: in CI this test shares the one-process MongoDB stand-in with full syncs
-        // of 30,000 rows, and one slow write holds the only writer slot.
-        env.wait_for_count("sync.entity", "succeeded", jobs, Duration::from_secs(120))
-            .await;
-        let doc = courses
-            .find_one(mongodb::bson::doc! {"title": "Race"})
-            .await
-            .unwrap()
-            .expect("the course's document");
-        let mirrored = doc.get("max_students").and_then(|v| v.as_i32());
-        if mirrored != Some(round) {
-            stale.push((round, mirrored));
-        }
-    }
-    assert!(
-        stale.is_empty(),
-        "rounds whose document kept an older row (round, max_students): {stale:?}"
-    );
-    worker.stop().await;
-    env.cleanup().await;
-}
-
-async fn text_of(env: &TestEnv, sql: &str) -> String {
-    let mut tx = env.record.pool().begin().await.unwrap();
-    // SET LOCAL: the pooled connection must not keep this search_path.
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SET LOCAL search_path = \"{}\"",
-        env.app_schema()
-    )))
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    let text = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap_or_else(|e| panic!("{e}: {sql}"));
-    tx.commit().await.unwrap();
-    text
 }
 
 /// The tables a `sync verify --deep --json` report calls different: rows, documents, and the

@@ -303,7 +303,8 @@ impl Table {
         format!("({}) {op} ({})", self.key_list(), params.join(", "))
     }
 
-    /// Mirrored columns, then each key column as text (the cursor).
+    /// Mirrored columns, then each key column as text (the cursor), then the row version
+    /// (`xmin`, which every update changes) as text.
     pub fn select_list(&self) -> String {
         let mut exprs: Vec<String> = self
             .columns
@@ -317,6 +318,7 @@ impl Table {
                 .enumerate()
                 .map(|(i, c)| format!("{}::text AS _ferry_key{i}", c.quoted)),
         );
+        exprs.push("xmin::text AS _ferry_version".to_owned());
         exprs.join(", ")
     }
 }

@@ -6,6 +6,7 @@ use super::{
     QUEUE,
     mirror::Mirror,
     page::{self, Range},
+    settle,
 };
 use crate::{Backoff, JobContext, JobError, Kind, Settings};
 
@@ -94,10 +95,17 @@ impl Kind for Chunk {
             if page.inexact > 0 {
                 tracing::warn!(table = %table.name, values = page.inexact, "numerics beyond Decimal128's 34 digits stored as strings");
             }
-            if insert {
-                mirror.insert(&table.collection, &page.docs).await?;
-            } else {
-                mirror.upsert(&table.collection, &page.docs).await?;
+            let moved = settle::page(
+                &target.app,
+                &mirror,
+                &table,
+                config.sync.timestamps,
+                &page,
+                insert,
+            )
+            .await?;
+            if moved > 0 {
+                tracing::info!(table = %table.name, rows = moved, "rows changed while their page was written; rewritten");
             }
             let rows = page.docs.len() as i64;
             at.after = page.last;

@@ -1,10 +1,7 @@
 use serde::{Deserialize, Serialize};
 
-use super::{QUEUE, SyncError, Table, json_text, mirror::Mirror, page};
+use super::{QUEUE, SyncError, Table, json_text, mirror::Mirror, settle};
 use crate::{Backoff, JobContext, JobError, Kind, Settings};
-
-/// Writes of one row before giving up for a retry when the row changes under each write.
-const WRITE_ROUNDS: usize = 8;
 
 /// Syncs one row on write: reads the current row and upserts its document, or deletes the
 /// document when the row is gone. Enqueued coalesced, so a burst of writes to one row queues
@@ -105,27 +102,8 @@ impl Kind for Entity {
         let table = target.recent_catalog(config).await?.table(&args.table)?;
         let key = args.key_text(&table)?;
         let mirror = Mirror::for_job(&target, &ctx);
-        // Two jobs for one row can run at once: a change committed after a job started
-        // queues a new one. Whichever writes last might have read the older row, so each job
-        // reads the row again after its write and writes again until what it read matches
-        // what it wrote. The last write to the document is then always of the row as it is.
-        let mut written = None;
-        for _ in 0..WRITE_ROUNDS {
-            let page = page::read_one(&target.app, &table, config.sync.timestamps, &key).await?;
-            if written.as_ref() == Some(&page.docs) {
-                return Ok(());
-            }
-            if page.docs.is_empty() {
-                let id = page::id_for(&target.app, &table, config.sync.timestamps, &key).await?;
-                mirror.delete(&table.collection, &[id]).await?;
-            } else {
-                mirror.upsert(&table.collection, &page.docs).await?;
-            }
-            written = Some(page.docs);
-        }
-        Err(JobError::retryable(format!(
-            "row {} of {} changed during each of {WRITE_ROUNDS} writes to its document; retrying",
-            args.key, table.name
-        )))
+        // Two jobs for one row can run at once (a change committed after a job started
+        // queues a new one): `settle::row` keeps the last write the row as it is.
+        settle::row(&target.app, &mirror, &table, config.sync.timestamps, &key).await
     }
 }

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{QUEUE, SyncError, Table, Target, mirror::Mirror, page, sweep, triggers};
+use super::{QUEUE, SyncError, Table, Target, mirror::Mirror, page, settle, sweep, triggers};
 use crate::{JobContext, JobError, Kind, Settings};
 
 /// Syncs rows changed since each table's watermark, re-reading `sync.overlap` behind it so
@@ -125,11 +125,12 @@ async fn changed_rows(
             break;
         }
         let page = page::to_page(table, config.timestamps, &rows)?;
-        mirror.upsert(&table.collection, &page.docs).await?;
+        settle::page(&target.app, mirror, table, config.timestamps, &page, false).await?;
         synced += page.docs.len() as u64;
         let last = rows
             .last()
-            .map(|r| sqlx::Row::try_get::<String, _>(r, table.columns.len() + k));
+            // After the columns, the key texts and the row version (`Table::select_list`).
+            .map(|r| sqlx::Row::try_get::<String, _>(r, table.columns.len() + k + 1));
         let at = last
             .transpose()
             .map_err(SyncError::db("read updated_at"))?

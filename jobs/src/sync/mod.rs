@@ -20,6 +20,7 @@ pub mod mapping;
 mod mirror;
 pub mod page;
 pub mod relay;
+mod settle;
 pub mod status;
 mod sweep;
 pub mod triggers;

@@ -16,6 +16,8 @@ pub struct Page {
     pub bytes: u64,
     /// Numerics stored as strings because Decimal128 cannot hold them.
     pub inexact: u64,
+    /// Each row's key (as text) and version (`xmin`) when it was read, in page order.
+    pub versions: Vec<(Vec<String>, String)>,
 }
 
 /// Bounds of a keyset read: rows with key > `after` and key <= `upto`.
@@ -86,6 +88,55 @@ pub async fn read_one(
         .await
         .map_err(|e| key_error(e, table, key, "read a row"))?;
     to_page(table, timestamps, &rows)
+}
+
+/// The keys of the page's rows that changed or were deleted since the page was read: their
+/// version (`xmin`) is another now, or they are gone. One indexed lookup per row.
+pub async fn moved(
+    app: &PgPool,
+    table: &Table,
+    page: &Page,
+) -> Result<Vec<Vec<String>>, SyncError> {
+    if page.versions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let k = table.key.len();
+    let columns: Vec<String> = (0..k).map(|i| format!("_ferry_k{i}")).collect();
+    let arrays: Vec<String> = (1..=k).map(|i| format!("${i}::text[]")).collect();
+    let join: Vec<String> = table
+        .key
+        .iter()
+        .zip(&columns)
+        .map(|(c, k)| format!("t.{} = k.{k}::text::{}", c.quoted, c.type_name))
+        .collect();
+    let sql = format!(
+        "SELECT t.xmin::text FROM unnest({}) WITH ORDINALITY AS k({}, _ferry_i)
+         LEFT JOIN {} t ON {} ORDER BY k._ferry_i",
+        arrays.join(", "),
+        columns.join(", "),
+        table.quoted,
+        join.join(" AND ")
+    );
+    let mut query = sqlx::query_scalar::<_, Option<String>>(sqlx::AssertSqlSafe(sql));
+    for i in 0..k {
+        let values: Vec<&str> = page
+            .versions
+            .iter()
+            .map(|(key, _)| key[i].as_str())
+            .collect();
+        query = query.bind(values);
+    }
+    let now = query
+        .fetch_all(app)
+        .await
+        .map_err(SyncError::db("read row versions"))?;
+    Ok(page
+        .versions
+        .iter()
+        .zip(now)
+        .filter(|((_, then), now)| now.as_ref() != Some(then))
+        .map(|((key, _), _)| key.clone())
+        .collect())
 }
 
 /// The `_id` a row with this key (as text) has, computed by Postgres's own casts so it
@@ -197,10 +248,14 @@ pub(super) fn to_page(
         page.bytes += raw.as_bytes().len() as u64;
         page.docs.push(raw);
         page.ids.push(id);
-        let key_text: Vec<String> = (0..table.key.len())
+        let k = table.key.len();
+        let key_text: Vec<String> = (0..k)
             .map(|j| sqlx::Row::try_get::<String, _>(row, n + j))
             .collect::<Result<_, _>>()
             .map_err(SyncError::db("read the key"))?;
+        let version: String =
+            sqlx::Row::try_get(row, n + k).map_err(SyncError::db("read the row version"))?;
+        page.versions.push((key_text.clone(), version));
         page.last = Some(key_text);
     }
     Ok(page)
