@@ -229,3 +229,57 @@ async fn jobs_running_longer_than_reclaim_after_stay_with_their_live_worker() {
     assert!(worker.wait().unwrap().success());
     env.cleanup().await;
 }
+
+/// A worker that went silent (paused here with SIGSTOP) loses its job to another worker; when
+/// it wakes and reports the old attempt, that late outcome must be dropped: the job stays
+/// with the attempt that now runs it, and ends only when that attempt does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_outcome_from_a_paused_worker_is_dropped() {
+    // reclaim_after is 2 s in tests; the job sleeps 4 s in each attempt.
+    let env = TestEnv::new("").await;
+    let id = env.enqueue("sleep", r#"{"ms": 4000, "trace": true}"#).await;
+    let a = env.spawn_worker_process("a");
+    let running_in = |pid: u32| {
+        let env = &env;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !env.attempts_of(id).await.iter().any(|r| r.ran_in(pid)) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{pid} did not start the job"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    running_in(a.id()).await;
+    signal(&a, "STOP");
+    let mut b = env.spawn_worker_process("b");
+    running_in(b.id()).await;
+    // Woken with about 2 s of its attempt left; the new attempt has about 4 s.
+    signal(&a, "CONT");
+    let job = loop {
+        let job = env.job_record(id).await.unwrap();
+        if job.state.is_final() {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let runs = env.attempts_of(id).await;
+    assert!(
+        runs.iter().any(|r| r.ran_in(b.id()) && r.completed),
+        "the job ended ({:?}) before the attempt running it did: {runs:?}",
+        job.state
+    );
+    assert_eq!(
+        (job.state, job.attempts),
+        (JobState::Succeeded, 2),
+        "{job:?}"
+    );
+    let mut a = a;
+    for w in [&mut a, &mut b] {
+        signal(w, "TERM");
+        assert!(w.wait().unwrap().success());
+    }
+    env.cleanup().await;
+}
