@@ -71,17 +71,8 @@ async fn overlapping_jobs_for_one_row_leave_its_last_version_in_the_mirror() {
 /// one, in the mirror.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_sync_racing_on_write_jobs_leaves_every_row_as_it_is() {
-    // 12 chunks of 5 pages of 100 rows; a worker runs 8 chunks at once, with room beside
-    // them for on-write jobs.
-    let env = TestEnv::new(
-        "[worker]\nconcurrency = 16\n[sync]\nschemas = [\"{schema}\"]\nchunk_size = 100\npages_per_chunk = 5\nmax_writers = 1\n",
-    )
-    .await;
-    env.sql(
-        "CREATE TABLE items (id int8 PRIMARY KEY, n int8 NOT NULL);
-         INSERT INTO items SELECT i, 0 FROM generate_series(1, 6000) i;",
-    )
-    .await;
+    // 12 chunks of 5 pages of 100 rows; a worker runs 8 chunks at once.
+    let env = race("chunk_size = 100\npages_per_chunk = 5", "", 6000).await;
     // The test takes the only writer slot, so the chunks read their first page and wait.
     let slot = take_writer_slot(&env).await;
     let worker = env.start_worker();
@@ -113,25 +104,17 @@ async fn a_full_sync_racing_on_write_jobs_leaves_every_row_as_it_is() {
         .filter(|id| ((id - 1) % 500 < 100 && id % 5 == 0) || id % 500 == 51)
         .collect();
     queue_on_write(&env, &changed).await;
+    // Chunks fill most of the worker's slots: give the jobs a moment to start instead.
     tokio::time::sleep(Duration::from_millis(300)).await;
     env.queue.release(slot).await.unwrap();
 
-    let job = env
-        .wait_for(full, Duration::from_secs(120), |j| j.state.is_final())
-        .await;
-    assert_eq!(job.state, ferry_queue::JobState::Succeeded, "{job:?}");
-    env.wait_for_count(
-        "sync.entity",
-        "succeeded",
+    settled(
+        &env,
+        full,
         changed.len() as i64,
-        Duration::from_secs(120),
+        "rows left older or deleted in the mirror",
     )
     .await;
-    let (equal, report) = verify_deep(&env).await;
-    assert!(
-        equal,
-        "rows left older or deleted in the mirror: {report:#}"
-    );
     worker.stop().await;
     env.cleanup().await;
 }
@@ -141,13 +124,10 @@ async fn a_full_sync_racing_on_write_jobs_leaves_every_row_as_it_is() {
 /// not come back. Three rounds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incremental_page_racing_deletes_does_not_bring_rows_back() {
-    let env = TestEnv::new(
-        "[worker]\nconcurrency = 16\n[sync]\nschemas = [\"{schema}\"]\nchunk_size = 100\nmax_writers = 1\n",
-    )
-    .await;
-    env.sql(
-        "CREATE TABLE items (id int8 PRIMARY KEY, n int8 NOT NULL, updated_at timestamptz NOT NULL DEFAULT now());
-         INSERT INTO items (id, n) SELECT i, 0 FROM generate_series(1, 1000) i;",
+    let env = race(
+        "chunk_size = 100",
+        ", updated_at timestamptz NOT NULL DEFAULT now()",
+        1000,
     )
     .await;
     let worker = env.start_worker();
@@ -179,35 +159,72 @@ async fn an_incremental_page_racing_deletes_does_not_bring_rows_back() {
         .unwrap();
         queue_on_write(&env, &deleted).await;
         deleted_jobs += deleted.len() as i64;
-        // Released as soon as on-write jobs wait for the slot (the worker has 15 free slots
-        // for them): they have just begun to poll for it, far more often than the page that
-        // has waited long.
-        let waiting = (deleted.len() as i64).min(10);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while env.count("sync.entity", "running").await < waiting {
-            assert!(Instant::now() < deadline, "on-write jobs did not start");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        env.queue.release(slot).await.unwrap();
-        let done = env
-            .wait_for(job, Duration::from_secs(120), |j| j.state.is_final())
-            .await;
-        assert_eq!(done.state, ferry_queue::JobState::Succeeded, "{done:?}");
-        env.wait_for_count(
-            "sync.entity",
-            "succeeded",
+        // The worker has 15 slots beside the incremental job.
+        release_once_waiting(&env, slot, (deleted.len() as i64).min(10)).await;
+        settled(
+            &env,
+            job,
             deleted_jobs,
-            Duration::from_secs(120),
+            &format!("round {round}: deleted rows back in the mirror"),
         )
         .await;
-        let (equal, report) = verify_deep(&env).await;
-        assert!(
-            equal,
-            "round {round}: deleted rows back in the mirror: {report:#}"
-        );
     }
     worker.stop().await;
     env.cleanup().await;
+}
+
+/// The key sweep (incremental sync of a table without change triggers) deletes documents
+/// whose rows are gone. A row inserted again while that delete waits, and written by its
+/// on-write job first, must not lose its document to the delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_back_while_the_sweep_deletes_keeps_its_document() {
+    // No updated_at: incremental sync only sweeps this table.
+    let env = race("", "", 1000).await;
+    let worker = env.start_worker();
+    ok(&env.ferry(&["sync", "full", "--wait"]));
+    let s = env.app_schema();
+    let gone: Vec<i64> = (1..=1000).filter(|id| id % 50 == 7).collect();
+    env.sql(&format!("DELETE FROM \"{s}\".items WHERE id % 50 = 7"))
+        .await;
+    let slot = take_writer_slot(&env).await;
+    let job = start(&env, "incremental");
+    env.wait_for(job, Duration::from_secs(60), |j| {
+        j.state == ferry_queue::JobState::Running
+    })
+    .await;
+    // Time to list the documents and find the rows gone; then its delete waits for the slot.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    env.sql(&format!(
+        "INSERT INTO \"{s}\".items SELECT i, 1 FROM generate_series(1, 1000) i WHERE i % 50 = 7"
+    ))
+    .await;
+    queue_on_write(&env, &gone).await;
+    release_once_waiting(&env, slot, 10).await;
+    settled(
+        &env,
+        job,
+        gone.len() as i64,
+        "rows back without their documents",
+    )
+    .await;
+    worker.stop().await;
+    env.cleanup().await;
+}
+
+/// A test with one writer slot (`max_writers = 1`, plus `sync`, more `[sync]` settings), a
+/// worker with room for on-write jobs beside the 8 chunks it runs at most, and a table
+/// `items (id, n, columns)` of `rows` rows.
+async fn race(sync: &str, columns: &str, rows: i64) -> TestEnv {
+    let env = TestEnv::new(&format!(
+        "[worker]\nconcurrency = 16\n[sync]\nschemas = [\"{{schema}}\"]\nmax_writers = 1\n{sync}\n"
+    ))
+    .await;
+    env.sql(&format!(
+        "CREATE TABLE items (id int8 PRIMARY KEY, n int8 NOT NULL{columns});
+         INSERT INTO items (id, n) SELECT i, 0 FROM generate_series(1, {rows}) i;"
+    ))
+    .await;
+    env
 }
 
 /// Takes the only writer slot (`max_writers = 1`), so sync pages read and then wait.
@@ -237,4 +254,34 @@ async fn queue_on_write(env: &TestEnv, ids: &[i64]) {
         })
         .collect();
     env.queue.enqueue("sync", &jobs).await.unwrap();
+}
+
+/// Waits for sync job `job` to succeed and for `on_write` on-write jobs in all to have
+/// succeeded, then checks the mirror equals the tables.
+async fn settled(env: &TestEnv, job: uuid::Uuid, on_write: i64, what: &str) {
+    let done = env
+        .wait_for(job, Duration::from_secs(120), |j| j.state.is_final())
+        .await;
+    assert_eq!(done.state, ferry_queue::JobState::Succeeded, "{done:?}");
+    env.wait_for_count(
+        "sync.entity",
+        "succeeded",
+        on_write,
+        Duration::from_secs(120),
+    )
+    .await;
+    let (equal, report) = verify_deep(env).await;
+    assert!(equal, "{what}: {report:#}");
+}
+
+/// Gives the writer slot back as soon as `waiting` on-write jobs wait for it: they have just
+/// begun to poll for it, far more often than a page or a delete that has waited long, so
+/// they write first.
+async fn release_once_waiting(env: &TestEnv, slot: ferry_queue::Permit, waiting: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while env.count("sync.entity", "running").await < waiting {
+        assert!(Instant::now() < deadline, "on-write jobs did not start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    env.queue.release(slot).await.unwrap();
 }

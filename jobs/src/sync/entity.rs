@@ -104,6 +104,6 @@ impl Kind for Entity {
         let mirror = Mirror::for_job(&target, &ctx);
         // Two jobs for one row can run at once (a change committed after a job started
         // queues a new one): `settle::row` keeps the last write the row as it is.
-        settle::row(&target.app, &mirror, &table, config.sync.timestamps, &key).await
+        Ok(settle::row(&target.app, &mirror, &table, config.sync.timestamps, &key).await?)
     }
 }

@@ -10,8 +10,7 @@
 use ferry_config::Timestamps;
 use sqlx::PgPool;
 
-use super::{Table, mirror::Mirror, page};
-use crate::JobError;
+use super::{SyncError, Table, mirror::Mirror, page};
 
 /// Writes of one row before giving up for a retry when the row changes under each write.
 const WRITE_ROUNDS: usize = 8;
@@ -24,7 +23,7 @@ pub async fn row(
     table: &Table,
     timestamps: Timestamps,
     key: &[String],
-) -> Result<(), JobError> {
+) -> Result<(), SyncError> {
     let mut written = None;
     for _ in 0..WRITE_ROUNDS {
         let page = page::read_one(app, table, timestamps, key).await?;
@@ -39,7 +38,8 @@ pub async fn row(
         }
         written = Some(page.docs);
     }
-    Err(JobError::retryable(format!(
+    // Unavailable: retried, like a busy service.
+    Err(SyncError::Unavailable(format!(
         "row {key:?} of {} changed during each of {WRITE_ROUNDS} writes to its document; retrying",
         table.name
     )))
@@ -55,7 +55,7 @@ pub async fn page(
     timestamps: Timestamps,
     page: &page::Page,
     insert: bool,
-) -> Result<usize, JobError> {
+) -> Result<usize, SyncError> {
     if insert {
         mirror.insert(&table.collection, &page.docs).await?;
     } else {

@@ -5,7 +5,7 @@ use futures::TryStreamExt;
 
 use ferry_config::Timestamps;
 
-use super::{SyncError, Table, Target, bson_text, mapping::Scalar, mirror::Mirror};
+use super::{SyncError, Table, Target, bson_text, mapping::Scalar, mirror::Mirror, settle};
 
 const BATCH: usize = 1000;
 
@@ -48,6 +48,13 @@ pub async fn sweep(
             );
             if let Some(mirror) = mirror {
                 mirror.delete(&table.collection, &missing).await?;
+                // A key inserted again between the look-up and the delete may have had its
+                // document written (by its on-write job) before the delete: write it again.
+                let gone = missing_rows(target, table, timestamps, &missing).await?;
+                for id in missing.iter().filter(|id| !gone.contains(id)) {
+                    settle::row(&target.app, mirror, table, timestamps, &key_text(table, id))
+                        .await?;
+                }
             }
             batch.clear();
         }
@@ -65,19 +72,9 @@ pub async fn missing_rows(
     timestamps: Timestamps,
     ids: &[Bson],
 ) -> Result<Vec<Bson>, SyncError> {
-    let columns: Vec<Vec<String>> = table
-        .key
-        .iter()
-        .map(|c| {
-            ids.iter()
-                .map(|id| match (id, table.key.len()) {
-                    (Bson::Document(d), n) if n > 1 => {
-                        d.get(&c.name).map(bson_text).unwrap_or_default()
-                    }
-                    (v, _) => bson_text(v),
-                })
-                .collect()
-        })
+    let keys: Vec<Vec<String>> = ids.iter().map(|id| key_text(table, id)).collect();
+    let columns: Vec<Vec<String>> = (0..table.key.len())
+        .map(|i| keys.iter().map(|k| k[i].clone()).collect())
         .collect();
     let unnest: Vec<String> = (1..=table.key.len())
         .map(|i| format!("${i}::text[]"))
@@ -121,4 +118,16 @@ pub async fn missing_rows(
         .into_iter()
         .filter_map(|i| ids.get((i - 1) as usize).cloned())
         .collect())
+}
+
+/// A document's `_id` as the key's column values in text, in key order.
+fn key_text(table: &Table, id: &Bson) -> Vec<String> {
+    table
+        .key
+        .iter()
+        .map(|c| match (id, table.key.len()) {
+            (Bson::Document(d), n) if n > 1 => d.get(&c.name).map(bson_text).unwrap_or_default(),
+            (v, _) => bson_text(v),
+        })
+        .collect()
 }
