@@ -458,8 +458,10 @@ async fn a_worker_killed_mid_import_is_resumed_by_another() {
     .await;
     load_fixture(&env, 3000).await;
     let mut first = env.spawn_worker_process("first");
-    let out = ok(&env.ferry(&["--json", "import", "run"]));
-    let id: uuid::Uuid = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"]
+    let out = env.ferry(&["--json", "import", "run"]);
+    ok(&out);
+    // stdout only: ok() joins stderr, where a log line would break the JSON.
+    let id: uuid::Uuid = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["id"]
         .as_str()
         .unwrap()
         .parse()
