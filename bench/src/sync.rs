@@ -88,7 +88,7 @@ pub async fn run(args: Args, ferry: PathBuf) {
                     break;
                 }
                 bytes += p.bytes;
-                after = p.last;
+                after = p.last();
                 docs.extend(p.docs);
             }
             (docs, bytes)

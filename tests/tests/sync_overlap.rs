@@ -141,15 +141,7 @@ async fn an_incremental_page_racing_deletes_does_not_bring_rows_back() {
             "UPDATE \"{s}\".items SET n = {round} + 1, updated_at = now()"
         ))
         .await;
-        let slot = take_writer_slot(&env).await;
-        let job = start(&env, "incremental");
-        env.wait_for(job, Duration::from_secs(60), |j| {
-            j.state == ferry_queue::JobState::Running
-        })
-        .await;
-        // Time to load the catalog and read the first page; a job still reading only makes
-        // the race narrower.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (slot, job) = incremental_held_at_its_write(&env).await;
         let deleted: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
             "DELETE FROM \"{s}\".items WHERE id IN (SELECT id FROM \"{s}\".items ORDER BY id LIMIT 100)
                AND id % 5 = {round} RETURNING id"
@@ -186,14 +178,7 @@ async fn a_row_back_while_the_sweep_deletes_keeps_its_document() {
     let gone: Vec<i64> = (1..=1000).filter(|id| id % 50 == 7).collect();
     env.sql(&format!("DELETE FROM \"{s}\".items WHERE id % 50 = 7"))
         .await;
-    let slot = take_writer_slot(&env).await;
-    let job = start(&env, "incremental");
-    env.wait_for(job, Duration::from_secs(60), |j| {
-        j.state == ferry_queue::JobState::Running
-    })
-    .await;
-    // Time to list the documents and find the rows gone; then its delete waits for the slot.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (slot, job) = incremental_held_at_its_write(&env).await;
     env.sql(&format!(
         "INSERT INTO \"{s}\".items SELECT i, 1 FROM generate_series(1, 1000) i WHERE i % 50 = 7"
     ))
@@ -233,6 +218,20 @@ async fn take_writer_slot(env: &TestEnv) -> ferry_queue::Permit {
         .acquire("mongo-writers", 1, Duration::from_secs(120))
         .await
         .unwrap()
+}
+
+/// Takes the writer slot, starts an incremental sync and gives it time to load the catalog
+/// and read its first page (or, sweeping, find the rows gone): its first write then waits for
+/// the slot. A job still reading only makes the race narrower.
+async fn incremental_held_at_its_write(env: &TestEnv) -> (ferry_queue::Permit, uuid::Uuid) {
+    let slot = take_writer_slot(env).await;
+    let job = start(env, "incremental");
+    env.wait_for(job, Duration::from_secs(60), |j| {
+        j.state == ferry_queue::JobState::Running
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    (slot, job)
 }
 
 /// Starts `ferry sync WHAT` without waiting for it; its job.

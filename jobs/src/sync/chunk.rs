@@ -108,7 +108,7 @@ impl Kind for Chunk {
                 tracing::info!(table = %table.name, rows = moved, "rows changed while their page was written; rewritten");
             }
             let rows = page.docs.len() as i64;
-            at.after = page.last;
+            at.after = page.last();
             at.rows += rows;
             at.bytes += page.bytes as i64;
             let progress = Progress {

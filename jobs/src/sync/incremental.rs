@@ -136,7 +136,7 @@ async fn changed_rows(
             .map_err(SyncError::db("read updated_at"))?
             .unwrap_or_default();
         newest = Some(at.clone());
-        cursor = Some((at, page.last.unwrap_or_default()));
+        cursor = Some((at, page.last().unwrap_or_default()));
         if rows.len() < config.chunk_size {
             break;
         }

@@ -11,13 +11,18 @@ use super::{SyncError, Table, mapping};
 pub struct Page {
     pub docs: Vec<RawDocumentBuf>,
     pub ids: Vec<Bson>,
-    /// The last row's key as text; `None` when the page is empty.
-    pub last: Option<Vec<String>>,
     pub bytes: u64,
     /// Numerics stored as strings because Decimal128 cannot hold them.
     pub inexact: u64,
     /// Each row's key (as text) and version (`xmin`) when it was read, in page order.
     pub versions: Vec<(Vec<String>, String)>,
+}
+
+impl Page {
+    /// The last row's key as text (the cursor after this page); `None` when it is empty.
+    pub fn last(&self) -> Option<Vec<String>> {
+        self.versions.last().map(|(key, _)| key.clone())
+    }
 }
 
 /// Bounds of a keyset read: rows with key > `after` and key <= `upto`.
@@ -255,8 +260,7 @@ pub(super) fn to_page(
             .map_err(SyncError::db("read the key"))?;
         let version: String =
             sqlx::Row::try_get(row, n + k).map_err(SyncError::db("read the row version"))?;
-        page.versions.push((key_text.clone(), version));
-        page.last = Some(key_text);
+        page.versions.push((key_text, version));
     }
     Ok(page)
 }

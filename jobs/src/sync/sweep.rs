@@ -46,7 +46,9 @@ pub async fn sweep(
                     .take(20usize.saturating_sub(examples.len()))
                     .cloned(),
             );
-            if let Some(mirror) = mirror {
+            if let Some(mirror) = mirror
+                && !missing.is_empty()
+            {
                 mirror.delete(&table.collection, &missing).await?;
                 // A key inserted again between the look-up and the delete may have had its
                 // document written (by its on-write job) before the delete: write it again.

@@ -221,7 +221,7 @@ async fn compare(
             }
         }
         let full = page.docs.len() == config.sync.chunk_size;
-        state.after = page.last;
+        state.after = page.last();
         if !full {
             break;
         }
